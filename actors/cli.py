@@ -1,0 +1,190 @@
+"""The ``duplex`` command: launch the broker or any actor on any host, inspect, make keys."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bus import logs
+from bus.client import BrokerClient
+from bus.curve import create_keypair
+from bus.errors import BusError
+from bus.runtime import Actor, serve_actor
+from bus.topology import Topology, TopologyError, load_topology
+
+ACTORS: dict[str, str] = {
+    "loopback": "actors.loopback:Loopback",
+}
+"""Actor kinds ``duplex run`` knows, as ``module:Class`` (imported only when run)."""
+
+
+def _topology(path: Path | None) -> Topology:
+    if path is None and Path("topology.yaml").is_file():
+        path = Path("topology.yaml")
+    try:
+        return load_topology(path)
+    except TopologyError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+topology_option = click.option(
+    "--topology", "topology_path", type=click.Path(dir_okay=False, path_type=Path),
+    envvar="DUPLEX_TOPOLOGY", help="topology.yaml to read (default: ./topology.yaml if present).",
+)
+log_level_option = click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+    envvar="DUPLEX_LOG_LEVEL", show_default=True,
+)
+log_json_option = click.option("--log-json", is_flag=True, help="Log lines as JSON objects.")
+
+
+@click.group()
+def main() -> None:
+    """Duplex: realtime full-duplex voice on a ZeroMQ bus."""
+
+
+@main.command()
+@topology_option
+@click.option("--control", help="ROUTER endpoint to bind, e.g. tcp://0.0.0.0:5550.")
+@click.option("--events-in", help="XSUB endpoint to bind.")
+@click.option("--events-out", help="XPUB endpoint to bind.")
+@click.option("--heartbeat-ms", type=click.IntRange(10, 60_000))
+@click.option("--liveness", type=click.IntRange(1, 100))
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--no-metrics", is_flag=True, help="Serve no Prometheus endpoint.")
+@log_level_option
+@log_json_option
+def broker(
+    topology_path: Path | None, control: str | None, events_in: str | None,
+    events_out: str | None, heartbeat_ms: int | None, liveness: int | None,
+    metrics_port: int | None, no_metrics: bool, log_level: str, log_json: bool,
+) -> None:
+    """Run the broker: registry, heartbeats, discovery and the event proxy."""
+    from actors.broker import main as run_broker
+
+    logs.configure(log_level, as_json=log_json)
+    config = _topology(topology_path).broker
+    overrides: dict[str, Any] = {
+        k: v for k, v in {
+            "control": control, "events_in": events_in, "events_out": events_out,
+            "heartbeat_ms": heartbeat_ms, "liveness": liveness, "metrics_port": metrics_port,
+        }.items() if v is not None
+    }
+    if no_metrics:
+        overrides["metrics_port"] = None
+    run_broker(dataclasses.replace(config, **overrides))
+
+
+@main.command()
+@click.argument("actor", type=click.Choice(sorted(ACTORS)))
+@topology_option
+@click.option("--broker", "broker_endpoint", envvar="DUPLEX_BROKER",
+              help="Broker control endpoint, e.g. tcp://10.0.0.1:5550.")
+@click.option("--bind", help="Inbox endpoint to bind, e.g. tcp://0.0.0.0:* (default loopback).")
+@click.option("--host", help="Host name this actor reports.")
+@click.option("--advertise-host", help="Address peers reach this host at (for wildcard binds).")
+@click.option("--id", "actor_id", help="Actor id (default KIND-HOST-PID-RANDOM).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="0 picks a free port.")
+@log_level_option
+@log_json_option
+def run(
+    actor: str, topology_path: Path | None, broker_endpoint: str | None, bind: str | None,
+    host: str | None, advertise_host: str | None, actor_id: str | None,
+    metrics_port: int | None, log_level: str, log_json: bool,
+) -> None:
+    """Run one actor and register it with the broker."""
+    logs.configure(log_level, as_json=log_json)
+    config = _topology(topology_path).actor_config(
+        actor, broker=broker_endpoint, bind=bind, host=host, advertise_host=advertise_host,
+        actor_id=actor_id, metrics_port=metrics_port,
+    )
+    asyncio.run(serve_actor(_actor_class(actor)(config)))
+
+
+def _actor_class(kind: str) -> type[Actor]:
+    module_name, _, class_name = ACTORS[kind].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise click.ClickException(f"{ACTORS[kind]} is not an Actor")
+    return cls
+
+
+@main.command()
+@topology_option
+@click.option("--broker", "broker_endpoint", envvar="DUPLEX_BROKER", help="Broker control endpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--kind", default="", help="Only actors of this kind.")
+@click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds to wait.")
+def status(
+    topology_path: Path | None, broker_endpoint: str | None, as_json: bool, kind: str,
+    timeout: float,
+) -> None:
+    """List the live actors the broker knows."""
+    topo = _topology(topology_path)
+    endpoint = broker_endpoint or topo.actor_config("status").broker
+    try:
+        with BrokerClient(endpoint, timeout_s=timeout, curve_config=topo.broker.curve) as client:
+            snap = client.discover(kind)
+    except BusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    now_ns = time.time_ns()
+    rows = [
+        {
+            "actor_id": r.actor_id, "kind": r.kind, "host": r.host, "pid": r.pid,
+            "endpoints": r.endpoints, "capabilities": r.capabilities,
+            "resident_models": list(r.resident_models), "load": r.load,
+            "uptime_s": round((now_ns - r.started_wall_ns) / 1e9, 1) if r.started_wall_ns else None,
+        }
+        for r in snap.actors
+    ]
+    if as_json:
+        click.echo(json.dumps(
+            {"broker": endpoint, "epoch": snap.broker_epoch, "version": snap.version, "actors": rows},
+            indent=2,
+        ))
+        return
+    click.echo(f"broker {endpoint}  epoch {snap.broker_epoch}  {len(rows)} actor(s)")
+    header = ("KIND", "ACTOR", "HOST", "PID", "LOAD", "UPTIME", "MODELS")
+    table = [header] + [
+        (r["kind"], r["actor_id"], r["host"], str(r["pid"]), f"{r['load']:.2f}",
+         f"{r['uptime_s']}s", ",".join(r["resident_models"]) or "-")
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("keys"), show_default=True, help="Where to write the key files.")
+@click.option("--allow", "allow_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also copy the public key into this allow-list folder.")
+def keys(name: str, directory: Path, allow_dir: Path | None) -> None:
+    """Create a CURVE key pair NAME.key (public) and NAME.key_secret (keep private)."""
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise click.BadParameter("use letters, digits, '-' and '_' only", param_hint="NAME")
+    secret = directory / f"{name}.key_secret"
+    if secret.exists():
+        raise click.ClickException(f"{secret} exists; remove it first to make a new key pair")
+    public, secret = create_keypair(directory, name)
+    click.echo(f"public key: {public}")
+    click.echo(f"secret key: {secret} (mode 600, keep it on this host)")
+    if allow_dir is not None:
+        allow_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(public, allow_dir / public.name)
+        click.echo(f"allowed:    {allow_dir / public.name}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

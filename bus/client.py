@@ -1,0 +1,73 @@
+"""A small synchronous client of the broker for tools (``duplex status``) and scripts."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import zmq
+
+from bus import curve, sockets
+from bus.envelope import decode, encode
+from bus.errors import RemoteError, RequestTimeout
+from bus.schema import Message, decode_message, envelope_for
+from bus.schema.system import Describe, Description, Discover, Error, RegistrySnapshot
+from bus.topology import CurveConfig
+
+
+class BrokerClient:
+    """Request/reply with the broker over a DEALER, every call bounded by ``timeout_s``."""
+
+    def __init__(
+        self, endpoint: str, *, timeout_s: float = 2.0, curve_config: CurveConfig | None = None
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._sock = sockets.prepare(self._ctx.socket(zmq.DEALER))
+        if curve_config is not None and curve_config.enabled:
+            keys = curve.load_keypair(curve_config.keys_dir / f"{curve_config.actor_key}.key_secret")
+            server = curve.load_public_key(curve_config.keys_dir / f"{curve_config.broker_key}.key")
+            curve.make_client(self._sock, keys, server)
+        self._sock.connect(endpoint)
+
+    def request(self, msg: Message) -> Message:
+        """Send ``msg`` and return the reply; RequestTimeout or RemoteError otherwise."""
+        env = envelope_for(msg, src="client")
+        self._sock.send_multipart(encode(env))
+        deadline_ms = int(self.timeout_s * 1000)
+        while self._sock.poll(deadline_ms, zmq.POLLIN):
+            reply_env = decode(self._sock.recv_multipart())
+            if reply_env.reply_to != env.id:
+                continue  # a late answer to an earlier request
+            reply = decode_message(reply_env)
+            if isinstance(reply, Error):
+                raise RemoteError(reply.code, reply.message)
+            return reply
+        raise RequestTimeout(f"no answer from the broker at {self.endpoint} in {self.timeout_s} s")
+
+    def discover(self, kind: str = "") -> RegistrySnapshot:
+        """Live registrations (of ``kind``, or all)."""
+        reply = self.request(Discover(kind=kind))
+        if not isinstance(reply, RegistrySnapshot):
+            raise RemoteError("UNEXPECTED_REPLY", reply.TYPE)
+        return reply
+
+    def describe(self) -> Description:
+        """The broker's own description and counters."""
+        reply = self.request(Describe())
+        if not isinstance(reply, Description):
+            raise RemoteError("UNEXPECTED_REPLY", reply.TYPE)
+        return reply
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+        self._ctx.term()
+
+    def __enter__(self) -> BrokerClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,606 @@
+"""The shared actor runtime: connect, register, heartbeat, reconnect, dispatch, stop, metrics.
+
+An actor subclasses :class:`Actor` and overrides the hooks ``on_start``, ``on_message``,
+``on_stop`` and ``on_failure`` (pykka's lifecycle). The runtime owns every socket:
+
+- a DEALER to the broker (READY, HEARTBEAT, UPDATE, DISCONNECT, discovery requests);
+- the actor's inbox, a ROUTER bound on ``config.bind`` where peers send direct messages;
+- one DEALER per peer it talks to, connected to that peer's inbox;
+- a PUB to the broker's XSUB and a SUB to its XPUB (audio and events).
+
+Every received message is decoded and validated before a hook sees it; a message that fails is
+counted and logged, never raised. Control messages are served before queued data messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from bus import curve, sockets
+from bus.envelope import Envelope, decode, encode
+from bus.errors import DecodeError, PeerGone, RemoteError, RequestTimeout
+from bus.lifecycle import stop_on_signals
+from bus.logs import RateLimitedLog, kv
+from bus.metrics import BusMetrics
+from bus.registry import RegistryMirror
+from bus.schema import Message, Priority, decode_message, envelope_for
+from bus.schema.system import (
+    REGISTRY_TOPIC,
+    Describe,
+    Description,
+    Disconnect,
+    Discover,
+    Error,
+    Heartbeat,
+    Ping,
+    Pong,
+    Ready,
+    Registered,
+    Registration,
+    RegistryChange,
+    RegistryEvent,
+    RegistrySnapshot,
+    Update,
+)
+from bus.topology import ActorConfig
+
+DRAIN_LIMIT = 256
+"""Messages read from one socket before the others get a turn."""
+
+DATA_BUDGET = 32
+"""Data messages handled before the sockets are read again for control messages."""
+
+MAX_RECONNECT_BACKOFF_S = 8.0
+"""Longest wait between two rebuilds of the broker socket while the broker is silent."""
+
+
+class Via(enum.Enum):
+    """Where a message came in."""
+
+    BROKER = "broker"
+    INBOX = "inbox"
+    PEER = "peer"
+    EVENTS = "events"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A received, validated message and where it came from (so it can be answered)."""
+
+    env: Envelope
+    message: Message
+    via: Via
+    identity: bytes = b""
+    """ROUTER routing id of the sender (inbox messages)."""
+    peer: str = ""
+    """Actor id whose socket it came in on (peer replies)."""
+    topic: bytes = b""
+    """Event-bus topic (events)."""
+
+
+class Actor:
+    """Base of every Duplex actor; see the module docstring."""
+
+    def __init__(self, config: ActorConfig) -> None:
+        self.config = config.with_id()
+        self.id = self.config.actor_id
+        self.kind = self.config.kind
+        self.log = logging.getLogger(f"duplex.{self.kind}")
+        self.metrics = BusMetrics(self.kind)
+        self.registry = RegistryMirror()
+        self.registry.listen(self._on_registry_change)
+        self.registered = asyncio.Event()
+        """Set while the broker has this actor registered."""
+        self.capabilities: dict[str, Any] = {}
+        self.resident_models: tuple[str, ...] = ()
+        self.load = 0.0
+        self.endpoints: dict[str, str] = {}
+        self.subscriptions: set[bytes] = {REGISTRY_TOPIC}
+        """Event-bus topic prefixes to receive; set before :meth:`run` or use :meth:`subscribe`."""
+        self.broker_epoch = ""
+        self.heartbeat_s = self.config.heartbeat_ms / 1000
+        self.liveness = self.config.liveness
+        self.started_wall_ns = time.time_ns()
+        self.stats = {"received": 0, "sent": 0, "invalid": 0}
+        self._bad = RateLimitedLog(self.log)
+        self._ctx: zmq.asyncio.Context | None = None
+        self._broker: zmq.asyncio.Socket | None = None
+        self._inbox: zmq.asyncio.Socket | None = None
+        self._pub: zmq.asyncio.Socket | None = None
+        self._sub: zmq.asyncio.Socket | None = None
+        self._wake_rx: zmq.asyncio.Socket | None = None
+        self._wake_tx: zmq.asyncio.Socket | None = None
+        self._events_endpoints: tuple[str, str] = ("", "")
+        self._peers: dict[str, zmq.asyncio.Socket] = {}
+        self._poller = zmq.asyncio.Poller()
+        self._pending: dict[str, tuple[asyncio.Future[Message], str]] = {}
+        self._backlog: deque[Inbound] = deque()
+        self._stopping = False
+        self._last_broker = 0.0
+        self._keys: curve.KeyPair | None = None
+        self._broker_public: bytes = b""
+        self._authenticator: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ hooks
+
+    async def on_start(self) -> None:
+        """Called once the sockets are up, before the first message is handled."""
+
+    async def on_message(self, inbound: Inbound) -> None:
+        """Handle a message the runtime does not handle itself. The default refuses requests."""
+        if inbound.via is Via.INBOX:
+            await self.reply(inbound, Error(code="UNSUPPORTED_TYPE", message=inbound.env.type))
+
+    async def on_stop(self) -> None:
+        """Called on the way out, before the sockets close."""
+
+    async def on_failure(self, exc: BaseException, inbound: Inbound) -> None:
+        """Called when ``on_message`` raised; the actor keeps running."""
+        self.log.error(
+            "handler failed", exc_info=exc, extra=kv(type=inbound.env.type, src=inbound.env.src)
+        )
+
+    # ------------------------------------------------------------------ public API
+
+    def registration(self) -> Registration:
+        """What this actor tells the broker about itself."""
+        return Registration(
+            actor_id=self.id,
+            kind=self.kind,
+            host=self.config.host,
+            pid=os.getpid(),
+            endpoints=dict(self.endpoints),
+            capabilities=dict(self.capabilities),
+            resident_models=tuple(self.resident_models),
+            load=self.load,
+            public_key=self._keys.public.decode() if self._keys else "",
+            started_wall_ns=self.started_wall_ns,
+        )
+
+    def stop(self) -> None:
+        """Ask the actor to stop; :meth:`run` returns once it has shut down cleanly."""
+        self._stopping = True
+        self._wake()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task owned by the actor (cancelled on stop, failures logged)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def subscribe(self, topic: bytes) -> None:
+        """Receive event-bus messages whose topic starts with ``topic``."""
+        self.subscriptions.add(topic)
+        if self._sub is not None:
+            self._sub.subscribe(topic)
+
+    async def publish(self, topic: bytes, msg: Message, *, session: str = "") -> None:
+        """Publish on the event bus (dropped, as PUB/SUB does, until the broker is reached)."""
+        assert self._pub is not None, "publish() before run()"  # noqa: S101 - programming error
+        env = envelope_for(msg, src=self.id, session=session)
+        await self._pub.send_multipart([topic, *encode(env)])
+        self._count_sent(env.type)
+
+    async def send(
+        self, peer_id: str, msg: Message, *, session: str = "", reply_to: str = ""
+    ) -> str:
+        """Send ``msg`` straight to ``peer_id``'s inbox; returns the message id."""
+        env = envelope_for(msg, src=self.id, session=session, reply_to=reply_to)
+        await self._peer_socket(peer_id).send_multipart(encode(env))
+        self._count_sent(env.type)
+        return env.id
+
+    async def reply(self, inbound: Inbound, msg: Message) -> None:
+        """Answer ``inbound`` on the socket it came in on."""
+        env = envelope_for(msg, src=self.id, session=inbound.env.session, reply_to=inbound.env.id)
+        frames = encode(env)
+        if inbound.via is Via.INBOX and self._inbox is not None:
+            await self._inbox.send_multipart([inbound.identity, *frames])
+        elif inbound.via is Via.PEER and inbound.peer in self._peers:
+            await self._peers[inbound.peer].send_multipart(frames)
+        elif inbound.via is Via.BROKER and self._broker is not None:
+            await self._broker.send_multipart(frames)
+        else:
+            return
+        self._count_sent(env.type)
+
+    async def request(
+        self, peer_id: str, msg: Message, *, session: str = "", timeout: float | None = None
+    ) -> Message:
+        """Send a request to a peer and wait for its reply.
+
+        Raises :class:`PeerGone` if the peer is not registered or leaves while we wait,
+        :class:`RequestTimeout` if no reply comes in time, :class:`RemoteError` for an error reply.
+        """
+        if self.registry.get(peer_id) is None:
+            raise PeerGone(f"{peer_id} is not registered")
+        env = envelope_for(msg, src=self.id, session=session)
+        future = self._expect(env.id, peer_id)
+        await self._peer_socket(peer_id).send_multipart(encode(env))
+        self._count_sent(env.type)
+        return await self._await_reply(env.id, future, timeout, peer_id)
+
+    async def request_broker(self, msg: Message, *, timeout: float | None = None) -> Message:
+        """Send a request to the broker and wait for its reply (see :meth:`request`)."""
+        assert self._broker is not None, "request_broker() before run()"  # noqa: S101
+        env = envelope_for(msg, src=self.id)
+        future = self._expect(env.id, "broker")
+        await self._broker.send_multipart(encode(env))
+        self._count_sent(env.type)
+        return await self._await_reply(env.id, future, timeout, "broker")
+
+    async def update_registration(
+        self,
+        *,
+        load: float | None = None,
+        resident_models: tuple[str, ...] | None = None,
+        capabilities: dict[str, Any] | None = None,
+    ) -> None:
+        """Change what the broker knows of this actor; watchers see the change."""
+        if load is not None:
+            self.load = load
+        if resident_models is not None:
+            self.resident_models = tuple(resident_models)
+        if capabilities is not None:
+            self.capabilities = dict(capabilities)
+        if self.registered.is_set():
+            await self._to_broker(
+                Update(load=load, resident_models=resident_models, capabilities=capabilities)
+            )
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`: set up, register, serve messages, then shut down cleanly."""
+        self._setup_sockets()
+        self.log.info(
+            "actor starting", extra=kv(actor_id=self.id, broker=self.config.broker, **self.endpoints)
+        )
+        heartbeat = self.spawn(self._heartbeat_loop())
+        try:
+            await self.on_start()
+            await self._to_broker(Ready(registration=self.registration()))
+            await self._serve()
+        finally:
+            heartbeat.cancel()
+            await self._shutdown()
+
+    # ------------------------------------------------------------------ set-up and teardown
+
+    def _setup_sockets(self) -> None:
+        ctx = self._ctx = zmq.asyncio.Context()
+        cfg = self.config
+        if cfg.curve.enabled:
+            self._keys = curve.load_keypair(cfg.curve.keys_dir / f"{cfg.curve.actor_key}.key_secret")
+            self._broker_public = curve.load_public_key(
+                cfg.curve.keys_dir / f"{cfg.curve.broker_key}.key"
+            )
+            allow = curve.AllowList(cfg.curve.allow_dir)
+            self._authenticator = curve.start_authenticator(ctx, allow)
+        self._wake_rx = ctx.socket(zmq.PAIR)
+        self._wake_tx = ctx.socket(zmq.PAIR)
+        wake = f"inproc://wake-{self.id}-{os.urandom(4).hex()}"
+        self._wake_rx.bind(wake)
+        self._wake_tx.connect(wake)
+        self._poller.register(self._wake_rx, zmq.POLLIN)
+
+        inbox = self._inbox = sockets.prepare(ctx.socket(zmq.ROUTER))
+        if self._keys is not None:
+            curve.make_server(inbox, self._keys)
+        bound = sockets.bind(inbox, cfg.bind)
+        self.endpoints["inbox"] = sockets.advertised(bound, cfg.advertise_host)
+        self._poller.register(inbox, zmq.POLLIN)
+
+        self._pub = sockets.prepare(ctx.socket(zmq.PUB))
+        self._sub = sockets.prepare(ctx.socket(zmq.SUB))
+        for sock in (self._pub, self._sub):
+            if self._keys is not None:
+                curve.make_client(sock, self._keys, self._broker_public)
+        for topic in self.subscriptions:
+            self._sub.subscribe(topic)
+        self._poller.register(self._sub, zmq.POLLIN)
+        self._connect_broker()
+
+        if cfg.metrics_port is not None:
+            port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
+            self.endpoints["metrics"] = f"http://{cfg.metrics_host}:{port}/metrics"
+
+    def _connect_broker(self) -> None:
+        assert self._ctx is not None  # noqa: S101 - set up first
+        if self._broker is not None:
+            self._poller.unregister(self._broker)
+            self._broker.close(linger=0)
+        sock = self._broker = sockets.prepare(self._ctx.socket(zmq.DEALER), hwm=1000)
+        if self._keys is not None:
+            curve.make_client(sock, self._keys, self._broker_public)
+        sock.connect(self.config.broker)
+        self._poller.register(sock, zmq.POLLIN)
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        try:
+            await self.on_stop()
+        except Exception:
+            self.log.exception("on_stop failed")
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.set_exception(PeerGone("actor stopping"))
+        if self._broker is not None and self.registered.is_set():
+            # Tell the broker now rather than letting it wait out our liveness.
+            self._broker.linger = 200
+            await self._to_broker(Disconnect(reason="stopping"))
+        for sock in (self._broker, self._inbox, self._pub, self._sub, self._wake_rx,
+                     self._wake_tx, *self._peers.values()):
+            if sock is not None:
+                sock.close()
+        if self._authenticator is not None:
+            self._authenticator.stop()
+        if self._ctx is not None:
+            self._ctx.term()
+        self.metrics.close()
+        self.log.info("actor stopped", extra=kv(actor_id=self.id))
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("task failed", exc_info=task.exception())
+
+    def _wake(self) -> None:
+        if self._wake_tx is not None and not self._wake_tx.closed:
+            self._wake_tx.send(b"", zmq.NOBLOCK)
+
+    # ------------------------------------------------------------------ receive and dispatch
+
+    async def _serve(self) -> None:
+        while not self._stopping:
+            timeout = 0 if self._backlog else 1000
+            ready = await self._poller.poll(timeout)
+            for sock, _ in ready:
+                await self._drain(sock)
+            budget = DATA_BUDGET
+            while self._backlog and budget and not self._stopping:
+                await self._dispatch(self._backlog.popleft())
+                budget -= 1
+
+    async def _drain(self, sock: Any) -> None:
+        if sock is self._wake_rx:
+            while True:
+                try:
+                    await sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+        for _ in range(DRAIN_LIMIT):
+            try:
+                frames = await sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            inbound = self._decode(sock, frames)
+            if inbound is None:
+                continue
+            if inbound.message.PRIORITY is Priority.DATA:
+                if len(self._backlog) >= self.config.data_backlog:
+                    dropped = self._backlog.popleft()
+                    self.metrics.dropped.labels(dropped.env.type).inc()
+                self._backlog.append(inbound)
+            else:
+                await self._dispatch(inbound)
+
+    def _decode(self, sock: Any, frames: list[bytes]) -> Inbound | None:
+        identity, topic, peer = b"", b"", ""
+        if sock is self._inbox:
+            via, identity, frames = Via.INBOX, frames[0], frames[1:]
+        elif sock is self._sub:
+            via, topic, frames = Via.EVENTS, frames[0], frames[1:]
+        elif sock is self._broker:
+            via = Via.BROKER
+        else:
+            via = Via.PEER
+            peer = next((p for p, s in self._peers.items() if s is sock), "")
+        try:
+            env = decode(frames)
+            message = decode_message(env)
+        except DecodeError as exc:
+            self._count_invalid(exc, via)
+            if via is Via.INBOX:
+                self.spawn(self._refuse(identity, exc))
+            return None
+        self.stats["received"] += 1
+        self.metrics.received.labels(env.type).inc()
+        if via is Via.BROKER:
+            self._last_broker = time.monotonic()
+        return Inbound(env=env, message=message, via=via, identity=identity, peer=peer, topic=topic)
+
+    async def _refuse(self, identity: bytes, exc: DecodeError) -> None:
+        if self._inbox is None:
+            return
+        code = "UNSUPPORTED_TYPE" if exc.reason == "unknown_type" else "INVALID_MESSAGE"
+        env = envelope_for(Error(code=code, message=str(exc)[:1000]), src=self.id)
+        await self._inbox.send_multipart([identity, *encode(env)])
+
+    def _count_invalid(self, exc: DecodeError, via: Via) -> None:
+        self.stats["invalid"] += 1
+        self.metrics.invalid.labels(exc.reason).inc()
+        self._bad.warning(exc.reason, "invalid message dropped", via=via.value, error=str(exc)[:200])
+
+    async def _dispatch(self, inbound: Inbound) -> None:
+        env, msg = inbound.env, inbound.message
+        if env.reply_to and env.reply_to in self._pending:
+            future, _ = self._pending.pop(env.reply_to)
+            if not future.done():
+                if isinstance(msg, Error):
+                    future.set_exception(RemoteError(msg.code, msg.message))
+                else:
+                    future.set_result(msg)
+            return
+        started = time.perf_counter()
+        try:
+            if not await self._handle_system(inbound):
+                await self.on_message(inbound)
+        except Exception as exc:
+            self.metrics.handler_errors.labels(env.type).inc()
+            await self.on_failure(exc, inbound)
+        finally:
+            self.metrics.handle_seconds.observe(time.perf_counter() - started)
+
+    async def _handle_system(self, inbound: Inbound) -> bool:
+        msg, via = inbound.message, inbound.via
+        if via is Via.BROKER:
+            if isinstance(msg, Registered):
+                self._on_registered(msg)
+            elif isinstance(msg, Disconnect):
+                # The broker does not know us (it restarted, or purged us): register again.
+                self.registered.clear()
+                await self._to_broker(Ready(registration=self.registration()))
+            elif isinstance(msg, Heartbeat):
+                if self.registry.version < msg.registry_version and self.registered.is_set():
+                    self.spawn(self._resync())
+            return True
+        if via is Via.EVENTS and isinstance(msg, RegistryEvent):
+            if not self.registry.apply_event(msg):
+                self.spawn(self._resync())
+            return True
+        if via is Via.INBOX and isinstance(msg, Describe):
+            await self.reply(inbound, Description(registration=self.registration(), stats=self._describe_stats()))
+            return True
+        if via is Via.INBOX and isinstance(msg, Ping):
+            await self.reply(inbound, Pong())
+            return True
+        return False
+
+    def _describe_stats(self) -> dict[str, Any]:
+        return {**self.stats, "uptime_s": round((time.time_ns() - self.started_wall_ns) / 1e9, 3)}
+
+    # ------------------------------------------------------------------ broker session
+
+    def _on_registered(self, msg: Registered) -> None:
+        first = not self.registered.is_set()
+        self.broker_epoch = msg.broker_epoch
+        self.heartbeat_s = msg.heartbeat_ms / 1000
+        self.liveness = msg.liveness
+        broker_host = sockets.host_of(self.config.broker)
+        events = (
+            sockets.advertised(msg.events_in, broker_host),
+            sockets.advertised(msg.events_out, broker_host),
+        )
+        if events != self._events_endpoints:
+            assert self._pub is not None and self._sub is not None  # noqa: S101
+            for sock, old, new in zip((self._pub, self._sub), self._events_endpoints, events, strict=True):
+                if old:
+                    sock.disconnect(old)
+                sock.connect(new)
+            self._events_endpoints = events
+        self.registered.set()
+        if first:
+            self.log.info("registered", extra=kv(broker_epoch=msg.broker_epoch, events_out=events[1]))
+        self.spawn(self._resync())
+
+    async def _resync(self) -> None:
+        try:
+            snap = await self.request_broker(Discover())
+        except (RequestTimeout, PeerGone):
+            return
+        if isinstance(snap, RegistrySnapshot):
+            self.registry.apply_snapshot(snap)
+
+    async def _heartbeat_loop(self) -> None:
+        backoff = self.heartbeat_s
+        last_rebuild = time.monotonic()
+        self._last_broker = time.monotonic()
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            now = time.monotonic()
+            silent = now - self._last_broker
+            if silent > self.heartbeat_s * self.liveness:
+                if self.registered.is_set():
+                    self.registered.clear()
+                    self.log.warning("broker silent, reconnecting", extra=kv(silent_s=round(silent, 2)))
+                if now - last_rebuild >= backoff:
+                    # Paranoid Pirate: a fresh socket drops whatever queued for the dead broker.
+                    self._connect_broker()
+                    last_rebuild = now
+                    backoff = min(backoff * 2, MAX_RECONNECT_BACKOFF_S)
+            else:
+                backoff = self.heartbeat_s
+            if self.registered.is_set():
+                await self._to_broker(Heartbeat())
+            else:
+                await self._to_broker(Ready(registration=self.registration()))
+
+    async def _to_broker(self, msg: Message) -> None:
+        if self._broker is None:
+            return
+        env = envelope_for(msg, src=self.id)
+        try:
+            await self._broker.send_multipart(encode(env), zmq.NOBLOCK)
+        except zmq.Again:
+            return  # broker unreachable and queue full: the heartbeat loop will rebuild
+        self._count_sent(env.type)
+
+    # ------------------------------------------------------------------ peers and requests
+
+    def _peer_socket(self, peer_id: str) -> zmq.asyncio.Socket:
+        sock = self._peers.get(peer_id)
+        if sock is not None:
+            return sock
+        reg = self.registry.get(peer_id)
+        if reg is None or "inbox" not in reg.endpoints:
+            raise PeerGone(f"{peer_id} is not registered")
+        assert self._ctx is not None  # noqa: S101
+        sock = sockets.prepare(self._ctx.socket(zmq.DEALER))
+        if self._keys is not None:
+            curve.make_client(sock, self._keys, reg.public_key.encode())
+        sock.connect(reg.endpoints["inbox"])
+        self._peers[peer_id] = sock
+        self._poller.register(sock, zmq.POLLIN)
+        self._wake()  # the poll in progress does not watch the new socket yet
+        return sock
+
+    def _on_registry_change(self, change: RegistryChange, reg: Registration) -> None:
+        if change is not RegistryChange.REMOVED:
+            return
+        for msg_id, (future, peer) in list(self._pending.items()):
+            if peer == reg.actor_id and not future.done():
+                future.set_exception(PeerGone(f"{peer} left the registry"))
+                del self._pending[msg_id]
+        sock = self._peers.pop(reg.actor_id, None)
+        if sock is not None:
+            self._poller.unregister(sock)
+            sock.close(linger=0)
+
+    def _expect(self, msg_id: str, peer: str) -> asyncio.Future[Message]:
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = (future, peer)
+        return future
+
+    async def _await_reply(
+        self, msg_id: str, future: asyncio.Future[Message], timeout: float | None, peer: str
+    ) -> Message:
+        limit = self.config.request_timeout_s if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            raise RequestTimeout(f"no reply from {peer} within {limit:.3g} s") from None
+        finally:
+            self._pending.pop(msg_id, None)
+
+    def _count_sent(self, type_: str) -> None:
+        self.stats["sent"] += 1
+        self.metrics.sent.labels(type_).inc()
+
+
+
+async def serve_actor(actor: Actor) -> None:
+    """Run ``actor`` until SIGTERM or SIGINT."""
+    with stop_on_signals(actor.stop):
+        await actor.run()

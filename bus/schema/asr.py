@@ -1,0 +1,25 @@
+"""Speech recognition messages."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from bus.schema._base import Message, bounded, message
+
+
+@message
+class Transcript(Message):
+    """Words heard in a span of the session's input stream."""
+
+    TYPE: ClassVar[str] = "asr.transcript"
+
+    text: str = bounded(4096)
+    """The words, as recognised."""
+    final: bool
+    """True once ``speech_end`` closed the span; partial transcripts may still change."""
+    start_sample: int = 0
+    """First sample of the span in the input stream."""
+    end_sample: int = 0
+    """Sample after the last of the span in the input stream."""
+    language: str = bounded(16, "")
+    """BCP-47 language code, if known."""

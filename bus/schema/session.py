@@ -1,0 +1,43 @@
+"""Session lifecycle messages."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from bus.schema._base import Message, bounded, message
+
+
+@message
+class SessionOpened(Message):
+    """A client connected; the session id is the envelope's ``session``."""
+
+    TYPE: ClassVar[str] = "session.opened"
+
+    transport: str = bounded(32)
+    """``websocket`` or ``webrtc``."""
+    gateway: str = bounded(128)
+    """Actor id of the gateway holding the client connection."""
+    input_sample_rate: int = 16_000
+    """Rate of the microphone audio the gateway puts on the bus, Hertz."""
+
+
+@message
+class SessionClosed(Message):
+    """A session ended."""
+
+    TYPE: ClassVar[str] = "session.closed"
+
+    reason: str = bounded(256)
+    """``client_closed``, ``idle_timeout``, ``max_duration``, ``error``..."""
+
+
+@message
+class StateChanged(Message):
+    """The session's state machine moved."""
+
+    TYPE: ClassVar[str] = "session.state"
+
+    state: str = bounded(32)
+    """New state, e.g. ``LISTENING``, ``SPEAKING``, ``BARGED_IN``."""
+    previous: str = bounded(32, "")
+    """State before the transition."""

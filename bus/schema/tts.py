@@ -1,0 +1,93 @@
+"""Text-to-speech messages: start an utterance, feed it text, receive frames, end marker, credit."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, ClassVar
+
+from bus.schema._base import Message, Priority, bounded, message
+
+FRAME_BYTES = 1920
+"""One 20 ms frame of 48 kHz mono PCM s16le."""
+
+MAX_TEXT_CHARS = 4096
+"""Longest text chunk one :class:`TtsText` may carry."""
+
+
+@message
+class TtsStart(Message):
+    """Begin an utterance for a session; text follows in :class:`TtsText` chunks."""
+
+    TYPE: ClassVar[str] = "tts.start"
+
+    utterance_id: str = bounded(128)
+    voice: str = bounded(128, "")
+    """Voice id; empty for the worker's default."""
+    options: dict[str, Any] = bounded(32, {})
+    """Engine options (speed, target loudness...)."""
+    reply_endpoint: str = bounded(256, "")
+    """Where frames go (the consumer's inbox); empty for the sender of this message."""
+    credit: int = 0
+    """Frames the consumer accepts before it grants more (0 = worker default)."""
+
+
+@message
+class TtsText(Message):
+    """A chunk of an utterance's text; ``final`` marks the last one."""
+
+    TYPE: ClassVar[str] = "tts.text"
+
+    utterance_id: str = bounded(128)
+    text: str = bounded(MAX_TEXT_CHARS)
+    final: bool = False
+
+
+@message
+class TtsFrame(Message):
+    """One 20 ms frame of an utterance: 1920 bytes of 48 kHz mono s16le."""
+
+    TYPE: ClassVar[str] = "tts.frame"
+    PRIORITY: ClassVar[Priority] = Priority.DATA
+    PAYLOAD: ClassVar[str | None] = "pcm"
+
+    utterance_id: str = bounded(128)
+    sequence: int
+    """Frame number within the utterance, from 0, contiguous."""
+    pcm: bytes = bounded(FRAME_BYTES)
+
+    def __post_init__(self) -> None:
+        if len(self.pcm) != FRAME_BYTES:
+            raise ValueError(f"frame is {len(self.pcm)} bytes, expected {FRAME_BYTES}")
+
+
+class EndReason(enum.StrEnum):
+    """Why an utterance ended."""
+
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    BARGED_IN = "barged_in"
+    ERROR = "error"
+
+
+@message
+class TtsEnd(Message):
+    """The last message of an utterance."""
+
+    TYPE: ClassVar[str] = "tts.end"
+
+    utterance_id: str = bounded(128)
+    reason: EndReason
+    frames: int
+    """Frames sent for this utterance."""
+    error: str = bounded(1024, "")
+    """What went wrong, when ``reason`` is ``error``."""
+
+
+@message
+class TtsCredit(Message):
+    """Consumer → worker: may send ``frames`` more frames of this utterance (flow control)."""
+
+    TYPE: ClassVar[str] = "tts.credit"
+
+    utterance_id: str = bounded(128)
+    frames: int

@@ -1,0 +1,57 @@
+"""Socket helpers: safe defaults (linger 0, size limits), binding to a free port, endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import zmq
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""ZeroMQ drops peers that send a single frame larger than this (a hard guard beneath the
+envelope's own, smaller limits, which are counted and logged)."""
+
+HIGH_WATER_MARK = 10_000
+"""Messages queued per peer before sends block (ROUTER: drop)."""
+
+
+def prepare(sock: zmq.Socket[Any], *, hwm: int = HIGH_WATER_MARK) -> zmq.Socket[Any]:
+    """Apply the bus defaults to a fresh socket: no linger, bounded frames and queues."""
+    sock.linger = 0
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    sock.sndhwm = hwm
+    sock.rcvhwm = hwm
+    if sock.socket_type == zmq.ROUTER:
+        # A reply to a peer that has gone is dropped, not an error that kills the loop.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+    return sock
+
+
+def bind(sock: zmq.Socket[Any], endpoint: str) -> str:
+    """Bind ``endpoint`` (``tcp://HOST:0`` or ``tcp://HOST:*`` picks a free port); returns the
+    endpoint actually bound."""
+    if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+        endpoint = endpoint[:-2] + ":*"
+    sock.bind(endpoint)
+    bound = sock.last_endpoint
+    return bound.decode() if isinstance(bound, bytes) else str(bound)
+
+
+WILDCARD_HOSTS = {"*", "0.0.0.0", "::", "[::]", ""}
+
+
+def advertised(endpoint: str, host: str) -> str:
+    """``endpoint`` with a wildcard bind address replaced by ``host``, for others to connect to."""
+    if not endpoint.startswith("tcp://"):
+        return endpoint
+    parts = urlsplit(endpoint)
+    if parts.hostname is not None and parts.hostname not in WILDCARD_HOSTS:
+        return endpoint
+    return f"tcp://{host}:{parts.port}"
+
+
+def host_of(endpoint: str) -> str:
+    """The host part of a ``tcp://HOST:PORT`` endpoint (``127.0.0.1`` for other transports)."""
+    if endpoint.startswith("tcp://"):
+        return urlsplit(endpoint).hostname or "127.0.0.1"
+    return "127.0.0.1"

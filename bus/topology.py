@@ -1,0 +1,184 @@
+"""Typed configuration for the broker and actors, built in one place from topology.yaml + CLI.
+
+Handlers never read YAML or click objects: they get these frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class TopologyError(ValueError):
+    """topology.yaml is missing, malformed, or names something that does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class CurveConfig:
+    """CURVE settings. Off by default (loopback); turn on for traffic between hosts."""
+
+    enabled: bool = False
+    keys_dir: Path = Path("keys")
+    """Folder holding key files."""
+    broker_key: str = "broker"
+    """Base name of the broker's key files (``broker.key`` is what actors need)."""
+    actor_key: str = "actor"
+    """Base name of this actor's key files (``actor.key_secret``)."""
+    allow_dir: Path = Path("keys/allowed")
+    """Folder of the public ``*.key`` files the broker (and actor inboxes) admit."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Where the broker listens and how it judges liveness."""
+
+    control: str = "tcp://127.0.0.1:5550"
+    """ROUTER endpoint: READY / HEARTBEAT / DISCOVER / DESCRIBE."""
+    events_in: str = "tcp://127.0.0.1:5551"
+    """XSUB endpoint actors publish to."""
+    events_out: str = "tcp://127.0.0.1:5552"
+    """XPUB endpoint actors subscribe to."""
+    heartbeat_ms: int = 1000
+    """Heartbeat interval, milliseconds."""
+    liveness: int = 3
+    """Missed heartbeats before an actor is purged."""
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 9100
+    """Prometheus port; 0 picks a free one, None turns it off."""
+    curve: CurveConfig = field(default_factory=CurveConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class ActorConfig:
+    """Everything the shared runtime needs to run one actor."""
+
+    kind: str
+    """Actor kind, e.g. ``loopback`` or ``tts_worker``."""
+    broker: str = "tcp://127.0.0.1:5550"
+    """The broker's control endpoint, the one well-known address."""
+    bind: str = "tcp://127.0.0.1:*"
+    """The actor's inbox (ROUTER) endpoint; ``*`` picks a free port."""
+    host: str = field(default_factory=socket.gethostname)
+    """Host name the actor reports."""
+    advertise_host: str = "127.0.0.1"
+    """Address peers use for this actor's endpoints when ``bind`` is a wildcard address."""
+    actor_id: str = ""
+    """Unique id; empty picks ``KIND-HOST-PID-RANDOM``."""
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 0
+    """Prometheus port; 0 picks a free one, None turns it off."""
+    heartbeat_ms: int = 1000
+    liveness: int = 3
+    request_timeout_s: float = 2.0
+    """Default timeout of :meth:`Actor.request`."""
+    data_backlog: int = 8192
+    """Data (audio) messages held while control messages are served; the oldest drop beyond."""
+    curve: CurveConfig = field(default_factory=CurveConfig)
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Actor-specific settings from topology.yaml (``actors.KIND``)."""
+
+    def with_id(self) -> ActorConfig:
+        """This config with ``actor_id`` filled in."""
+        if self.actor_id:
+            return self
+        suffix = os.urandom(2).hex()
+        return replace(self, actor_id=f"{self.kind}-{self.host}-{os.getpid()}-{suffix}")
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """The parsed topology.yaml."""
+
+    broker: BrokerConfig
+    defaults: dict[str, Any]
+    actors: dict[str, dict[str, Any]]
+    hosts: dict[str, dict[str, Any]]
+
+    def actor_config(self, kind: str, **overrides: Any) -> ActorConfig:
+        """The runtime config of ``kind``: defaults, then ``actors.KIND``, then ``overrides``
+        (CLI flags; ``None`` values are ignored)."""
+        section = dict(self.actors.get(kind) or {})
+        known = set(ActorConfig.__dataclass_fields__) - {"kind", "settings", "curve"}
+        merged: dict[str, Any] = {
+            "broker": _connect_endpoint(self.broker.control),
+            "heartbeat_ms": self.broker.heartbeat_ms,
+            "liveness": self.broker.liveness,
+        }
+        for source in (self.defaults, section):
+            merged.update({k: v for k, v in source.items() if k in known})
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        settings = {k: v for k, v in section.items() if k not in known}
+        return ActorConfig(kind=kind, curve=self.broker.curve, settings=settings, **merged)
+
+
+def _connect_endpoint(endpoint: str) -> str:
+    """A bind endpoint turned into one to connect to (wildcards become loopback)."""
+    for wildcard in ("0.0.0.0", "*", "[::]"):
+        endpoint = endpoint.replace(f"//{wildcard}:", "//127.0.0.1:")
+    return endpoint
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, dict):
+        raise TopologyError(f"topology: '{name}' must be a mapping")
+    return value
+
+
+def parse_topology(data: Any, base_dir: Path = Path(".")) -> Topology:
+    """Validate the YAML document ``data``; relative key paths resolve against ``base_dir``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise TopologyError("topology: the document must be a mapping")
+    unknown = set(data) - {"version", "broker", "curve", "defaults", "actors", "hosts"}
+    if unknown:
+        raise TopologyError(f"topology: unknown sections {sorted(unknown)}")
+    curve_raw = _section(data, "curve")
+    try:
+        curve = CurveConfig(
+            enabled=bool(curve_raw.get("enabled", False)),
+            keys_dir=base_dir / str(curve_raw.get("keys_dir", "keys")),
+            broker_key=str(curve_raw.get("broker_key", "broker")),
+            actor_key=str(curve_raw.get("actor_key", "actor")),
+            allow_dir=base_dir / str(curve_raw.get("allow_dir", "keys/allowed")),
+        )
+        broker_raw = _section(data, "broker")
+        extra = set(broker_raw) - set(BrokerConfig.__dataclass_fields__)
+        if extra:
+            raise TopologyError(f"topology: unknown broker settings {sorted(extra)}")
+        broker = BrokerConfig(**{**broker_raw, "curve": curve})
+    except TypeError as exc:
+        raise TopologyError(f"topology: {exc}") from exc
+    if broker.heartbeat_ms < 10 or broker.liveness < 1:
+        raise TopologyError("topology: heartbeat_ms must be >= 10 and liveness >= 1")
+    actors = _section(data, "actors")
+    for kind, section in actors.items():
+        if section is not None and not isinstance(section, dict):
+            raise TopologyError(f"topology: actors.{kind} must be a mapping")
+    return Topology(
+        broker=broker,
+        defaults=_section(data, "defaults"),
+        actors={k: dict(v or {}) for k, v in actors.items()},
+        hosts=_section(data, "hosts"),
+    )
+
+
+def load_topology(path: Path | None) -> Topology:
+    """Read topology.yaml (``None`` gives the built-in defaults)."""
+    if path is None:
+        return parse_topology({})
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TopologyError(f"cannot read topology file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TopologyError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_topology(data, path.parent)
