@@ -127,6 +127,7 @@ class Actor:
         self._backlog: deque[Inbound] = deque()
         self._stopping = False
         self._last_broker = 0.0
+        self._rebuild_broker = False
         self._keys: curve.KeyPair | None = None
         self._broker_public: bytes = b""
         self._authenticator: Any = None
@@ -364,6 +365,10 @@ class Actor:
 
     async def _serve(self) -> None:
         while not self._stopping:
+            if self._rebuild_broker:
+                # Done here, between polls: closing a socket a poll waits on cancels the poll.
+                self._rebuild_broker = False
+                self._connect_broker()
             timeout = 0 if self._backlog else 1000
             ready = await self._poller.poll(timeout)
             for sock, _ in ready:
@@ -450,6 +455,9 @@ class Actor:
         except Exception as exc:
             self.metrics.handler_errors.labels(env.type).inc()
             await self.on_failure(exc, inbound)
+            if inbound.via is Via.INBOX:
+                # The asker learns at once rather than waiting out its timeout.
+                await self.reply(inbound, Error(code="INTERNAL", message=str(exc)[:1000]))
         finally:
             self.metrics.handle_seconds.observe(time.perf_counter() - started)
 
@@ -527,7 +535,8 @@ class Actor:
                     self.log.warning("broker silent, reconnecting", extra=kv(silent_s=round(silent, 2)))
                 if now - last_rebuild >= backoff:
                     # Paranoid Pirate: a fresh socket drops whatever queued for the dead broker.
-                    self._connect_broker()
+                    self._rebuild_broker = True
+                    self._wake()
                     last_rebuild = now
                     backoff = min(backoff * 2, MAX_RECONNECT_BACKOFF_S)
             else:

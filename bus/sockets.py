@@ -21,7 +21,7 @@ def prepare(sock: zmq.Socket[Any], *, hwm: int = HIGH_WATER_MARK) -> zmq.Socket[
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     sock.sndhwm = hwm
     sock.rcvhwm = hwm
-    if sock.socket_type == zmq.ROUTER:
+    if sock.type == zmq.ROUTER:
         # A reply to a peer that has gone is dropped, not an error that kills the loop.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
     return sock

@@ -1,0 +1,140 @@
+"""Test helpers: free ports, actor processes that are always reaped, waiting with a deadline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class BrokerPorts:
+    control: int
+    events_in: int
+    events_out: int
+
+    @classmethod
+    def pick(cls) -> BrokerPorts:
+        return cls(free_port(), free_port(), free_port())
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.control}"
+
+    def topology(self, tmp: Path, heartbeat_ms: int = 300, liveness: int = 3,
+                 extra: str = "") -> Path:
+        path = tmp / "topology.yaml"
+        path.write_text(
+            "broker:\n"
+            f"  control: tcp://127.0.0.1:{self.control}\n"
+            f"  events_in: tcp://127.0.0.1:{self.events_in}\n"
+            f"  events_out: tcp://127.0.0.1:{self.events_out}\n"
+            f"  heartbeat_ms: {heartbeat_ms}\n"
+            f"  liveness: {liveness}\n"
+            "  metrics_port: 0\n"
+            "defaults:\n"
+            "  metrics_port: 0\n" + extra
+        )
+        return path
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Processes:
+    """Starts ``duplex`` subprocesses with logs in files; kills whatever is left at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}
+
+    def duplex(self, *args: str, name: str) -> subprocess.Popen[bytes]:
+        log = self.tmp / f"{name}-{len(self.procs)}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "actors.cli", *args],
+            cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        )
+        self.procs.append(proc)
+        self.logs[proc.pid] = log
+        return proc
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> str:
+        return self.logs[proc.pid].read_text(errors="replace")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+        for proc in self.procs:
+            proc.wait(timeout=10)
+
+
+def status(endpoint: str, timeout: float = 1.0) -> dict[str, Any] | None:
+    """``duplex status --json`` as data, or None when the broker does not answer."""
+    result = subprocess.run(
+        [sys.executable, "-m", "actors.cli", "status", "--json", "--broker", endpoint,
+         "--timeout", str(timeout)],
+        cwd=ROOT, capture_output=True, timeout=30,
+    )
+    if result.returncode != 0:
+        return None
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def actor_ids(endpoint: str) -> set[str]:
+    data = status(endpoint)
+    return {a["actor_id"] for a in data["actors"]} if data else set()
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` (matching ``labels``) scraped from a /metrics URL."""
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] != name:
+            continue
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def recv(sock: zmq.Socket[bytes], timeout: float = 2.0) -> list[bytes]:
+    """Receive a multipart message or fail the test (never hang)."""
+    if not sock.poll(int(timeout * 1000), zmq.POLLIN):
+        raise AssertionError(f"nothing received within {timeout} s")
+    return sock.recv_multipart()

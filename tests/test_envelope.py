@@ -1,0 +1,110 @@
+"""The envelope codec and the schema's validation."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from bus.envelope import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, decode, encode
+from bus.errors import DecodeError, ValidationError
+from bus.schema import Priority, decode_message, envelope_for, priority_of
+from bus.schema.audio import AudioFrame
+from bus.schema.control import Stop
+from bus.schema.system import Ready, Registration, RegistrySnapshot
+from bus.schema.tts import EndReason, TtsEnd, TtsFrame
+
+
+def roundtrip(msg, **kw):
+    env = envelope_for(msg, **kw)
+    back = decode(encode(env))
+    return env, back, decode_message(back)
+
+
+def test_audio_payload_travels_as_its_own_raw_frame() -> None:
+    pcm = bytes(range(256)) * 5  # 1280 bytes, 40 ms at 16 kHz
+    env, back, msg = roundtrip(
+        AudioFrame(sample_rate=16000, sequence=7, stream_sample=4480, pcm=pcm), session="s1"
+    )
+    frames = encode(env)
+    assert frames[1] == pcm  # the second frame is the PCM itself, not an encoding of it
+    assert pcm not in frames[0]
+    assert msg == AudioFrame(sample_rate=16000, sequence=7, stream_sample=4480, pcm=pcm)
+    assert (back.session, back.src, back.id, back.version) == ("s1", "", env.id, PROTOCOL_VERSION)
+    assert back.mono_ns == env.mono_ns and back.wall_ns == env.wall_ns
+    assert msg.duration_ms == 40.0
+
+
+def test_nested_messages_and_enums_roundtrip() -> None:
+    reg = Registration(actor_id="a", kind="loopback", host="h", pid=3,
+                       endpoints={"inbox": "tcp://127.0.0.1:1"}, resident_models=("m1",))
+    assert roundtrip(Ready(registration=reg))[2] == Ready(registration=reg)
+    snap = RegistrySnapshot(broker_epoch="e", version=4, actors=(reg, reg))
+    assert roundtrip(snap)[2] == snap
+    end = TtsEnd(utterance_id="u", reason=EndReason.BARGED_IN, frames=12)
+    assert roundtrip(end)[2].reason is EndReason.BARGED_IN
+
+
+def test_priority_puts_audio_behind_control() -> None:
+    assert priority_of("audio.frame") is Priority.DATA
+    assert priority_of("tts.frame") is Priority.DATA
+    assert priority_of("control.stop") is Priority.CONTROL
+    assert priority_of("heartbeat") is Priority.CONTROL
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason"),
+    [
+        ([], "bad_frames"),
+        ([b"\xc1\xc1\xc1"], "bad_msgpack"),
+        ([msgpack.packb({"not": "an array"})], "bad_header"),
+        ([msgpack.packb([99, "ping", "", "i", "s", 1, 1, "", {}])], "bad_version"),
+        ([msgpack.packb([1, "", "", "i", "s", 1, 1, "", {}])], "bad_header"),
+        ([msgpack.packb([1, "ping", "", "i", "s", "t", 1, "", {}])], "bad_header"),
+        ([msgpack.packb([1, "ping", "x" * 500, "i", "s", 1, 1, "", {}])], "bad_header"),
+        ([msgpack.packb([1, "ping", "", "i", "s", 1, 1, "", []])], "bad_header"),
+        ([msgpack.packb([1, "ping", "", "i", "s", 1, 1, "", {}]), b"x" * (MAX_PAYLOAD_BYTES + 1)],
+         "oversized"),
+        ([b"a", b"b", b"c"], "bad_frames"),
+    ],
+)
+def test_malformed_frames_raise_decode_error(frames: list[bytes], reason: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode(frames)
+    assert info.value.reason == reason
+
+
+def _env(type_: str, body: dict, payload: bytes | None = None):
+    return decode([msgpack.packb([1, type_, "", "i", "s", 1, 1, "", body]), *([payload] if payload is not None else [])])
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        (_env("no.such.type", {}), "unknown_type"),
+        (_env("control.stop", {"utterance_id": 5}), "bad_field"),
+        (_env("control.stop", {"bogus": 1}), "bad_field"),
+        (_env("control.stop", {"utterance_id": "u" * 200}), "too_long"),
+        (_env("tts.end", {"utterance_id": "u", "reason": "exploded", "frames": 1}), "bad_field"),
+        (_env("tts.end", {"utterance_id": "u", "reason": "completed"}), "bad_field"),
+        (_env("audio.frame", {"sample_rate": 16000, "sequence": 0, "stream_sample": 0}), "bad_field"),
+        (_env("audio.frame", {"sample_rate": 16000, "sequence": 0, "stream_sample": 0}, b"abc"),
+         "bad_field"),
+        (_env("audio.frame", {"sample_rate": 3, "sequence": 0, "stream_sample": 0}, b"ab"),
+         "bad_field"),
+        (_env("tts.frame", {"utterance_id": "u", "sequence": 0}, b"\0" * 100), "bad_field"),
+        (_env("update", {"load": float("nan")}), "bad_field"),
+        (_env("update", {"load": True}), "bad_field"),
+        (_env("ready", {"registration": "not a map"}), "bad_field"),
+    ],
+)
+def test_invalid_bodies_raise_validation_error(env, reason: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        decode_message(env)
+    assert info.value.reason == reason
+
+
+def test_messages_are_frozen() -> None:
+    stop = Stop(utterance_id="u")
+    with pytest.raises(AttributeError):
+        stop.utterance_id = "v"  # type: ignore[misc]
+    assert TtsFrame(utterance_id="u", sequence=0, pcm=b"\0" * 1920).PAYLOAD == "pcm"
