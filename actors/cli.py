@@ -37,12 +37,18 @@ def _topology(path: Path | None) -> Topology:
 
 
 topology_option = click.option(
-    "--topology", "topology_path", type=click.Path(dir_okay=False, path_type=Path),
-    envvar="DUPLEX_TOPOLOGY", help="topology.yaml to read (default: ./topology.yaml if present).",
+    "--topology",
+    "topology_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="DUPLEX_TOPOLOGY",
+    help="topology.yaml to read (default: ./topology.yaml if present).",
 )
 log_level_option = click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-    envvar="DUPLEX_LOG_LEVEL", show_default=True,
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    envvar="DUPLEX_LOG_LEVEL",
+    show_default=True,
 )
 log_json_option = click.option("--log-json", is_flag=True, help="Log lines as JSON objects.")
 
@@ -64,9 +70,16 @@ def main() -> None:
 @log_level_option
 @log_json_option
 def broker(
-    topology_path: Path | None, control: str | None, events_in: str | None,
-    events_out: str | None, heartbeat_ms: int | None, liveness: int | None,
-    metrics_port: int | None, no_metrics: bool, log_level: str, log_json: bool,
+    topology_path: Path | None,
+    control: str | None,
+    events_in: str | None,
+    events_out: str | None,
+    heartbeat_ms: int | None,
+    liveness: int | None,
+    metrics_port: int | None,
+    no_metrics: bool,
+    log_level: str,
+    log_json: bool,
 ) -> None:
     """Run the broker: registry, heartbeats, discovery and the event proxy."""
     from actors.broker import main as run_broker
@@ -74,10 +87,16 @@ def broker(
     logs.configure(log_level, as_json=log_json)
     config = _topology(topology_path).broker
     overrides: dict[str, Any] = {
-        k: v for k, v in {
-            "control": control, "events_in": events_in, "events_out": events_out,
-            "heartbeat_ms": heartbeat_ms, "liveness": liveness, "metrics_port": metrics_port,
-        }.items() if v is not None
+        k: v
+        for k, v in {
+            "control": control,
+            "events_in": events_in,
+            "events_out": events_out,
+            "heartbeat_ms": heartbeat_ms,
+            "liveness": liveness,
+            "metrics_port": metrics_port,
+        }.items()
+        if v is not None
     }
     if no_metrics:
         overrides["metrics_port"] = None
@@ -87,8 +106,12 @@ def broker(
 @main.command()
 @click.argument("actor", type=click.Choice(sorted(ACTORS)))
 @topology_option
-@click.option("--broker", "broker_endpoint", envvar="DUPLEX_BROKER",
-              help="Broker control endpoint, e.g. tcp://10.0.0.1:5550.")
+@click.option(
+    "--broker",
+    "broker_endpoint",
+    envvar="DUPLEX_BROKER",
+    help="Broker control endpoint, e.g. tcp://10.0.0.1:5550.",
+)
 @click.option("--bind", help="Inbox endpoint to bind, e.g. tcp://0.0.0.0:* (default loopback).")
 @click.option("--host", help="Host name this actor reports.")
 @click.option("--advertise-host", help="Address peers reach this host at (for wildcard binds).")
@@ -97,15 +120,27 @@ def broker(
 @log_level_option
 @log_json_option
 def run(
-    actor: str, topology_path: Path | None, broker_endpoint: str | None, bind: str | None,
-    host: str | None, advertise_host: str | None, actor_id: str | None,
-    metrics_port: int | None, log_level: str, log_json: bool,
+    actor: str,
+    topology_path: Path | None,
+    broker_endpoint: str | None,
+    bind: str | None,
+    host: str | None,
+    advertise_host: str | None,
+    actor_id: str | None,
+    metrics_port: int | None,
+    log_level: str,
+    log_json: bool,
 ) -> None:
     """Run one actor and register it with the broker."""
     logs.configure(log_level, as_json=log_json)
     config = _topology(topology_path).actor_config(
-        actor, broker=broker_endpoint, bind=bind, host=host, advertise_host=advertise_host,
-        actor_id=actor_id, metrics_port=metrics_port,
+        actor,
+        broker=broker_endpoint,
+        bind=bind,
+        host=host,
+        advertise_host=advertise_host,
+        actor_id=actor_id,
+        metrics_port=metrics_port,
     )
     asyncio.run(serve_actor(_actor_class(actor)(config)))
 
@@ -120,12 +155,17 @@ def _actor_class(kind: str) -> type[Actor]:
 
 @main.command()
 @topology_option
-@click.option("--broker", "broker_endpoint", envvar="DUPLEX_BROKER", help="Broker control endpoint.")
+@click.option(
+    "--broker", "broker_endpoint", envvar="DUPLEX_BROKER", help="Broker control endpoint."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--kind", default="", help="Only actors of this kind.")
 @click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds to wait.")
 def status(
-    topology_path: Path | None, broker_endpoint: str | None, as_json: bool, kind: str,
+    topology_path: Path | None,
+    broker_endpoint: str | None,
+    as_json: bool,
+    kind: str,
     timeout: float,
 ) -> None:
     """List the live actors the broker knows."""
@@ -137,26 +177,45 @@ def status(
     except BusError as exc:
         raise click.ClickException(str(exc)) from exc
     now_ns = time.time_ns()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
-            "actor_id": r.actor_id, "kind": r.kind, "host": r.host, "pid": r.pid,
-            "endpoints": r.endpoints, "capabilities": r.capabilities,
-            "resident_models": list(r.resident_models), "load": r.load,
+            "actor_id": r.actor_id,
+            "kind": r.kind,
+            "host": r.host,
+            "pid": r.pid,
+            "endpoints": r.endpoints,
+            "capabilities": r.capabilities,
+            "resident_models": list(r.resident_models),
+            "load": r.load,
             "uptime_s": round((now_ns - r.started_wall_ns) / 1e9, 1) if r.started_wall_ns else None,
         }
         for r in snap.actors
     ]
     if as_json:
-        click.echo(json.dumps(
-            {"broker": endpoint, "epoch": snap.broker_epoch, "version": snap.version, "actors": rows},
-            indent=2,
-        ))
+        click.echo(
+            json.dumps(
+                {
+                    "broker": endpoint,
+                    "epoch": snap.broker_epoch,
+                    "version": snap.version,
+                    "actors": rows,
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(f"broker {endpoint}  epoch {snap.broker_epoch}  {len(rows)} actor(s)")
     header = ("KIND", "ACTOR", "HOST", "PID", "LOAD", "UPTIME", "MODELS")
     table = [header] + [
-        (r["kind"], r["actor_id"], r["host"], str(r["pid"]), f"{r['load']:.2f}",
-         f"{r['uptime_s']}s", ",".join(r["resident_models"]) or "-")
+        (
+            r["kind"],
+            r["actor_id"],
+            r["host"],
+            str(r["pid"]),
+            f"{r['load']:.2f}",
+            f"{r['uptime_s']}s",
+            ",".join(r["resident_models"]) or "-",
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -166,10 +225,20 @@ def status(
 
 @main.command()
 @click.argument("name")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("keys"), show_default=True, help="Where to write the key files.")
-@click.option("--allow", "allow_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Also copy the public key into this allow-list folder.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("keys"),
+    show_default=True,
+    help="Where to write the key files.",
+)
+@click.option(
+    "--allow",
+    "allow_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also copy the public key into this allow-list folder.",
+)
 def keys(name: str, directory: Path, allow_dir: Path | None) -> None:
     """Create a CURVE key pair NAME.key (public) and NAME.key_secret (keep private)."""
     if not name.replace("-", "").replace("_", "").isalnum():

@@ -61,14 +61,20 @@ class BrokerMetrics(BusMetrics):
     def __init__(self) -> None:
         super().__init__("broker")
         self.actors = Gauge(
-            "duplex_broker_actors", "Live registered actors, by kind", ["kind"], registry=self.registry
+            "duplex_broker_actors",
+            "Live registered actors, by kind",
+            ["kind"],
+            registry=self.registry,
         )
         self.changes = Counter(
-            "duplex_broker_registry_changes_total", "Registry changes, by change and reason",
-            ["change", "reason"], registry=self.registry,
+            "duplex_broker_registry_changes_total",
+            "Registry changes, by change and reason",
+            ["change", "reason"],
+            registry=self.registry,
         )
         self.curve_refused = Counter(
-            "duplex_broker_curve_refused_total", "Connections refused by the CURVE allow-list",
+            "duplex_broker_curve_refused_total",
+            "Connections refused by the CURVE allow-list",
             registry=self.registry,
         )
 
@@ -97,8 +103,11 @@ class Broker:
         self._proxy_thread: threading.Thread | None = None
         self._authenticator: Any = None
         self._registration = Registration(
-            actor_id=f"broker-{socket.gethostname()}-{os.getpid()}", kind="broker",
-            host=socket.gethostname(), pid=os.getpid(), started_wall_ns=self.started_wall_ns,
+            actor_id=f"broker-{socket.gethostname()}-{os.getpid()}",
+            kind="broker",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_wall_ns=self.started_wall_ns,
         )
 
     def stop(self) -> None:
@@ -176,12 +185,12 @@ class Broker:
     # ------------------------------------------------------------------ serve
 
     async def _serve(self) -> None:
-        assert self._router is not None  # noqa: S101 - set up first
+        assert self._router is not None
         router = self._router
         next_beat = time.monotonic() + self.heartbeat_s
         while not self._stopping:
             timeout_ms = max(0, min(200, int((next_beat - time.monotonic()) * 1000)))
-            if await router.poll(timeout_ms, zmq.POLLIN):
+            if await router.poll(timeout_ms):
                 for _ in range(256):
                     try:
                         frames = await router.recv_multipart(zmq.NOBLOCK)
@@ -241,7 +250,9 @@ class Broker:
         elif isinstance(msg, Ping):
             reply = Pong()
         else:
-            reply = Error(code="UNSUPPORTED_TYPE", message=f"the broker does not serve {env.type!r}")
+            reply = Error(
+                code="UNSUPPORTED_TYPE", message=f"the broker does not serve {env.type!r}"
+            )
         if reply is not None:
             await self._send(identity, reply, reply_to=env.id)
 
@@ -259,15 +270,17 @@ class Broker:
             )
         await self._publish(event)
         return Registered(
-            heartbeat_ms=self.config.heartbeat_ms, liveness=self.config.liveness,
-            broker_epoch=self.epoch, events_in=self.endpoints["events_in"],
+            heartbeat_ms=self.config.heartbeat_ms,
+            liveness=self.config.liveness,
+            broker_epoch=self.epoch,
+            events_in=self.endpoints["events_in"],
             events_out=self.endpoints["events_out"],
         )
 
     # ------------------------------------------------------------------ helpers
 
     async def _send(self, identity: bytes, msg: Message, reply_to: str = "") -> None:
-        assert self._router is not None  # noqa: S101
+        assert self._router is not None
         env = envelope_for(msg, src=self._registration.actor_id, reply_to=reply_to)
         try:
             await self._router.send_multipart([identity, *encode(env)], zmq.NOBLOCK)
@@ -277,7 +290,7 @@ class Broker:
         self.metrics.sent.labels(env.type).inc()
 
     async def _publish(self, event: RegistryEvent) -> None:
-        assert self._events is not None  # noqa: S101
+        assert self._events is not None
         reg = event.registration
         self.metrics.changes.labels(event.change.value, event.reason).inc()
         kinds: dict[str, int] = {}
@@ -290,7 +303,9 @@ class Broker:
     def _invalid(self, identity: bytes, exc: DecodeError) -> None:
         self.stats["invalid"] += 1
         self.metrics.invalid.labels(exc.reason).inc()
-        self._bad.warning(exc.reason, "invalid message dropped", peer=identity.hex(), error=str(exc)[:200])
+        self._bad.warning(
+            exc.reason, "invalid message dropped", peer=identity.hex(), error=str(exc)[:200]
+        )
 
     def _describe_stats(self) -> dict[str, Any]:
         return {
@@ -302,9 +317,7 @@ class Broker:
         }
 
 
-def _run_proxy(
-    xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], ctl: zmq.Socket[bytes]
-) -> None:
+def _run_proxy(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], ctl: zmq.Socket[bytes]) -> None:
     try:
         zmq.proxy_steerable(xsub, xpub, None, ctl)
     except zmq.ContextTerminated:
@@ -318,4 +331,3 @@ async def serve_broker(broker: Broker) -> None:
     """Run ``broker`` until SIGTERM or SIGINT."""
     with stop_on_signals(broker.stop):
         await broker.run()
-

@@ -25,7 +25,9 @@ class BrokerClient:
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sock = sockets.prepare(self._ctx.socket(zmq.DEALER))
         if curve_config is not None and curve_config.enabled:
-            keys = curve.load_keypair(curve_config.keys_dir / f"{curve_config.actor_key}.key_secret")
+            keys = curve.load_keypair(
+                curve_config.keys_dir / f"{curve_config.actor_key}.key_secret"
+            )
             server = curve.load_public_key(curve_config.keys_dir / f"{curve_config.broker_key}.key")
             curve.make_client(self._sock, keys, server)
         self._sock.connect(endpoint)
@@ -67,7 +69,9 @@ class BrokerClient:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()

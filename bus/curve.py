@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.auth
@@ -55,14 +56,14 @@ def load_public_key(key_file: Path) -> bytes:
     return public
 
 
-def make_server(sock: zmq.Socket[bytes], keys: KeyPair) -> None:
+def make_server(sock: zmq.Socket[Any], keys: KeyPair) -> None:
     """Make ``sock`` a CURVE server (it must be set before bind)."""
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
     sock.curve_server = True
 
 
-def make_client(sock: zmq.Socket[bytes], keys: KeyPair, server_public: bytes) -> None:
+def make_client(sock: zmq.Socket[Any], keys: KeyPair, server_public: bytes) -> None:
     """Make ``sock`` a CURVE client of the server with ``server_public`` (set before connect)."""
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
@@ -97,7 +98,9 @@ class AllowList:
         return False
 
 
-def start_authenticator(context: zmq.Context[zmq.Socket[bytes]], allow: AllowList) -> ThreadAuthenticator:
+def start_authenticator(
+    context: zmq.Context[zmq.Socket[Any]], allow: AllowList
+) -> ThreadAuthenticator:
     """Run the ZAP handler for ``context`` in a thread, admitting only ``allow``'s keys."""
     sync_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(context.underlying)
     auth = ThreadAuthenticator(sync_ctx, log=logging.getLogger("duplex.zap"))

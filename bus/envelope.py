@@ -59,7 +59,7 @@ class Envelope:
     src: str = ""
     """Actor id of the sender."""
     mono_ns: int = field(default_factory=time.monotonic_ns)
-    """Sender's monotonic clock at creation, nanoseconds (comparable between processes of one host)."""
+    """Sender's monotonic clock at creation, nanoseconds (comparable across processes of a host)."""
     wall_ns: int = field(default_factory=time.time_ns)
     """Sender's wall clock at creation, nanoseconds since the Unix epoch."""
     reply_to: str = ""
@@ -107,7 +107,9 @@ def decode(frames: Sequence[bytes]) -> Envelope:
         raise DecodeError("bad_header", "header is not a 9-element array")
     version, type_, session, id_, src, mono_ns, wall_ns, reply_to, body = header
     if version != PROTOCOL_VERSION:
-        raise DecodeError("bad_version", f"protocol version {version!r}, expected {PROTOCOL_VERSION}")
+        raise DecodeError(
+            "bad_version", f"protocol version {version!r}, expected {PROTOCOL_VERSION}"
+        )
     if not isinstance(type_, str) or not 0 < len(type_) <= 64:
         raise DecodeError("bad_header", "type must be a non-empty string")
     for name, value in (("session", session), ("id", id_), ("src", src), ("reply_to", reply_to)):

@@ -27,8 +27,13 @@ class _Formatter(logging.Formatter):
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         ts += f".{int(record.msecs):03d}Z"
         if self.as_json:
-            line = {"ts": ts, "level": record.levelname.lower(), "logger": record.name,
-                    "event": record.getMessage(), **fields}
+            line = {
+                "ts": ts,
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "event": record.getMessage(),
+                **fields,
+            }
             if record.exc_info:
                 line["exc"] = self.formatException(record.exc_info)
             return json.dumps(line, default=str)

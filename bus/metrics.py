@@ -15,8 +15,10 @@ class BusMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = {"kind": kind}
         self.received = Counter(
-            "duplex_messages_received_total", "Messages received, by type",
-            ["type"], registry=self.registry,
+            "duplex_messages_received_total",
+            "Messages received, by type",
+            ["type"],
+            registry=self.registry,
         )
         self.sent = Counter(
             "duplex_messages_sent_total", "Messages sent, by type", ["type"], registry=self.registry
@@ -24,18 +26,24 @@ class BusMetrics:
         self.invalid = Counter(
             "duplex_messages_invalid_total",
             "Messages that failed to decode or validate, by reason",
-            ["reason"], registry=self.registry,
+            ["reason"],
+            registry=self.registry,
         )
         self.handler_errors = Counter(
-            "duplex_handler_errors_total", "Handlers that raised, by message type",
-            ["type"], registry=self.registry,
+            "duplex_handler_errors_total",
+            "Handlers that raised, by message type",
+            ["type"],
+            registry=self.registry,
         )
         self.dropped = Counter(
-            "duplex_messages_dropped_total", "Data messages dropped because a queue was full",
-            ["type"], registry=self.registry,
+            "duplex_messages_dropped_total",
+            "Data messages dropped because a queue was full",
+            ["type"],
+            registry=self.registry,
         )
         self.handle_seconds = Histogram(
-            "duplex_handle_seconds", "Time spent in message handlers",
+            "duplex_handle_seconds",
+            "Time spent in message handlers",
             registry=self.registry,
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
         )

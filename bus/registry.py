@@ -56,8 +56,11 @@ class Registry:
     def _event(self, change: RegistryChange, reg: Registration, reason: str = "") -> RegistryEvent:
         self.version += 1
         return RegistryEvent(
-            broker_epoch=self.epoch, version=self.version, change=change,
-            registration=reg, reason=reason,
+            broker_epoch=self.epoch,
+            version=self.version,
+            change=change,
+            registration=reg,
+            reason=reason,
         )
 
     def register(self, reg: Registration, identity: bytes, now: float) -> RegistryEvent:
@@ -108,7 +111,9 @@ class Registry:
     def snapshot(self, kind: str = "") -> RegistrySnapshot:
         """The live registrations (of ``kind``, or all) at the current version."""
         regs = tuple(
-            e.registration for e in self._entries.values() if not kind or e.registration.kind == kind
+            e.registration
+            for e in self._entries.values()
+            if not kind or e.registration.kind == kind
         )
         return RegistrySnapshot(broker_epoch=self.epoch, version=self.version, actors=regs)
 
@@ -159,7 +164,9 @@ class RegistryMirror:
                 self._notify(RegistryChange.REMOVED, reg)
         for actor_id, reg in self._actors.items():
             if old.get(actor_id) != reg:
-                self._notify(RegistryChange.ADDED if actor_id not in old else RegistryChange.UPDATED, reg)
+                self._notify(
+                    RegistryChange.ADDED if actor_id not in old else RegistryChange.UPDATED, reg
+                )
         early, self._early = self._early, []
         for event in early:
             self.apply_event(event)

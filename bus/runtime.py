@@ -27,12 +27,14 @@ import zmq
 import zmq.asyncio
 
 from bus import curve, sockets
+from bus.broker_link import BrokerLink
 from bus.envelope import Envelope, decode, encode
-from bus.errors import DecodeError, PeerGone, RemoteError, RequestTimeout
+from bus.errors import DecodeError, PeerGone, RequestTimeout
 from bus.lifecycle import stop_on_signals
 from bus.logs import RateLimitedLog, kv
 from bus.metrics import BusMetrics
 from bus.registry import RegistryMirror
+from bus.requests import PendingRequests
 from bus.schema import Message, Priority, decode_message, envelope_for
 from bus.schema.system import (
     REGISTRY_TOPIC,
@@ -44,7 +46,6 @@ from bus.schema.system import (
     Heartbeat,
     Ping,
     Pong,
-    Ready,
     Registered,
     Registration,
     RegistryChange,
@@ -59,9 +60,6 @@ DRAIN_LIMIT = 256
 
 DATA_BUDGET = 32
 """Data messages handled before the sockets are read again for control messages."""
-
-MAX_RECONNECT_BACKOFF_S = 8.0
-"""Longest wait between two rebuilds of the broker socket while the broker is silent."""
 
 
 class Via(enum.Enum):
@@ -99,22 +97,16 @@ class Actor:
         self.metrics = BusMetrics(self.kind)
         self.registry = RegistryMirror()
         self.registry.listen(self._on_registry_change)
-        self.registered = asyncio.Event()
-        """Set while the broker has this actor registered."""
         self.capabilities: dict[str, Any] = {}
         self.resident_models: tuple[str, ...] = ()
         self.load = 0.0
         self.endpoints: dict[str, str] = {}
         self.subscriptions: set[bytes] = {REGISTRY_TOPIC}
         """Event-bus topic prefixes to receive; set before :meth:`run` or use :meth:`subscribe`."""
-        self.broker_epoch = ""
-        self.heartbeat_s = self.config.heartbeat_ms / 1000
-        self.liveness = self.config.liveness
         self.started_wall_ns = time.time_ns()
         self.stats = {"received": 0, "sent": 0, "invalid": 0}
         self._bad = RateLimitedLog(self.log)
         self._ctx: zmq.asyncio.Context | None = None
-        self._broker: zmq.asyncio.Socket | None = None
         self._inbox: zmq.asyncio.Socket | None = None
         self._pub: zmq.asyncio.Socket | None = None
         self._sub: zmq.asyncio.Socket | None = None
@@ -123,13 +115,15 @@ class Actor:
         self._events_endpoints: tuple[str, str] = ("", "")
         self._peers: dict[str, zmq.asyncio.Socket] = {}
         self._poller = zmq.asyncio.Poller()
-        self._pending: dict[str, tuple[asyncio.Future[Message], str]] = {}
+        self.broker = BrokerLink(
+            self.config, self._poller, self.registration, self._count_sent, self._wake
+        )
+        self.registered = self.broker.registered
+        """Set while the broker has this actor registered."""
+        self._pending = PendingRequests()
         self._backlog: deque[Inbound] = deque()
         self._stopping = False
-        self._last_broker = 0.0
-        self._rebuild_broker = False
         self._keys: curve.KeyPair | None = None
-        self._broker_public: bytes = b""
         self._authenticator: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -189,7 +183,7 @@ class Actor:
 
     async def publish(self, topic: bytes, msg: Message, *, session: str = "") -> None:
         """Publish on the event bus (dropped, as PUB/SUB does, until the broker is reached)."""
-        assert self._pub is not None, "publish() before run()"  # noqa: S101 - programming error
+        assert self._pub is not None, "publish() before run()"
         env = envelope_for(msg, src=self.id, session=session)
         await self._pub.send_multipart([topic, *encode(env)])
         self._count_sent(env.type)
@@ -211,8 +205,8 @@ class Actor:
             await self._inbox.send_multipart([inbound.identity, *frames])
         elif inbound.via is Via.PEER and inbound.peer in self._peers:
             await self._peers[inbound.peer].send_multipart(frames)
-        elif inbound.via is Via.BROKER and self._broker is not None:
-            await self._broker.send_multipart(frames)
+        elif inbound.via is Via.BROKER and self.broker.socket is not None:
+            await self.broker.socket.send_multipart(frames)
         else:
             return
         self._count_sent(env.type)
@@ -228,19 +222,17 @@ class Actor:
         if self.registry.get(peer_id) is None:
             raise PeerGone(f"{peer_id} is not registered")
         env = envelope_for(msg, src=self.id, session=session)
-        future = self._expect(env.id, peer_id)
+        future = self._pending.expect(env.id, peer_id)
         await self._peer_socket(peer_id).send_multipart(encode(env))
         self._count_sent(env.type)
-        return await self._await_reply(env.id, future, timeout, peer_id)
+        return await self._pending.wait(env.id, future, self._timeout(timeout), peer_id)
 
     async def request_broker(self, msg: Message, *, timeout: float | None = None) -> Message:
         """Send a request to the broker and wait for its reply (see :meth:`request`)."""
-        assert self._broker is not None, "request_broker() before run()"  # noqa: S101
         env = envelope_for(msg, src=self.id)
-        future = self._expect(env.id, "broker")
-        await self._broker.send_multipart(encode(env))
-        self._count_sent(env.type)
-        return await self._await_reply(env.id, future, timeout, "broker")
+        future = self._pending.expect(env.id, "broker")
+        await self.broker.send_envelope(env)
+        return await self._pending.wait(env.id, future, self._timeout(timeout), "broker")
 
     async def update_registration(
         self,
@@ -257,7 +249,7 @@ class Actor:
         if capabilities is not None:
             self.capabilities = dict(capabilities)
         if self.registered.is_set():
-            await self._to_broker(
+            await self.broker.send(
                 Update(load=load, resident_models=resident_models, capabilities=capabilities)
             )
 
@@ -265,12 +257,13 @@ class Actor:
         """Run until :meth:`stop`: set up, register, serve messages, then shut down cleanly."""
         self._setup_sockets()
         self.log.info(
-            "actor starting", extra=kv(actor_id=self.id, broker=self.config.broker, **self.endpoints)
+            "actor starting",
+            extra=kv(actor_id=self.id, broker=self.config.broker, **self.endpoints),
         )
-        heartbeat = self.spawn(self._heartbeat_loop())
+        heartbeat = self.spawn(self.broker.heartbeat_loop())
         try:
             await self.on_start()
-            await self._to_broker(Ready(registration=self.registration()))
+            await self.broker.register()
             await self._serve()
         finally:
             heartbeat.cancel()
@@ -281,9 +274,12 @@ class Actor:
     def _setup_sockets(self) -> None:
         ctx = self._ctx = zmq.asyncio.Context()
         cfg = self.config
+        broker_public = b""
         if cfg.curve.enabled:
-            self._keys = curve.load_keypair(cfg.curve.keys_dir / f"{cfg.curve.actor_key}.key_secret")
-            self._broker_public = curve.load_public_key(
+            self._keys = curve.load_keypair(
+                cfg.curve.keys_dir / f"{cfg.curve.actor_key}.key_secret"
+            )
+            broker_public = curve.load_public_key(
                 cfg.curve.keys_dir / f"{cfg.curve.broker_key}.key"
             )
             allow = curve.AllowList(cfg.curve.allow_dir)
@@ -306,26 +302,15 @@ class Actor:
         self._sub = sockets.prepare(ctx.socket(zmq.SUB))
         for sock in (self._pub, self._sub):
             if self._keys is not None:
-                curve.make_client(sock, self._keys, self._broker_public)
+                curve.make_client(sock, self._keys, broker_public)
         for topic in self.subscriptions:
             self._sub.subscribe(topic)
         self._poller.register(self._sub, zmq.POLLIN)
-        self._connect_broker()
+        self.broker.start(ctx, self._keys, broker_public)
 
         if cfg.metrics_port is not None:
             port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
             self.endpoints["metrics"] = f"http://{cfg.metrics_host}:{port}/metrics"
-
-    def _connect_broker(self) -> None:
-        assert self._ctx is not None  # noqa: S101 - set up first
-        if self._broker is not None:
-            self._poller.unregister(self._broker)
-            self._broker.close(linger=0)
-        sock = self._broker = sockets.prepare(self._ctx.socket(zmq.DEALER), hwm=1000)
-        if self._keys is not None:
-            curve.make_client(sock, self._keys, self._broker_public)
-        sock.connect(self.config.broker)
-        self._poller.register(sock, zmq.POLLIN)
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
@@ -334,15 +319,19 @@ class Actor:
             await self.on_stop()
         except Exception:
             self.log.exception("on_stop failed")
-        for future, _ in self._pending.values():
-            if not future.done():
-                future.set_exception(PeerGone("actor stopping"))
-        if self._broker is not None and self.registered.is_set():
+        self._pending.fail_all("actor stopping")
+        if self.registered.is_set():
             # Tell the broker now rather than letting it wait out our liveness.
-            self._broker.linger = 200
-            await self._to_broker(Disconnect(reason="stopping"))
-        for sock in (self._broker, self._inbox, self._pub, self._sub, self._wake_rx,
-                     self._wake_tx, *self._peers.values()):
+            await self.broker.send(Disconnect(reason="stopping"))
+        self.broker.close(linger_ms=200)
+        for sock in (
+            self._inbox,
+            self._pub,
+            self._sub,
+            self._wake_rx,
+            self._wake_tx,
+            *self._peers.values(),
+        ):
             if sock is not None:
                 sock.close()
         if self._authenticator is not None:
@@ -365,10 +354,7 @@ class Actor:
 
     async def _serve(self) -> None:
         while not self._stopping:
-            if self._rebuild_broker:
-                # Done here, between polls: closing a socket a poll waits on cancels the poll.
-                self._rebuild_broker = False
-                self._connect_broker()
+            self.broker.rebuild_if_asked()
             timeout = 0 if self._backlog else 1000
             ready = await self._poller.poll(timeout)
             for sock, _ in ready:
@@ -378,7 +364,7 @@ class Actor:
                 await self._dispatch(self._backlog.popleft())
                 budget -= 1
 
-    async def _drain(self, sock: Any) -> None:
+    async def _drain(self, sock: zmq.asyncio.Socket) -> None:
         if sock is self._wake_rx:
             while True:
                 try:
@@ -401,13 +387,13 @@ class Actor:
             else:
                 await self._dispatch(inbound)
 
-    def _decode(self, sock: Any, frames: list[bytes]) -> Inbound | None:
+    def _decode(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> Inbound | None:
         identity, topic, peer = b"", b"", ""
         if sock is self._inbox:
             via, identity, frames = Via.INBOX, frames[0], frames[1:]
         elif sock is self._sub:
             via, topic, frames = Via.EVENTS, frames[0], frames[1:]
-        elif sock is self._broker:
+        elif sock is self.broker.socket:
             via = Via.BROKER
         else:
             via = Via.PEER
@@ -423,7 +409,7 @@ class Actor:
         self.stats["received"] += 1
         self.metrics.received.labels(env.type).inc()
         if via is Via.BROKER:
-            self._last_broker = time.monotonic()
+            self.broker.heard()
         return Inbound(env=env, message=message, via=via, identity=identity, peer=peer, topic=topic)
 
     async def _refuse(self, identity: bytes, exc: DecodeError) -> None:
@@ -436,17 +422,13 @@ class Actor:
     def _count_invalid(self, exc: DecodeError, via: Via) -> None:
         self.stats["invalid"] += 1
         self.metrics.invalid.labels(exc.reason).inc()
-        self._bad.warning(exc.reason, "invalid message dropped", via=via.value, error=str(exc)[:200])
+        self._bad.warning(
+            exc.reason, "invalid message dropped", via=via.value, error=str(exc)[:200]
+        )
 
     async def _dispatch(self, inbound: Inbound) -> None:
         env, msg = inbound.env, inbound.message
-        if env.reply_to and env.reply_to in self._pending:
-            future, _ = self._pending.pop(env.reply_to)
-            if not future.done():
-                if isinstance(msg, Error):
-                    future.set_exception(RemoteError(msg.code, msg.message))
-                else:
-                    future.set_result(msg)
+        if env.reply_to and self._pending.resolve(env.reply_to, msg):
             return
         started = time.perf_counter()
         try:
@@ -468,18 +450,22 @@ class Actor:
                 self._on_registered(msg)
             elif isinstance(msg, Disconnect):
                 # The broker does not know us (it restarted, or purged us): register again.
-                self.registered.clear()
-                await self._to_broker(Ready(registration=self.registration()))
-            elif isinstance(msg, Heartbeat):
-                if self.registry.version < msg.registry_version and self.registered.is_set():
-                    self.spawn(self._resync())
+                await self.broker.register()
+            elif (
+                isinstance(msg, Heartbeat)
+                and self.registered.is_set()
+                and self.registry.version < msg.registry_version
+            ):
+                self.spawn(self._resync())
             return True
         if via is Via.EVENTS and isinstance(msg, RegistryEvent):
             if not self.registry.apply_event(msg):
                 self.spawn(self._resync())
             return True
         if via is Via.INBOX and isinstance(msg, Describe):
-            await self.reply(inbound, Description(registration=self.registration(), stats=self._describe_stats()))
+            await self.reply(
+                inbound, Description(registration=self.registration(), stats=self._describe_stats())
+            )
             return True
         if via is Via.INBOX and isinstance(msg, Ping):
             await self.reply(inbound, Pong())
@@ -492,25 +478,25 @@ class Actor:
     # ------------------------------------------------------------------ broker session
 
     def _on_registered(self, msg: Registered) -> None:
-        first = not self.registered.is_set()
-        self.broker_epoch = msg.broker_epoch
-        self.heartbeat_s = msg.heartbeat_ms / 1000
-        self.liveness = msg.liveness
+        first = self.broker.accept(msg)
         broker_host = sockets.host_of(self.config.broker)
         events = (
             sockets.advertised(msg.events_in, broker_host),
             sockets.advertised(msg.events_out, broker_host),
         )
         if events != self._events_endpoints:
-            assert self._pub is not None and self._sub is not None  # noqa: S101
-            for sock, old, new in zip((self._pub, self._sub), self._events_endpoints, events, strict=True):
+            assert self._pub is not None and self._sub is not None
+            for sock, old, new in zip(
+                (self._pub, self._sub), self._events_endpoints, events, strict=True
+            ):
                 if old:
                     sock.disconnect(old)
                 sock.connect(new)
             self._events_endpoints = events
-        self.registered.set()
         if first:
-            self.log.info("registered", extra=kv(broker_epoch=msg.broker_epoch, events_out=events[1]))
+            self.log.info(
+                "registered", extra=kv(broker_epoch=msg.broker_epoch, events_out=events[1])
+            )
         self.spawn(self._resync())
 
     async def _resync(self) -> None:
@@ -521,41 +507,6 @@ class Actor:
         if isinstance(snap, RegistrySnapshot):
             self.registry.apply_snapshot(snap)
 
-    async def _heartbeat_loop(self) -> None:
-        backoff = self.heartbeat_s
-        last_rebuild = time.monotonic()
-        self._last_broker = time.monotonic()
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
-            now = time.monotonic()
-            silent = now - self._last_broker
-            if silent > self.heartbeat_s * self.liveness:
-                if self.registered.is_set():
-                    self.registered.clear()
-                    self.log.warning("broker silent, reconnecting", extra=kv(silent_s=round(silent, 2)))
-                if now - last_rebuild >= backoff:
-                    # Paranoid Pirate: a fresh socket drops whatever queued for the dead broker.
-                    self._rebuild_broker = True
-                    self._wake()
-                    last_rebuild = now
-                    backoff = min(backoff * 2, MAX_RECONNECT_BACKOFF_S)
-            else:
-                backoff = self.heartbeat_s
-            if self.registered.is_set():
-                await self._to_broker(Heartbeat())
-            else:
-                await self._to_broker(Ready(registration=self.registration()))
-
-    async def _to_broker(self, msg: Message) -> None:
-        if self._broker is None:
-            return
-        env = envelope_for(msg, src=self.id)
-        try:
-            await self._broker.send_multipart(encode(env), zmq.NOBLOCK)
-        except zmq.Again:
-            return  # broker unreachable and queue full: the heartbeat loop will rebuild
-        self._count_sent(env.type)
-
     # ------------------------------------------------------------------ peers and requests
 
     def _peer_socket(self, peer_id: str) -> zmq.asyncio.Socket:
@@ -565,48 +516,31 @@ class Actor:
         reg = self.registry.get(peer_id)
         if reg is None or "inbox" not in reg.endpoints:
             raise PeerGone(f"{peer_id} is not registered")
-        assert self._ctx is not None  # noqa: S101
-        sock = sockets.prepare(self._ctx.socket(zmq.DEALER))
+        assert self._ctx is not None
+        peer = sockets.prepare(self._ctx.socket(zmq.DEALER))
         if self._keys is not None:
-            curve.make_client(sock, self._keys, reg.public_key.encode())
-        sock.connect(reg.endpoints["inbox"])
-        self._peers[peer_id] = sock
-        self._poller.register(sock, zmq.POLLIN)
+            curve.make_client(peer, self._keys, reg.public_key.encode())
+        peer.connect(reg.endpoints["inbox"])
+        self._peers[peer_id] = peer
+        self._poller.register(peer, zmq.POLLIN)
         self._wake()  # the poll in progress does not watch the new socket yet
-        return sock
+        return peer
 
     def _on_registry_change(self, change: RegistryChange, reg: Registration) -> None:
         if change is not RegistryChange.REMOVED:
             return
-        for msg_id, (future, peer) in list(self._pending.items()):
-            if peer == reg.actor_id and not future.done():
-                future.set_exception(PeerGone(f"{peer} left the registry"))
-                del self._pending[msg_id]
+        self._pending.fail_peer(reg.actor_id, "left the registry")
         sock = self._peers.pop(reg.actor_id, None)
         if sock is not None:
             self._poller.unregister(sock)
             sock.close(linger=0)
 
-    def _expect(self, msg_id: str, peer: str) -> asyncio.Future[Message]:
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[msg_id] = (future, peer)
-        return future
-
-    async def _await_reply(
-        self, msg_id: str, future: asyncio.Future[Message], timeout: float | None, peer: str
-    ) -> Message:
-        limit = self.config.request_timeout_s if timeout is None else timeout
-        try:
-            return await asyncio.wait_for(future, limit)
-        except TimeoutError:
-            raise RequestTimeout(f"no reply from {peer} within {limit:.3g} s") from None
-        finally:
-            self._pending.pop(msg_id, None)
+    def _timeout(self, timeout: float | None) -> float:
+        return self.config.request_timeout_s if timeout is None else timeout
 
     def _count_sent(self, type_: str) -> None:
         self.stats["sent"] += 1
         self.metrics.sent.labels(type_).inc()
-
 
 
 async def serve_actor(actor: Actor) -> None:

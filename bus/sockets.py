@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import zmq
@@ -15,7 +15,10 @@ HIGH_WATER_MARK = 10_000
 """Messages queued per peer before sends block (ROUTER: drop)."""
 
 
-def prepare(sock: zmq.Socket[Any], *, hwm: int = HIGH_WATER_MARK) -> zmq.Socket[Any]:
+S = TypeVar("S", bound=zmq.Socket[Any])
+
+
+def prepare(sock: S, *, hwm: int = HIGH_WATER_MARK) -> S:
     """Apply the bus defaults to a fresh socket: no linger, bounded frames and queues."""
     sock.linger = 0
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)

@@ -41,8 +41,9 @@ class BrokerPorts:
     def endpoint(self) -> str:
         return f"tcp://127.0.0.1:{self.control}"
 
-    def topology(self, tmp: Path, heartbeat_ms: int = 300, liveness: int = 3,
-                 extra: str = "") -> Path:
+    def topology(
+        self, tmp: Path, heartbeat_ms: int = 300, liveness: int = 3, extra: str = ""
+    ) -> Path:
         path = tmp / "topology.yaml"
         path.write_text(
             "broker:\n"
@@ -83,7 +84,10 @@ class Processes:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "actors.cli", *args],
-            cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
         )
         self.procs.append(proc)
         self.logs[proc.pid] = log
@@ -103,9 +107,20 @@ class Processes:
 def status(endpoint: str, timeout: float = 1.0) -> dict[str, Any] | None:
     """``duplex status --json`` as data, or None when the broker does not answer."""
     result = subprocess.run(
-        [sys.executable, "-m", "actors.cli", "status", "--json", "--broker", endpoint,
-         "--timeout", str(timeout)],
-        cwd=ROOT, capture_output=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "actors.cli",
+            "status",
+            "--json",
+            "--broker",
+            endpoint,
+            "--timeout",
+            str(timeout),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
     )
     if result.returncode != 0:
         return None

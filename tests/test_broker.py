@@ -11,9 +11,8 @@ from pathlib import Path
 import msgpack
 import zmq
 
-from bus.envelope import encode
+from bus.envelope import decode, encode
 from bus.schema import decode_message, envelope_for
-from bus.envelope import decode
 from bus.schema.system import Discover, Error, Ping, Pong, RegistrySnapshot
 from tests.support import (
     BrokerPorts,
@@ -44,8 +43,10 @@ def log_time(log: str, event: str, last: bool = False) -> float:
 def start_stack(procs: Processes, tmp_path: Path, ports: BrokerPorts, actors: int):
     topo = str(ports.topology(tmp_path, heartbeat_ms=int(HEARTBEAT_S * 1000), liveness=LIVENESS))
     broker = procs.duplex("broker", "--topology", topo, name="broker")
-    loops = [procs.duplex("run", "loopback", "--topology", topo, "--id", f"loop-{i}", name=f"loop{i}")
-             for i in range(actors)]
+    loops = [
+        procs.duplex("run", "loopback", "--topology", topo, "--id", f"loop-{i}", name=f"loop{i}")
+        for i in range(actors)
+    ]
     return topo, broker, loops
 
 
@@ -72,13 +73,16 @@ def test_actors_register_are_purged_when_killed_and_return_after_broker_restart(
     up = log_time(procs.log_of(broker), "broker started")
     for loop in loops:
         back = log_time(procs.log_of(loop), "registered", last=True)
-        assert 0 <= back - up <= 2 * HEARTBEAT_S, (back - up)
+        assert 0 <= back - up <= 2 * HEARTBEAT_S, back - up
 
     # kill -9 one actor: it is purged within interval x liveness + 1 s.
     os.kill(loops[0].pid, signal.SIGKILL)
     killed = time.monotonic()
-    wait_until(lambda: actor_ids(ports.endpoint) == {"loop-1"}, HEARTBEAT_S * LIVENESS + 1.0 + 1.0,
-               "the killed actor to be purged")
+    wait_until(
+        lambda: actor_ids(ports.endpoint) == {"loop-1"},
+        HEARTBEAT_S * LIVENESS + 1.0 + 1.0,
+        "the killed actor to be purged",
+    )
     assert time.monotonic() - killed <= HEARTBEAT_S * LIVENESS + 1.0 + 0.5
 
     # A graceful stop (SIGTERM) removes the actor at once rather than after the liveness window.
@@ -94,8 +98,9 @@ def test_broker_counts_garbage_and_keeps_serving(
     ports = BrokerPorts.pick()
     topo = ports.topology(tmp_path)
     metrics_port = free_port()
-    broker = procs.duplex("broker", "--topology", str(topo), "--metrics-port", str(metrics_port),
-                          name="broker")
+    broker = procs.duplex(
+        "broker", "--topology", str(topo), "--metrics-port", str(metrics_port), name="broker"
+    )
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     wait_until(lambda: status(ports.endpoint) is not None, 15, "broker up")
 
@@ -103,11 +108,11 @@ def test_broker_counts_garbage_and_keeps_serving(
     sock.linger = 0
     sock.connect(ports.endpoint)
     garbage = [
-        [os.urandom(64)],                                                    # random bytes
-        [msgpack.packb([2, "ping", "", "i", "s", 1, 1, "", {}])],           # wrong version
+        [os.urandom(64)],  # random bytes
+        [msgpack.packb([2, "ping", "", "i", "s", 1, 1, "", {}])],  # wrong version
         [msgpack.packb([1, "ping", "", "i", "s", 1, 1, "", {}]), b"\0" * (2 * 1024 * 1024)],
-        encode(envelope_for(Ping()))[:1] + [b"x", b"y"],                     # too many frames
-        [msgpack.packb([1, "no.such.type", "", "i", "s", 1, 1, "", {}])],   # unknown type
+        [*encode(envelope_for(Ping()))[:1], b"x", b"y"],  # too many frames
+        [msgpack.packb([1, "no.such.type", "", "i", "s", 1, 1, "", {}])],  # unknown type
         [msgpack.packb([1, "discover", "", "i", "s", 1, 1, "", {"kind": 7}])],  # bad field
     ]
     for frames in garbage:
@@ -119,8 +124,11 @@ def test_broker_counts_garbage_and_keeps_serving(
         codes.append(reply.code)
     assert codes.count("UNSUPPORTED_TYPE") == 1 and codes.count("INVALID_MESSAGE") == 5
 
-    wait_until(lambda: metric(metrics_url, "duplex_messages_invalid_total") >= len(garbage), 5,
-               "invalid messages counted")
+    wait_until(
+        lambda: metric(metrics_url, "duplex_messages_invalid_total") >= len(garbage),
+        5,
+        "invalid messages counted",
+    )
     assert metric(metrics_url, "duplex_messages_invalid_total", reason="oversized") == 1
     assert metric(metrics_url, "duplex_messages_invalid_total", reason="bad_version") == 1
     assert metric(metrics_url, "duplex_messages_invalid_total", reason="unknown_type") == 1

@@ -35,8 +35,14 @@ def test_audio_payload_travels_as_its_own_raw_frame() -> None:
 
 
 def test_nested_messages_and_enums_roundtrip() -> None:
-    reg = Registration(actor_id="a", kind="loopback", host="h", pid=3,
-                       endpoints={"inbox": "tcp://127.0.0.1:1"}, resident_models=("m1",))
+    reg = Registration(
+        actor_id="a",
+        kind="loopback",
+        host="h",
+        pid=3,
+        endpoints={"inbox": "tcp://127.0.0.1:1"},
+        resident_models=("m1",),
+    )
     assert roundtrip(Ready(registration=reg))[2] == Ready(registration=reg)
     snap = RegistrySnapshot(broker_epoch="e", version=4, actors=(reg, reg))
     assert roundtrip(snap)[2] == snap
@@ -62,8 +68,13 @@ def test_priority_puts_audio_behind_control() -> None:
         ([msgpack.packb([1, "ping", "", "i", "s", "t", 1, "", {}])], "bad_header"),
         ([msgpack.packb([1, "ping", "x" * 500, "i", "s", 1, 1, "", {}])], "bad_header"),
         ([msgpack.packb([1, "ping", "", "i", "s", 1, 1, "", []])], "bad_header"),
-        ([msgpack.packb([1, "ping", "", "i", "s", 1, 1, "", {}]), b"x" * (MAX_PAYLOAD_BYTES + 1)],
-         "oversized"),
+        (
+            [
+                msgpack.packb([1, "ping", "", "i", "s", 1, 1, "", {}]),
+                b"x" * (MAX_PAYLOAD_BYTES + 1),
+            ],
+            "oversized",
+        ),
         ([b"a", b"b", b"c"], "bad_frames"),
     ],
 )
@@ -74,7 +85,12 @@ def test_malformed_frames_raise_decode_error(frames: list[bytes], reason: str) -
 
 
 def _env(type_: str, body: dict, payload: bytes | None = None):
-    return decode([msgpack.packb([1, type_, "", "i", "s", 1, 1, "", body]), *([payload] if payload is not None else [])])
+    return decode(
+        [
+            msgpack.packb([1, type_, "", "i", "s", 1, 1, "", body]),
+            *([payload] if payload is not None else []),
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,11 +102,18 @@ def _env(type_: str, body: dict, payload: bytes | None = None):
         (_env("control.stop", {"utterance_id": "u" * 200}), "too_long"),
         (_env("tts.end", {"utterance_id": "u", "reason": "exploded", "frames": 1}), "bad_field"),
         (_env("tts.end", {"utterance_id": "u", "reason": "completed"}), "bad_field"),
-        (_env("audio.frame", {"sample_rate": 16000, "sequence": 0, "stream_sample": 0}), "bad_field"),
-        (_env("audio.frame", {"sample_rate": 16000, "sequence": 0, "stream_sample": 0}, b"abc"),
-         "bad_field"),
-        (_env("audio.frame", {"sample_rate": 3, "sequence": 0, "stream_sample": 0}, b"ab"),
-         "bad_field"),
+        (
+            _env("audio.frame", {"sample_rate": 16000, "sequence": 0, "stream_sample": 0}),
+            "bad_field",
+        ),
+        (
+            _env("audio.frame", {"sample_rate": 16000, "sequence": 0, "stream_sample": 0}, b"abc"),
+            "bad_field",
+        ),
+        (
+            _env("audio.frame", {"sample_rate": 3, "sequence": 0, "stream_sample": 0}, b"ab"),
+            "bad_field",
+        ),
         (_env("tts.frame", {"utterance_id": "u", "sequence": 0}, b"\0" * 100), "bad_field"),
         (_env("update", {"load": float("nan")}), "bad_field"),
         (_env("update", {"load": True}), "bad_field"),

@@ -59,8 +59,12 @@ def test_mirror_follows_snapshot_then_events_and_replays_early_ones() -> None:
     assert mirror.get("a").load == 0.9
     assert mirror.apply_event(source.remove(b"b", "disconnect"))
     assert mirror.get("b") is None
-    assert seen == [(RegistryChange.ADDED, "a"), (RegistryChange.ADDED, "b"),
-                    (RegistryChange.UPDATED, "a"), (RegistryChange.REMOVED, "b")]
+    assert seen == [
+        (RegistryChange.ADDED, "a"),
+        (RegistryChange.ADDED, "b"),
+        (RegistryChange.UPDATED, "a"),
+        (RegistryChange.REMOVED, "b"),
+    ]
 
 
 def test_mirror_asks_for_a_snapshot_after_a_gap_or_a_new_broker() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,12 +17,12 @@ from actors.loopback import TOPIC_IN, TOPIC_OUT, Loopback
 from bus.broker import Broker
 from bus.envelope import decode, encode
 from bus.errors import PeerGone, RemoteError, RequestTimeout
-from bus.runtime import Actor, Inbound, Via
+from bus.runtime import Actor, Inbound
 from bus.schema import decode_message, envelope_for
 from bus.schema.audio import AudioFrame
 from bus.schema.control import Pause, Stop
-from bus.schema.tts import TtsText
 from bus.schema.system import Describe, Description, Error, Ping, Pong, RegistryChange
+from bus.schema.tts import TtsText
 from bus.topology import ActorConfig, BrokerConfig
 from tests.support import BrokerPorts
 
@@ -36,14 +35,18 @@ def run(coro_fn: Callable[[], Awaitable[None]], timeout: float = 30.0) -> None:
 def configs(heartbeat_ms: int = 200) -> tuple[BrokerConfig, Callable[..., ActorConfig]]:
     ports = BrokerPorts.pick()
     broker = BrokerConfig(
-        control=f"tcp://127.0.0.1:{ports.control}", events_in=f"tcp://127.0.0.1:{ports.events_in}",
-        events_out=f"tcp://127.0.0.1:{ports.events_out}", heartbeat_ms=heartbeat_ms, liveness=3,
+        control=f"tcp://127.0.0.1:{ports.control}",
+        events_in=f"tcp://127.0.0.1:{ports.events_in}",
+        events_out=f"tcp://127.0.0.1:{ports.events_out}",
+        heartbeat_ms=heartbeat_ms,
+        liveness=3,
         metrics_port=None,
     )
 
     def actor(kind: str, **kw: Any) -> ActorConfig:
-        return ActorConfig(kind=kind, broker=broker.control, heartbeat_ms=heartbeat_ms,
-                           metrics_port=None, **kw)
+        return ActorConfig(
+            kind=kind, broker=broker.control, heartbeat_ms=heartbeat_ms, metrics_port=None, **kw
+        )
 
     return broker, actor
 
@@ -103,7 +106,9 @@ def test_two_actors_of_one_kind_in_one_process_request_and_reply() -> None:
             desc = await b.request(a.id, Describe(), timeout=2)
             assert isinstance(desc, Description) and desc.registration.actor_id == a.id
             # The loopback echoes frames sent to its inbox, payload intact.
-            frame = AudioFrame(sample_rate=48000, sequence=3, stream_sample=960, pcm=b"\x01\x02" * 960)
+            frame = AudioFrame(
+                sample_rate=48000, sequence=3, stream_sample=960, pcm=b"\x01\x02" * 960
+            )
             assert await a.request(b.id, frame, timeout=2) == frame
 
     run(body)
@@ -151,8 +156,9 @@ def test_control_messages_overtake_queued_audio() -> None:
         async with running(Broker(broker_cfg), slow, sender):
             await until(lambda: sender.registry.get(slow.id), 5, "recorder visible")
             for seq in range(300):
-                frame = AudioFrame(sample_rate=16000, sequence=seq, stream_sample=seq * 320,
-                                   pcm=b"\0" * 640)
+                frame = AudioFrame(
+                    sample_rate=16000, sequence=seq, stream_sample=seq * 320, pcm=b"\0" * 640
+                )
                 await sender.send(slow.id, frame)
             reply = await sender.request(slow.id, Pause(), timeout=5)
             assert isinstance(reply, Pong)
@@ -183,7 +189,9 @@ def test_registration_update_reaches_a_watcher_and_events_flow_through_the_proxy
 
             # Audio through the broker's proxy: watcher -> loopback.in -> worker -> loopback.out.
             await asyncio.sleep(0.2)  # let the SUB subscriptions reach the proxy
-            frame = AudioFrame(sample_rate=16000, sequence=1, stream_sample=320, pcm=b"\x05\x00" * 320)
+            frame = AudioFrame(
+                sample_rate=16000, sequence=1, stream_sample=320, pcm=b"\x05\x00" * 320
+            )
             await watcher.publish(TOPIC_IN, frame, session="s-1")
             await until(lambda: "audio1" in watcher.seen, 5, "echoed frame")
 
@@ -205,8 +213,22 @@ def test_bad_messages_to_an_actor_inbox_are_counted_and_refused(zctx: zmq.Contex
             bad = [
                 [b"\xff\x00garbage"],
                 [msgpack.packb([1, "no.such", "", "i", "s", 1, 1, "", {}])],
-                [msgpack.packb([1, "audio.frame", "", "i", "s", 1, 1, "",
-                                {"sample_rate": 16000, "sequence": 0, "stream_sample": 0}]), b"odd"],
+                [
+                    msgpack.packb(
+                        [
+                            1,
+                            "audio.frame",
+                            "",
+                            "i",
+                            "s",
+                            1,
+                            1,
+                            "",
+                            {"sample_rate": 16000, "sequence": 0, "stream_sample": 0},
+                        ]
+                    ),
+                    b"odd",
+                ],
             ]
             for frames in bad:
                 sock.send_multipart(frames)
@@ -219,7 +241,8 @@ def test_bad_messages_to_an_actor_inbox_are_counted_and_refused(zctx: zmq.Contex
             assert sorted(codes) == ["INVALID_MESSAGE", "INVALID_MESSAGE", "UNSUPPORTED_TYPE"]
             assert target.stats["invalid"] == 3
             sample = target.metrics.registry.get_sample_value(
-                "duplex_messages_invalid_total", {"reason": "bad_field"})
+                "duplex_messages_invalid_total", {"reason": "bad_field"}
+            )
             assert sample == 1
             ping = envelope_for(Ping())
             sock.send_multipart(encode(ping))

@@ -44,9 +44,7 @@ def priority_of(type_: str) -> Priority:
     return cls.PRIORITY if cls is not None else Priority.CONTROL
 
 
-def envelope_for(
-    msg: Message, *, src: str = "", session: str = "", reply_to: str = ""
-) -> Envelope:
+def envelope_for(msg: Message, *, src: str = "", session: str = "", reply_to: str = "") -> Envelope:
     """Wrap ``msg`` in a fresh envelope stamped now."""
     body, payload = msg.to_wire()
     return Envelope(

@@ -8,8 +8,7 @@ import math
 import types
 import typing
 from collections.abc import Callable
-from functools import cache
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, cast, dataclass_transform
 
 from bus.errors import ValidationError
 
@@ -27,7 +26,7 @@ class Priority(enum.IntEnum):
     DATA = 1
 
 
-def bounded(limit: int, default: Any = dataclasses.MISSING) -> Any:
+def bounded(limit: int, *, default: Any = dataclasses.MISSING) -> Any:
     """A dataclass field whose string, bytes or list value holds at most ``limit`` items."""
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata={"max": limit})
@@ -67,7 +66,7 @@ class Message:
     def from_wire(cls, body: dict[str, Any], payload: bytes | None = None) -> Self:
         """Build and validate a message from a body map (and payload), or raise ValidationError."""
         values: dict[str, Any] = {}
-        for name, check, required in _spec(cls):
+        for name, check, required in _spec(cast(type[Message], cls)):
             if name == cls.PAYLOAD:
                 if payload is None:
                     raise ValidationError("bad_field", f"{cls.TYPE}: missing payload frame")
@@ -76,7 +75,7 @@ class Message:
                 values[name] = check(body[name], name)
             elif required:
                 raise ValidationError("bad_field", f"{cls.TYPE}: missing field {name!r}")
-        extra = set(body) - {n for n, _, _ in _spec(cls)}
+        extra = set(body) - {n for n, _, _ in _spec(cast(type[Message], cls))}
         if extra:
             raise ValidationError("bad_field", f"{cls.TYPE}: unknown fields {sorted(extra)}")
         try:
@@ -92,13 +91,14 @@ MESSAGE_TYPES: dict[str, type[Message]] = {}
 M = TypeVar("M", bound=type[Message])
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field, bounded))
 def message(cls: M) -> M:
     """Class decorator: make ``cls`` a frozen slotted dataclass and register its TYPE."""
     data_cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
     if data_cls.TYPE in MESSAGE_TYPES:
         raise RuntimeError(f"message type {data_cls.TYPE!r} registered twice")
     MESSAGE_TYPES[data_cls.TYPE] = data_cls
-    return data_cls
+    return cast(M, data_cls)
 
 
 def _to_plain(value: Any) -> Any:
@@ -114,19 +114,28 @@ def _to_plain(value: Any) -> Any:
 Check = Callable[[Any, str], Any]
 
 
-@cache
+_SPECS: dict[type[Message], tuple[tuple[str, Check, bool], ...]] = {}
+"""Memo of each message class's field checks (built on first use, when hints resolve)."""
+
+
 def _spec(cls: type[Message]) -> tuple[tuple[str, Check, bool], ...]:
+    cached = _SPECS.get(cls)
+    if cached is not None:
+        return cached
     hints = typing.get_type_hints(cls)
     spec = []
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # registered classes are dataclasses
         limit = f.metadata.get("max")
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         spec.append((f.name, _checker(hints[f.name], limit), required))
-    return tuple(spec)
+    _SPECS[cls] = tuple(spec)
+    return _SPECS[cls]
 
 
 def _fail(name: str, expected: str, value: Any) -> ValidationError:
-    return ValidationError("bad_field", f"field {name!r}: expected {expected}, got {type(value).__name__}")
+    return ValidationError(
+        "bad_field", f"field {name!r}: expected {expected}, got {type(value).__name__}"
+    )
 
 
 def _checker(hint: Any, limit: int | None) -> Check:

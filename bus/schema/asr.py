@@ -21,5 +21,5 @@ class Transcript(Message):
     """First sample of the span in the input stream."""
     end_sample: int = 0
     """Sample after the last of the span in the input stream."""
-    language: str = bounded(16, "")
+    language: str = bounded(16, default="")
     """BCP-47 language code, if known."""

@@ -13,7 +13,7 @@ class Pause(Message):
 
     TYPE: ClassVar[str] = "control.pause"
 
-    utterance_id: str = bounded(128, "")
+    utterance_id: str = bounded(128, default="")
     """Only this utterance; empty for whatever the session is speaking."""
 
 
@@ -23,7 +23,7 @@ class Resume(Message):
 
     TYPE: ClassVar[str] = "control.resume"
 
-    utterance_id: str = bounded(128, "")
+    utterance_id: str = bounded(128, default="")
 
 
 @message
@@ -32,8 +32,8 @@ class Stop(Message):
 
     TYPE: ClassVar[str] = "control.stop"
 
-    utterance_id: str = bounded(128, "")
-    reason: str = bounded(64, "stopped")
+    utterance_id: str = bounded(128, default="")
+    reason: str = bounded(64, default="stopped")
 
 
 @message
@@ -42,6 +42,6 @@ class BargeIn(Message):
 
     TYPE: ClassVar[str] = "control.barge_in"
 
-    utterance_id: str = bounded(128, "")
+    utterance_id: str = bounded(128, default="")
     stream_sample: int = 0
     """Input sample index where the person's speech began."""

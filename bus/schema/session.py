@@ -39,5 +39,5 @@ class StateChanged(Message):
 
     state: str = bounded(32)
     """New state, e.g. ``LISTENING``, ``SPEAKING``, ``BARGED_IN``."""
-    previous: str = bounded(32, "")
+    previous: str = bounded(32, default="")
     """State before the transition."""

@@ -30,15 +30,15 @@ class Registration(Message):
     """Host name or address the actor runs on."""
     pid: int
     """Process id on that host."""
-    endpoints: dict[str, str] = bounded(16, {})
+    endpoints: dict[str, str] = bounded(16, default={})
     """Named ZeroMQ endpoints the actor binds, e.g. ``{"inbox": "tcp://10.0.0.2:41234"}``."""
-    capabilities: dict[str, Any] = bounded(64, {})
+    capabilities: dict[str, Any] = bounded(64, default={})
     """Free-form facts peers match on (languages, voices, streaming...)."""
-    resident_models: tuple[str, ...] = bounded(256, ())
+    resident_models: tuple[str, ...] = bounded(256, default=())
     """Model ids loaded and ready without a load delay."""
     load: float = 0.0
     """Current load, 0.0 idle .. 1.0 saturated."""
-    public_key: str = bounded(64, "")
+    public_key: str = bounded(64, default="")
     """Z85 CURVE public key of the actor's inbox, empty when CURVE is off."""
     started_wall_ns: int = 0
     """Wall clock when the actor started, nanoseconds since the epoch."""
@@ -79,9 +79,9 @@ class Update(Message):
 
     load: float | None = None
     """New load, 0.0 .. 1.0."""
-    resident_models: tuple[str, ...] | None = bounded(256, None)
+    resident_models: tuple[str, ...] | None = bounded(256, default=None)
     """New list of resident models."""
-    capabilities: dict[str, Any] | None = bounded(64, None)
+    capabilities: dict[str, Any] | None = bounded(64, default=None)
     """New capabilities map (replaces the old one)."""
 
 
@@ -101,7 +101,7 @@ class Disconnect(Message):
 
     TYPE: ClassVar[str] = "disconnect"
 
-    reason: str = bounded(256, "")
+    reason: str = bounded(256, default="")
 
 
 @message
@@ -110,7 +110,7 @@ class Discover(Message):
 
     TYPE: ClassVar[str] = "discover"
 
-    kind: str = bounded(64, "")
+    kind: str = bounded(64, default="")
     """Only actors of this kind; empty for all."""
 
 
@@ -123,7 +123,7 @@ class RegistrySnapshot(Message):
     broker_epoch: str = bounded(64)
     version: int
     """Registry version; events with a higher version came after this snapshot."""
-    actors: tuple[Registration, ...] = bounded(4096, ())
+    actors: tuple[Registration, ...] = bounded(4096, default=())
 
 
 class RegistryChange(enum.StrEnum):
@@ -145,7 +145,7 @@ class RegistryEvent(Message):
     """Registry version after this change."""
     change: RegistryChange
     registration: Registration
-    reason: str = bounded(256, "")
+    reason: str = bounded(256, default="")
     """Why a registration was removed: ``disconnect``, ``expired``..."""
 
 
@@ -163,7 +163,7 @@ class Description(Message):
     TYPE: ClassVar[str] = "description"
 
     registration: Registration
-    stats: dict[str, Any] = bounded(64, {})
+    stats: dict[str, Any] = bounded(64, default={})
     """Counters worth a glance: messages in/out, invalid messages, uptime..."""
 
 
@@ -189,5 +189,5 @@ class Error(Message):
 
     code: str = bounded(64)
     """Machine-readable code: ``INVALID_MESSAGE``, ``UNSUPPORTED_TYPE``, ``NOT_REGISTERED``..."""
-    message: str = bounded(1024, "")
+    message: str = bounded(1024, default="")
     """Human-readable detail."""

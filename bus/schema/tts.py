@@ -21,11 +21,11 @@ class TtsStart(Message):
     TYPE: ClassVar[str] = "tts.start"
 
     utterance_id: str = bounded(128)
-    voice: str = bounded(128, "")
+    voice: str = bounded(128, default="")
     """Voice id; empty for the worker's default."""
-    options: dict[str, Any] = bounded(32, {})
+    options: dict[str, Any] = bounded(32, default={})
     """Engine options (speed, target loudness...)."""
-    reply_endpoint: str = bounded(256, "")
+    reply_endpoint: str = bounded(256, default="")
     """Where frames go (the consumer's inbox); empty for the sender of this message."""
     credit: int = 0
     """Frames the consumer accepts before it grants more (0 = worker default)."""
@@ -79,7 +79,7 @@ class TtsEnd(Message):
     reason: EndReason
     frames: int
     """Frames sent for this utterance."""
-    error: str = bounded(1024, "")
+    error: str = bounded(1024, default="")
     """What went wrong, when ``reason`` is ``error``."""
 
 
