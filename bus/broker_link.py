@@ -13,13 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from bus import curve, sockets
 from bus.envelope import Envelope, encode
 from bus.logs import kv
+from bus.reactor import Reactor
 from bus.schema import Message, envelope_for
 from bus.schema.system import Heartbeat, Ready, Registered, Registration
 from bus.topology import ActorConfig
@@ -34,10 +35,10 @@ class BrokerLink:
     def __init__(
         self,
         config: ActorConfig,
-        poller: zmq.asyncio.Poller,
+        reactor: Reactor[Any],
+        tag: Any,
         registration: Callable[[], Registration],
         on_sent: Callable[[str], None],
-        wake: Callable[[], None],
     ) -> None:
         self.config = config
         self.registered = asyncio.Event()
@@ -46,12 +47,12 @@ class BrokerLink:
         """Id of the broker run we are registered with."""
         self.heartbeat_s = config.heartbeat_ms / 1000
         self.liveness = config.liveness
-        self.socket: zmq.asyncio.Socket | None = None
-        self._ctx: zmq.asyncio.Context | None = None
-        self._poller = poller
+        self.socket: zmq.Socket[bytes] | None = None
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._reactor = reactor
+        self._tag = tag
         self._registration = registration
         self._on_sent = on_sent
-        self._wake = wake
         self._keys: curve.KeyPair | None = None
         self._broker_public = b""
         self._last_heard = time.monotonic()
@@ -59,7 +60,7 @@ class BrokerLink:
         self._log = logging.getLogger(f"duplex.{config.kind}")
 
     def start(
-        self, ctx: zmq.asyncio.Context, keys: curve.KeyPair | None, broker_public: bytes
+        self, ctx: zmq.Context[zmq.Socket[bytes]], keys: curve.KeyPair | None, broker_public: bytes
     ) -> None:
         """Create the socket in ``ctx`` (with CURVE ``keys`` if given) and connect."""
         self._ctx, self._keys, self._broker_public = ctx, keys, broker_public
@@ -69,17 +70,17 @@ class BrokerLink:
         """(Re)build the DEALER and connect it to the broker."""
         assert self._ctx is not None, "connect() before start()"
         if self.socket is not None:
-            self._poller.unregister(self.socket)
+            self._reactor.unwatch(self.socket)
             self.socket.close(linger=0)
         sock = self.socket = sockets.prepare(self._ctx.socket(zmq.DEALER), hwm=1000)
         if self._keys is not None:
             curve.make_client(sock, self._keys, self._broker_public)
         sock.connect(self.config.broker)
-        self._poller.register(sock, zmq.POLLIN)
+        self._reactor.watch(sock, self._tag)
 
     def rebuild_if_asked(self) -> None:
-        """Rebuild the socket if the heartbeat loop asked for it. Call between polls only:
-        closing a socket a poll waits on cancels that poll."""
+        """Rebuild the socket if the heartbeat loop asked for it (done by the serving loop,
+        between reads, never under a receive in progress)."""
         if self._rebuild_asked:
             self._rebuild_asked = False
             self.connect()
@@ -97,25 +98,20 @@ class BrokerLink:
         self.registered.set()
         return first
 
-    async def register(self) -> None:
+    def register(self) -> None:
         """Send READY with the actor's current registration."""
         self.registered.clear()
-        await self.send(Ready(registration=self._registration()))
+        self.send(Ready(registration=self._registration()))
 
-    async def send(self, msg: Message) -> None:
+    def send(self, msg: Message) -> None:
         """Send ``msg`` to the broker without blocking."""
-        await self.send_envelope(envelope_for(msg, src=self.config.actor_id))
+        self.send_envelope(envelope_for(msg, src=self.config.actor_id))
 
-    async def send_envelope(self, env: Envelope) -> None:
+    def send_envelope(self, env: Envelope) -> None:
         """Send ``env`` without blocking; dropped while the broker is unreachable and the
         queue is full (the heartbeat loop rebuilds the socket)."""
-        if self.socket is None:
-            return
-        try:
-            await self.socket.send_multipart(encode(env), zmq.NOBLOCK)
-        except zmq.Again:
-            return
-        self._on_sent(env.type)
+        if self.socket is not None and self._reactor.send(self.socket, encode(env)):
+            self._on_sent(env.type)
 
     async def heartbeat_loop(self) -> None:
         """Heartbeat, judge the broker's liveness, re-register and rebuild when it is gone."""
@@ -134,18 +130,19 @@ class BrokerLink:
                     )
                 if now - last_rebuild >= backoff:
                     self._rebuild_asked = True
-                    self._wake()
+                    self._reactor.poke()
                     last_rebuild = now
                     backoff = min(backoff * 2, MAX_RECONNECT_BACKOFF_S)
             else:
                 backoff = self.heartbeat_s
             if self.registered.is_set():
-                await self.send(Heartbeat())
+                self.send(Heartbeat())
             else:
-                await self.send(Ready(registration=self._registration()))
+                self.send(Ready(registration=self._registration()))
 
     def close(self, linger_ms: int = 0) -> None:
         """Close the socket, waiting up to ``linger_ms`` for queued messages to leave."""
         if self.socket is not None:
+            self._reactor.unwatch(self.socket)
             self.socket.close(linger=linger_ms)
             self.socket = None

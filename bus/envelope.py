@@ -42,9 +42,12 @@ def new_id() -> str:
     return os.urandom(8).hex()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Envelope:
-    """One bus message: routing and timing facts plus a typed body and an optional raw payload."""
+    """One bus message: routing and timing facts plus a typed body and an optional raw payload.
+
+    Treat it as immutable. It is not frozen only because a frozen dataclass costs microseconds
+    per construction, and two are built for every message on the audio path."""
 
     type: str
     """Message type, e.g. ``heartbeat`` or ``audio.frame``."""

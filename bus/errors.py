@@ -20,6 +20,10 @@ class ValidationError(DecodeError):
     """An envelope whose type is unknown or whose body does not match its message schema."""
 
 
+class Backpressure(BusError):
+    """A peer's queue is full (it is not reading); the message was not sent."""
+
+
 class RequestError(BusError):
     """A request that got no usable reply."""
 

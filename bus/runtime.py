@@ -24,15 +24,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
-import zmq.asyncio
+from prometheus_client import Counter
 
 from bus import curve, sockets
 from bus.broker_link import BrokerLink
 from bus.envelope import Envelope, decode, encode
-from bus.errors import DecodeError, PeerGone, RequestTimeout
+from bus.errors import Backpressure, BusError, DecodeError, PeerGone, RequestTimeout
 from bus.lifecycle import stop_on_signals
 from bus.logs import RateLimitedLog, kv
 from bus.metrics import BusMetrics
+from bus.reactor import Reactor
 from bus.registry import RegistryMirror
 from bus.requests import PendingRequests
 from bus.schema import Message, Priority, decode_message, envelope_for
@@ -106,17 +107,16 @@ class Actor:
         self.started_wall_ns = time.time_ns()
         self.stats = {"received": 0, "sent": 0, "invalid": 0}
         self._bad = RateLimitedLog(self.log)
-        self._ctx: zmq.asyncio.Context | None = None
-        self._inbox: zmq.asyncio.Socket | None = None
-        self._pub: zmq.asyncio.Socket | None = None
-        self._sub: zmq.asyncio.Socket | None = None
-        self._wake_rx: zmq.asyncio.Socket | None = None
-        self._wake_tx: zmq.asyncio.Socket | None = None
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._inbox: zmq.Socket[bytes] | None = None
+        self._pub: zmq.Socket[bytes] | None = None
+        self._sub: zmq.Socket[bytes] | None = None
         self._events_endpoints: tuple[str, str] = ("", "")
-        self._peers: dict[str, zmq.asyncio.Socket] = {}
-        self._poller = zmq.asyncio.Poller()
+        self._peers: dict[str, zmq.Socket[bytes]] = {}
+        self._peer_of: dict[zmq.Socket[bytes], str] = {}
+        self._reactor: Reactor[Via] = Reactor()
         self.broker = BrokerLink(
-            self.config, self._poller, self.registration, self._count_sent, self._wake
+            self.config, self._reactor, Via.BROKER, self.registration, self._count_sent
         )
         self.registered = self.broker.registered
         """Set while the broker has this actor registered."""
@@ -126,6 +126,7 @@ class Actor:
         self._keys: curve.KeyPair | None = None
         self._authenticator: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._counters: dict[tuple[str, str], Counter] = {}
 
     # ------------------------------------------------------------------ hooks
 
@@ -166,7 +167,7 @@ class Actor:
     def stop(self) -> None:
         """Ask the actor to stop; :meth:`run` returns once it has shut down cleanly."""
         self._stopping = True
-        self._wake()
+        self._reactor.poke()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` as a task owned by the actor (cancelled on stop, failures logged)."""
@@ -185,16 +186,18 @@ class Actor:
         """Publish on the event bus (dropped, as PUB/SUB does, until the broker is reached)."""
         assert self._pub is not None, "publish() before run()"
         env = envelope_for(msg, src=self.id, session=session)
-        await self._pub.send_multipart([topic, *encode(env)])
+        self._reactor.send(self._pub, [topic, *encode(env)])  # PUB never blocks: it drops
         self._count_sent(env.type)
 
     async def send(
         self, peer_id: str, msg: Message, *, session: str = "", reply_to: str = ""
     ) -> str:
-        """Send ``msg`` straight to ``peer_id``'s inbox; returns the message id."""
+        """Send ``msg`` straight to ``peer_id``'s inbox; returns the message id.
+
+        Raises :class:`PeerGone` for an unknown peer and :class:`Backpressure` when the peer's
+        queue is full (it is not reading)."""
         env = envelope_for(msg, src=self.id, session=session, reply_to=reply_to)
-        await self._peer_socket(peer_id).send_multipart(encode(env))
-        self._count_sent(env.type)
+        self._send_peer(peer_id, env)
         return env.id
 
     async def reply(self, inbound: Inbound, msg: Message) -> None:
@@ -202,14 +205,16 @@ class Actor:
         env = envelope_for(msg, src=self.id, session=inbound.env.session, reply_to=inbound.env.id)
         frames = encode(env)
         if inbound.via is Via.INBOX and self._inbox is not None:
-            await self._inbox.send_multipart([inbound.identity, *frames])
+            sent = self._reactor.send(self._inbox, [inbound.identity, *frames])
         elif inbound.via is Via.PEER and inbound.peer in self._peers:
-            await self._peers[inbound.peer].send_multipart(frames)
-        elif inbound.via is Via.BROKER and self.broker.socket is not None:
-            await self.broker.socket.send_multipart(frames)
+            sent = self._reactor.send(self._peers[inbound.peer], frames)
+        elif inbound.via is Via.BROKER:
+            self.broker.send_envelope(env)
+            return
         else:
             return
-        self._count_sent(env.type)
+        if sent:
+            self._count_sent(env.type)
 
     async def request(
         self, peer_id: str, msg: Message, *, session: str = "", timeout: float | None = None
@@ -223,15 +228,18 @@ class Actor:
             raise PeerGone(f"{peer_id} is not registered")
         env = envelope_for(msg, src=self.id, session=session)
         future = self._pending.expect(env.id, peer_id)
-        await self._peer_socket(peer_id).send_multipart(encode(env))
-        self._count_sent(env.type)
+        try:
+            self._send_peer(peer_id, env)
+        except BusError:
+            self._pending.resolve(env.id, Pong())  # forget it
+            raise
         return await self._pending.wait(env.id, future, self._timeout(timeout), peer_id)
 
     async def request_broker(self, msg: Message, *, timeout: float | None = None) -> Message:
         """Send a request to the broker and wait for its reply (see :meth:`request`)."""
         env = envelope_for(msg, src=self.id)
         future = self._pending.expect(env.id, "broker")
-        await self.broker.send_envelope(env)
+        self.broker.send_envelope(env)
         return await self._pending.wait(env.id, future, self._timeout(timeout), "broker")
 
     async def update_registration(
@@ -249,7 +257,7 @@ class Actor:
         if capabilities is not None:
             self.capabilities = dict(capabilities)
         if self.registered.is_set():
-            await self.broker.send(
+            self.broker.send(
                 Update(load=load, resident_models=resident_models, capabilities=capabilities)
             )
 
@@ -263,7 +271,7 @@ class Actor:
         heartbeat = self.spawn(self.broker.heartbeat_loop())
         try:
             await self.on_start()
-            await self.broker.register()
+            self.broker.register()
             await self._serve()
         finally:
             heartbeat.cancel()
@@ -272,7 +280,7 @@ class Actor:
     # ------------------------------------------------------------------ set-up and teardown
 
     def _setup_sockets(self) -> None:
-        ctx = self._ctx = zmq.asyncio.Context()
+        ctx = self._ctx = zmq.Context()
         cfg = self.config
         broker_public = b""
         if cfg.curve.enabled:
@@ -284,19 +292,12 @@ class Actor:
             )
             allow = curve.AllowList(cfg.curve.allow_dir)
             self._authenticator = curve.start_authenticator(ctx, allow)
-        self._wake_rx = ctx.socket(zmq.PAIR)
-        self._wake_tx = ctx.socket(zmq.PAIR)
-        wake = f"inproc://wake-{self.id}-{os.urandom(4).hex()}"
-        self._wake_rx.bind(wake)
-        self._wake_tx.connect(wake)
-        self._poller.register(self._wake_rx, zmq.POLLIN)
-
         inbox = self._inbox = sockets.prepare(ctx.socket(zmq.ROUTER))
         if self._keys is not None:
             curve.make_server(inbox, self._keys)
         bound = sockets.bind(inbox, cfg.bind)
         self.endpoints["inbox"] = sockets.advertised(bound, cfg.advertise_host)
-        self._poller.register(inbox, zmq.POLLIN)
+        self._reactor.watch(inbox, Via.INBOX)
 
         self._pub = sockets.prepare(ctx.socket(zmq.PUB))
         self._sub = sockets.prepare(ctx.socket(zmq.SUB))
@@ -305,7 +306,7 @@ class Actor:
                 curve.make_client(sock, self._keys, broker_public)
         for topic in self.subscriptions:
             self._sub.subscribe(topic)
-        self._poller.register(self._sub, zmq.POLLIN)
+        self._reactor.watch(self._sub, Via.EVENTS)
         self.broker.start(ctx, self._keys, broker_public)
 
         if cfg.metrics_port is not None:
@@ -322,18 +323,11 @@ class Actor:
         self._pending.fail_all("actor stopping")
         if self.registered.is_set():
             # Tell the broker now rather than letting it wait out our liveness.
-            await self.broker.send(Disconnect(reason="stopping"))
+            self.broker.send(Disconnect(reason="stopping"))
         self.broker.close(linger_ms=200)
-        for sock in (
-            self._inbox,
-            self._pub,
-            self._sub,
-            self._wake_rx,
-            self._wake_tx,
-            *self._peers.values(),
-        ):
-            if sock is not None:
-                sock.close()
+        self._reactor.close_all()
+        if self._pub is not None:
+            self._pub.close(linger=0)
         if self._authenticator is not None:
             self._authenticator.stop()
         if self._ctx is not None:
@@ -346,37 +340,28 @@ class Actor:
         if not task.cancelled() and task.exception() is not None:
             self.log.error("task failed", exc_info=task.exception())
 
-    def _wake(self) -> None:
-        if self._wake_tx is not None and not self._wake_tx.closed:
-            self._wake_tx.send(b"", zmq.NOBLOCK)
-
     # ------------------------------------------------------------------ receive and dispatch
 
     async def _serve(self) -> None:
         while not self._stopping:
             self.broker.rebuild_if_asked()
-            timeout = 0 if self._backlog else 1000
-            ready = await self._poller.poll(timeout)
-            for sock, _ in ready:
-                await self._drain(sock)
+            ready = self._reactor.ready()
+            for sock, via in ready:
+                await self._drain(sock, via)
             budget = DATA_BUDGET
             while self._backlog and budget and not self._stopping:
                 await self._dispatch(self._backlog.popleft())
                 budget -= 1
+            if not ready and not self._backlog and not self._stopping:
+                await self._reactor.wait()
 
-    async def _drain(self, sock: zmq.asyncio.Socket) -> None:
-        if sock is self._wake_rx:
-            while True:
-                try:
-                    await sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    return
+    async def _drain(self, sock: zmq.Socket[bytes], via: Via) -> None:
         for _ in range(DRAIN_LIMIT):
             try:
-                frames = await sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            inbound = self._decode(sock, frames)
+            inbound = self._decode(sock, via, frames)
             if inbound is None:
                 continue
             if inbound.message.PRIORITY is Priority.DATA:
@@ -387,17 +372,14 @@ class Actor:
             else:
                 await self._dispatch(inbound)
 
-    def _decode(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> Inbound | None:
+    def _decode(self, sock: zmq.Socket[bytes], via: Via, frames: list[bytes]) -> Inbound | None:
         identity, topic, peer = b"", b"", ""
-        if sock is self._inbox:
-            via, identity, frames = Via.INBOX, frames[0], frames[1:]
-        elif sock is self._sub:
-            via, topic, frames = Via.EVENTS, frames[0], frames[1:]
-        elif sock is self.broker.socket:
-            via = Via.BROKER
-        else:
-            via = Via.PEER
-            peer = next((p for p, s in self._peers.items() if s is sock), "")
+        if via is Via.INBOX:
+            identity, frames = frames[0], frames[1:]
+        elif via is Via.EVENTS:
+            topic, frames = frames[0], frames[1:]
+        elif via is Via.PEER:
+            peer = self._peer_of.get(sock, "")
         try:
             env = decode(frames)
             message = decode_message(env)
@@ -407,7 +389,7 @@ class Actor:
                 self.spawn(self._refuse(identity, exc))
             return None
         self.stats["received"] += 1
-        self.metrics.received.labels(env.type).inc()
+        self._count("received", self.metrics.received, env.type)
         if via is Via.BROKER:
             self.broker.heard()
         return Inbound(env=env, message=message, via=via, identity=identity, peer=peer, topic=topic)
@@ -417,7 +399,7 @@ class Actor:
             return
         code = "UNSUPPORTED_TYPE" if exc.reason == "unknown_type" else "INVALID_MESSAGE"
         env = envelope_for(Error(code=code, message=str(exc)[:1000]), src=self.id)
-        await self._inbox.send_multipart([identity, *encode(env)])
+        self._reactor.send(self._inbox, [identity, *encode(env)])
 
     def _count_invalid(self, exc: DecodeError, via: Via) -> None:
         self.stats["invalid"] += 1
@@ -450,7 +432,7 @@ class Actor:
                 self._on_registered(msg)
             elif isinstance(msg, Disconnect):
                 # The broker does not know us (it restarted, or purged us): register again.
-                await self.broker.register()
+                self.broker.register()
             elif (
                 isinstance(msg, Heartbeat)
                 and self.registered.is_set()
@@ -509,7 +491,12 @@ class Actor:
 
     # ------------------------------------------------------------------ peers and requests
 
-    def _peer_socket(self, peer_id: str) -> zmq.asyncio.Socket:
+    def _send_peer(self, peer_id: str, env: Envelope) -> None:
+        if not self._reactor.send(self._peer_socket(peer_id), encode(env)):
+            raise Backpressure(f"{peer_id} is not reading: its queue is full")
+        self._count_sent(env.type)
+
+    def _peer_socket(self, peer_id: str) -> zmq.Socket[bytes]:
         sock = self._peers.get(peer_id)
         if sock is not None:
             return sock
@@ -522,8 +509,8 @@ class Actor:
             curve.make_client(peer, self._keys, reg.public_key.encode())
         peer.connect(reg.endpoints["inbox"])
         self._peers[peer_id] = peer
-        self._poller.register(peer, zmq.POLLIN)
-        self._wake()  # the poll in progress does not watch the new socket yet
+        self._peer_of[peer] = peer_id
+        self._reactor.watch(peer, Via.PEER)
         return peer
 
     def _on_registry_change(self, change: RegistryChange, reg: Registration) -> None:
@@ -532,7 +519,8 @@ class Actor:
         self._pending.fail_peer(reg.actor_id, "left the registry")
         sock = self._peers.pop(reg.actor_id, None)
         if sock is not None:
-            self._poller.unregister(sock)
+            self._peer_of.pop(sock, None)
+            self._reactor.unwatch(sock)
             sock.close(linger=0)
 
     def _timeout(self, timeout: float | None) -> float:
@@ -540,7 +528,14 @@ class Actor:
 
     def _count_sent(self, type_: str) -> None:
         self.stats["sent"] += 1
-        self.metrics.sent.labels(type_).inc()
+        self._count("sent", self.metrics.sent, type_)
+
+    def _count(self, name: str, counter: Counter, type_: str) -> None:
+        # Label lookups take a lock; on the audio path the child is looked up once per type.
+        child = self._counters.get((name, type_))
+        if child is None:
+            child = self._counters[(name, type_)] = counter.labels(type_)
+        child.inc()
 
 
 async def serve_actor(actor: Actor) -> None:

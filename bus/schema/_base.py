@@ -54,12 +54,14 @@ class Message:
         """The body map and the raw payload (if this message has one)."""
         body: dict[str, Any] = {}
         payload: bytes | None = None
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]  # subclasses are dataclasses
-            value = getattr(self, f.name)
-            if f.name == self.PAYLOAD:
+        for name, _, _ in _spec(type(self)):
+            value = getattr(self, name)
+            if name == self.PAYLOAD:
                 payload = value
+            elif value is None or type(value) in _PLAIN:
+                body[name] = value
             else:
-                body[f.name] = _to_plain(value)
+                body[name] = _to_plain(value)
         return body, payload
 
     @classmethod
@@ -83,6 +85,8 @@ class Message:
         except (TypeError, ValueError) as exc:  # __post_init__ checks raise ValueError
             raise ValidationError("bad_field", f"{cls.TYPE}: {exc}") from exc
 
+
+_PLAIN = frozenset({str, int, float, bool, bytes})
 
 MESSAGE_TYPES: dict[str, type[Message]] = {}
 """Every message class by its ``TYPE``; filled once at import by :func:`message`."""
