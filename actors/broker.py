@@ -5,12 +5,11 @@ Consumes and emits what :mod:`bus.broker` documents; this module only launches i
 
 from __future__ import annotations
 
-import asyncio
-
+from bus import lifecycle
 from bus.broker import Broker, serve_broker
 from bus.topology import BrokerConfig
 
 
 def main(config: BrokerConfig) -> None:
     """Run the broker in this process until SIGTERM / SIGINT."""
-    asyncio.run(serve_broker(Broker(config)))
+    lifecycle.run(serve_broker(Broker(config)))

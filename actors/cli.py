@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import importlib
 import json
@@ -14,7 +13,7 @@ from typing import Any
 
 import click
 
-from bus import logs
+from bus import lifecycle, logs
 from bus.client import BrokerClient
 from bus.curve import create_keypair
 from bus.errors import BusError
@@ -142,7 +141,7 @@ def run(
         actor_id=actor_id,
         metrics_port=metrics_port,
     )
-    asyncio.run(serve_actor(_actor_class(actor)(config)))
+    lifecycle.run(serve_actor(_actor_class(actor)(config)))
 
 
 def _actor_class(kind: str) -> type[Actor]:

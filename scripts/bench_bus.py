@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from actors.loopback import TOPIC_IN, TOPIC_OUT  # noqa: E402
+from bus import lifecycle  # noqa: E402
 from bus.client import BrokerClient  # noqa: E402
 from bus.errors import BusError  # noqa: E402
 from bus.runtime import Actor, Inbound, Via  # noqa: E402
@@ -144,12 +145,14 @@ class PingClient(Actor):
         super().__init__(config)
         self.subscribe(TOPIC_OUT)
         self.waiting: asyncio.Future[tuple[int, int]] | None = None
+        self.expected = -1
         self.received = 0
 
     async def on_message(self, inbound: Inbound) -> None:
         if inbound.via in (Via.EVENTS, Via.PEER) and isinstance(inbound.message, AudioFrame):
             self.received += 1
-            if self.waiting is not None and not self.waiting.done():
+            waiting = self.waiting is not None and not self.waiting.done()
+            if waiting and inbound.message.sequence == self.expected:
                 self.waiting.set_result((inbound.env.mono_ns, time.monotonic_ns()))
 
 
@@ -168,7 +171,7 @@ async def duplex_hops(stack: Stack, trials: int, throughput_n: int) -> dict[str,
         loop = asyncio.get_running_loop()
 
         async def via_proxy(seq: int) -> tuple[int, int, int]:
-            client.waiting = loop.create_future()
+            client.waiting, client.expected = loop.create_future(), seq
             sent = time.monotonic_ns()
             frame = AudioFrame(sample_rate=48000, sequence=seq, stream_sample=seq * 960, pcm=FRAME)
             await client.publish(TOPIC_IN, frame)
@@ -189,7 +192,7 @@ async def duplex_hops(stack: Stack, trials: int, throughput_n: int) -> dict[str,
 
         direct: list[int] = []
         for seq in range(trials + 50):
-            client.waiting = loop.create_future()
+            client.waiting, client.expected = loop.create_future(), seq
             frame = AudioFrame(sample_rate=48000, sequence=seq, stream_sample=seq * 960, pcm=FRAME)
             sent = time.monotonic_ns()
             await client.send(peer, frame)  # the loopback answers on our peer socket
@@ -307,6 +310,14 @@ def reregistration(stack: Stack, actors: set[str]) -> dict[str, float]:
     }
 
 
+def _loop_name() -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    return f"uvloop {uvloop.__version__}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=2000, help="ping-pongs per path")
@@ -324,22 +335,26 @@ def main() -> None:
     stack = Stack(args.heartbeat_ms)
     try:
         stack.start_broker()
-        ids = {f"bench-loop-{i}" for i in range(args.actors)}
-        for actor_id in sorted(ids):
-            stack.start_loopback(actor_id)
-        stack.wait_for(ids, timeout_s=30)
-        log(f"stack up: broker + {args.actors} loopback actors; raw pyzmq baseline")
+        # One echo for the hop tests (every loopback answers loopback.in), more for the restart.
+        stack.start_loopback("bench-loop-0")
+        stack.wait_for({"bench-loop-0"}, timeout_s=30)
+        log("stack up: broker + 1 loopback actor; raw pyzmq baseline")
         raw = raw_hops(stack, args.trials)
         log("duplex actor hops")
-        ours = asyncio.run(duplex_hops(stack, args.trials, args.throughput))
-        log("broker restart")
+        ours = lifecycle.run(duplex_hops(stack, args.trials, args.throughput))
+        ids = {f"bench-loop-{i}" for i in range(args.actors)}
+        for actor_id in sorted(ids - {"bench-loop-0"}):
+            stack.start_loopback(actor_id)
+        stack.wait_for(ids, timeout_s=30)
+        log(f"broker restart with {args.actors} actors")
         restart = reregistration(stack, ids)
     finally:
         stack.close()
     result: dict[str, Any] = {
         "benchmark": "bench_bus",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "libzmq": zmq.zmq_version()},
+                    "python": platform.python_version(), "libzmq": zmq.zmq_version(),
+                    "event_loop": _loop_name()},
         "payload_bytes": len(FRAME),
         "trials": args.trials,
     }  # fmt: skip
