@@ -49,8 +49,18 @@ class BusMetrics:
         )
         self.up = Gauge("duplex_up", "1 while the actor runs", list(labels), registry=self.registry)
         self.up.labels(**labels).set(1)
+        self._children: dict[tuple[int, str], Counter] = {}
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    def count(self, counter: Counter, label: str) -> None:
+        """Increment ``counter{label}``. Label lookups take a lock, so on the audio path each
+        child is looked up once and kept."""
+        key = (id(counter), label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(label)
+        child.inc()
 
     def serve(self, host: str, port: int) -> int:
         """Start the ``/metrics`` HTTP server; returns the bound port (``port=0`` picks one)."""

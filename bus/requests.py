@@ -34,6 +34,10 @@ class PendingRequests:
                 future.set_result(msg)
         return True
 
+    def forget(self, msg_id: str) -> None:
+        """Drop a request that could not be sent."""
+        self._pending.pop(msg_id, None)
+
     def fail_peer(self, peer: str, reason: str) -> None:
         """Fail every request waiting on ``peer`` with :class:`PeerGone`."""
         for msg_id, (future, to) in list(self._pending.items()):

@@ -15,24 +15,23 @@ counted and logged, never raised. Control messages are served before queued data
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
-from prometheus_client import Counter
 
 from bus import curve, sockets
 from bus.broker_link import BrokerLink
-from bus.envelope import Envelope, decode, encode
-from bus.errors import Backpressure, BusError, DecodeError, PeerGone, RequestTimeout
+from bus.envelope import decode, encode
+from bus.errors import BusError, DecodeError, PeerGone, RequestTimeout
+from bus.inbound import Inbound, Via
 from bus.lifecycle import stop_on_signals
 from bus.logs import RateLimitedLog, kv
 from bus.metrics import BusMetrics
+from bus.peers import Peers
 from bus.reactor import Reactor
 from bus.registry import RegistryMirror
 from bus.requests import PendingRequests
@@ -63,30 +62,6 @@ DATA_BUDGET = 32
 """Data messages handled before the sockets are read again for control messages."""
 
 
-class Via(enum.Enum):
-    """Where a message came in."""
-
-    BROKER = "broker"
-    INBOX = "inbox"
-    PEER = "peer"
-    EVENTS = "events"
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A received, validated message and where it came from (so it can be answered)."""
-
-    env: Envelope
-    message: Message
-    via: Via
-    identity: bytes = b""
-    """ROUTER routing id of the sender (inbox messages)."""
-    peer: str = ""
-    """Actor id whose socket it came in on (peer replies)."""
-    topic: bytes = b""
-    """Event-bus topic (events)."""
-
-
 class Actor:
     """Base of every Duplex actor; see the module docstring."""
 
@@ -112,9 +87,8 @@ class Actor:
         self._pub: zmq.Socket[bytes] | None = None
         self._sub: zmq.Socket[bytes] | None = None
         self._events_endpoints: tuple[str, str] = ("", "")
-        self._peers: dict[str, zmq.Socket[bytes]] = {}
-        self._peer_of: dict[zmq.Socket[bytes], str] = {}
         self._reactor: Reactor[Via] = Reactor()
+        self._peers = Peers(self.registry, self._reactor, Via.PEER)
         self.broker = BrokerLink(
             self.config, self._reactor, Via.BROKER, self.registration, self._count_sent
         )
@@ -126,7 +100,6 @@ class Actor:
         self._keys: curve.KeyPair | None = None
         self._authenticator: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._counters: dict[tuple[str, str], Counter] = {}
 
     # ------------------------------------------------------------------ hooks
 
@@ -197,7 +170,8 @@ class Actor:
         Raises :class:`PeerGone` for an unknown peer and :class:`Backpressure` when the peer's
         queue is full (it is not reading)."""
         env = envelope_for(msg, src=self.id, session=session, reply_to=reply_to)
-        self._send_peer(peer_id, env)
+        self._peers.send(peer_id, encode(env))
+        self._count_sent(env.type)
         return env.id
 
     async def reply(self, inbound: Inbound, msg: Message) -> None:
@@ -206,8 +180,8 @@ class Actor:
         frames = encode(env)
         if inbound.via is Via.INBOX and self._inbox is not None:
             sent = self._reactor.send(self._inbox, [inbound.identity, *frames])
-        elif inbound.via is Via.PEER and inbound.peer in self._peers:
-            sent = self._reactor.send(self._peers[inbound.peer], frames)
+        elif inbound.via is Via.PEER and (peer := self._peers.get(inbound.peer)) is not None:
+            sent = self._reactor.send(peer, frames)
         elif inbound.via is Via.BROKER:
             self.broker.send_envelope(env)
             return
@@ -229,10 +203,11 @@ class Actor:
         env = envelope_for(msg, src=self.id, session=session)
         future = self._pending.expect(env.id, peer_id)
         try:
-            self._send_peer(peer_id, env)
+            self._peers.send(peer_id, encode(env))
         except BusError:
-            self._pending.resolve(env.id, Pong())  # forget it
+            self._pending.forget(env.id)
             raise
+        self._count_sent(env.type)
         return await self._pending.wait(env.id, future, self._timeout(timeout), peer_id)
 
     async def request_broker(self, msg: Message, *, timeout: float | None = None) -> Message:
@@ -308,6 +283,7 @@ class Actor:
             self._sub.subscribe(topic)
         self._reactor.watch(self._sub, Via.EVENTS)
         self.broker.start(ctx, self._keys, broker_public)
+        self._peers.start(ctx, self._keys)
 
         if cfg.metrics_port is not None:
             port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
@@ -379,7 +355,7 @@ class Actor:
         elif via is Via.EVENTS:
             topic, frames = frames[0], frames[1:]
         elif via is Via.PEER:
-            peer = self._peer_of.get(sock, "")
+            peer = self._peers.peer_of(sock)
         try:
             env = decode(frames)
             message = decode_message(env)
@@ -389,7 +365,7 @@ class Actor:
                 self.spawn(self._refuse(identity, exc))
             return None
         self.stats["received"] += 1
-        self._count("received", self.metrics.received, env.type)
+        self.metrics.count(self.metrics.received, env.type)
         if via is Via.BROKER:
             self.broker.heard()
         return Inbound(env=env, message=message, via=via, identity=identity, peer=peer, topic=topic)
@@ -491,51 +467,21 @@ class Actor:
 
     # ------------------------------------------------------------------ peers and requests
 
-    def _send_peer(self, peer_id: str, env: Envelope) -> None:
-        if not self._reactor.send(self._peer_socket(peer_id), encode(env)):
-            raise Backpressure(f"{peer_id} is not reading: its queue is full")
-        self._count_sent(env.type)
-
-    def _peer_socket(self, peer_id: str) -> zmq.Socket[bytes]:
-        sock = self._peers.get(peer_id)
-        if sock is not None:
-            return sock
-        reg = self.registry.get(peer_id)
-        if reg is None or "inbox" not in reg.endpoints:
-            raise PeerGone(f"{peer_id} is not registered")
-        assert self._ctx is not None
-        peer = sockets.prepare(self._ctx.socket(zmq.DEALER))
-        if self._keys is not None:
-            curve.make_client(peer, self._keys, reg.public_key.encode())
-        peer.connect(reg.endpoints["inbox"])
-        self._peers[peer_id] = peer
-        self._peer_of[peer] = peer_id
-        self._reactor.watch(peer, Via.PEER)
-        return peer
-
     def _on_registry_change(self, change: RegistryChange, reg: Registration) -> None:
         if change is not RegistryChange.REMOVED:
             return
         self._pending.fail_peer(reg.actor_id, "left the registry")
-        sock = self._peers.pop(reg.actor_id, None)
-        if sock is not None:
-            self._peer_of.pop(sock, None)
-            self._reactor.unwatch(sock)
-            sock.close(linger=0)
+        self._peers.forget(reg.actor_id)
 
     def _timeout(self, timeout: float | None) -> float:
         return self.config.request_timeout_s if timeout is None else timeout
 
     def _count_sent(self, type_: str) -> None:
         self.stats["sent"] += 1
-        self._count("sent", self.metrics.sent, type_)
+        self.metrics.count(self.metrics.sent, type_)
 
-    def _count(self, name: str, counter: Counter, type_: str) -> None:
-        # Label lookups take a lock; on the audio path the child is looked up once per type.
-        child = self._counters.get((name, type_))
-        if child is None:
-            child = self._counters[(name, type_)] = counter.labels(type_)
-        child.inc()
+
+__all__ = ["Actor", "Inbound", "Via", "serve_actor"]
 
 
 async def serve_actor(actor: Actor) -> None:
