@@ -28,6 +28,7 @@ from bus import curve, sockets
 from bus.envelope import decode, encode
 from bus.errors import DecodeError
 from bus.lifecycle import stop_on_signals
+from bus.limits import PeerRateLimit
 from bus.logs import RateLimitedLog, kv
 from bus.metrics import BusMetrics
 from bus.registry import Registry
@@ -54,6 +55,12 @@ from bus.topology import BrokerConfig
 MAX_ACTORS = 10_000
 """Registrations the broker accepts before it refuses new ones."""
 
+PEER_RATE = 200.0
+"""Messages per second one peer may send the broker on average (an actor sends about one)."""
+
+PEER_BURST = 1000.0
+"""Messages one peer may send the broker in a burst."""
+
 
 class BrokerMetrics(BusMetrics):
     """Bus counters plus the registry's own."""
@@ -70,6 +77,11 @@ class BrokerMetrics(BusMetrics):
             "duplex_broker_registry_changes_total",
             "Registry changes, by change and reason",
             ["change", "reason"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "duplex_broker_rate_limited_total",
+            "Messages dropped because their sender exceeded its rate",
             registry=self.registry,
         )
         self.curve_refused = Counter(
@@ -95,6 +107,7 @@ class Broker:
         self.started_wall_ns = time.time_ns()
         self.stats = {"received": 0, "sent": 0, "invalid": 0}
         self._bad = RateLimitedLog(self.log)
+        self._rate = PeerRateLimit(PEER_RATE, PEER_BURST)
         self._stopping = False
         self._ctx: zmq.asyncio.Context | None = None
         self._router: zmq.asyncio.Socket | None = None
@@ -206,6 +219,7 @@ class Broker:
                 await self._publish(event)
             if now >= next_beat:
                 next_beat = now + self.heartbeat_s
+                self._rate.prune(now)
                 beat = Heartbeat(registry_version=self.registry.version)
                 for entry in self.registry.entries():
                     await self._send(entry.identity, beat)
@@ -215,6 +229,10 @@ class Broker:
             self._invalid(b"", DecodeError("bad_frames", "no identity or no header"))
             return
         identity = frames[0]
+        if not self._rate.allow(identity):
+            self.metrics.rate_limited.inc()
+            self._bad.warning("rate", "peer over its rate, message dropped", peer=identity.hex())
+            return
         try:
             env = decode(frames[1:])
             msg = decode_message(env)

@@ -142,3 +142,31 @@ def test_broker_counts_garbage_and_keeps_serving(
     assert isinstance(decode_message(decode(recv(sock))), RegistrySnapshot)
     assert broker.poll() is None
     assert "invalid message dropped" in procs.log_of(broker)
+
+
+def test_a_flooding_client_is_rate_limited_and_others_are_still_served(
+    procs: Processes, tmp_path: Path, zctx: zmq.Context
+) -> None:
+    ports = BrokerPorts.pick()
+    metrics_port = free_port()
+    procs.duplex("broker", "--topology", str(ports.topology(tmp_path)),
+                 "--metrics-port", str(metrics_port), name="broker")  # fmt: skip
+    wait_until(lambda: status(ports.endpoint) is not None, 15, "broker up")
+    flooder = zctx.socket(zmq.DEALER)
+    flooder.linger = 0
+    flooder.connect(ports.endpoint)
+    for _ in range(5000):
+        flooder.send_multipart(encode(envelope_for(Ping())))
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    wait_until(lambda: metric(url, "duplex_broker_rate_limited_total") > 3000, 10, "drops counted")
+    answered = 0
+    while flooder.poll(200):
+        flooder.recv_multipart()
+        answered += 1
+    assert 1000 <= answered < 2000  # the burst, plus what refilled while the flood arrived
+    polite = zctx.socket(zmq.DEALER)
+    polite.linger = 0
+    polite.connect(ports.endpoint)
+    ping = envelope_for(Ping())
+    polite.send_multipart(encode(ping))
+    assert decode(recv(polite)).reply_to == ping.id
