@@ -160,16 +160,21 @@ def _actor_class(kind: str) -> type[Actor]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--kind", default="", help="Only actors of this kind.")
 @click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds to wait.")
+@click.option("--watch", is_flag=True, help="Then print each registry change as it happens.")
 def status(
     topology_path: Path | None,
     broker_endpoint: str | None,
     as_json: bool,
     kind: str,
     timeout: float,
+    watch: bool,
 ) -> None:
     """List the live actors the broker knows."""
     topo = _topology(topology_path)
     endpoint = broker_endpoint or topo.actor_config("status").broker
+    if watch:
+        _watch(endpoint, timeout, topo, kind, as_json)
+        return
     try:
         with BrokerClient(endpoint, timeout_s=timeout, curve_config=topo.broker.curve) as client:
             snap = client.discover(kind)
@@ -220,6 +225,26 @@ def status(
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _watch(endpoint: str, timeout: float, topo: Topology, kind: str, as_json: bool) -> None:
+    try:
+        with BrokerClient(endpoint, timeout_s=timeout, curve_config=topo.broker.curve) as client:
+            for change, reg in client.watch():
+                if kind and reg.kind != kind:
+                    continue
+                if as_json:
+                    line = {"change": change.value, "actor_id": reg.actor_id, "kind": reg.kind,
+                            "host": reg.host, "load": reg.load,
+                            "resident_models": list(reg.resident_models)}  # fmt: skip
+                    click.echo(json.dumps(line))
+                else:
+                    load = f"load={reg.load:.2f}"
+                    click.echo(f"{change.value:8} {reg.kind:12} {reg.actor_id}  {load}")
+    except BusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import TracebackType
 
 import zmq
@@ -9,8 +10,19 @@ import zmq
 from bus import curve, sockets
 from bus.envelope import decode, encode
 from bus.errors import RemoteError, RequestTimeout
+from bus.registry import RegistryMirror
 from bus.schema import Message, decode_message, envelope_for
-from bus.schema.system import Describe, Description, Discover, Error, RegistrySnapshot
+from bus.schema.system import (
+    REGISTRY_TOPIC,
+    Describe,
+    Description,
+    Discover,
+    Error,
+    Registration,
+    RegistryChange,
+    RegistryEvent,
+    RegistrySnapshot,
+)
 from bus.topology import CurveConfig
 
 
@@ -24,11 +36,13 @@ class BrokerClient:
         self.timeout_s = timeout_s
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sock = sockets.prepare(self._ctx.socket(zmq.DEALER))
+        self._curve: tuple[curve.KeyPair, bytes] | None = None
         if curve_config is not None and curve_config.enabled:
             keys = curve.load_keypair(
                 curve_config.keys_dir / f"{curve_config.actor_key}.key_secret"
             )
             server = curve.load_public_key(curve_config.keys_dir / f"{curve_config.broker_key}.key")
+            self._curve = (keys, server)
             curve.make_client(self._sock, keys, server)
         self._sock.connect(endpoint)
 
@@ -60,6 +74,35 @@ class BrokerClient:
         if not isinstance(reply, Description):
             raise RemoteError("UNEXPECTED_REPLY", reply.TYPE)
         return reply
+
+    def watch(self) -> Iterator[tuple[RegistryChange, Registration]]:
+        """Every registration now live (as ``added``), then every change as it happens.
+
+        Follows the registry's event topic on the broker's proxy (snapshot + newer versioned
+        events, re-snapshot on a gap, a restarted broker, or a quiet spell); runs until the
+        caller stops iterating."""
+        events_out = self.describe().registration.endpoints["events_out"]
+        sub = sockets.prepare(self._ctx.socket(zmq.SUB))
+        if self._curve is not None:
+            curve.make_client(sub, *self._curve)
+        sub.connect(sockets.advertised(events_out, sockets.host_of(self.endpoint)))
+        sub.subscribe(REGISTRY_TOPIC)
+        mirror = RegistryMirror()
+        changes: list[tuple[RegistryChange, Registration]] = []
+        mirror.listen(lambda change, reg: changes.append((change, reg)))
+        try:
+            mirror.apply_snapshot(self.discover())
+            while True:
+                yield from changes
+                changes.clear()
+                if sub.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+                    _topic, *frames = sub.recv_multipart()
+                    event = decode_message(decode(frames))
+                    if isinstance(event, RegistryEvent) and mirror.apply_event(event):
+                        continue
+                mirror.apply_snapshot(self.discover())
+        finally:
+            sub.close(linger=0)
 
     def close(self) -> None:
         self._sock.close(linger=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -170,3 +171,25 @@ def test_a_flooding_client_is_rate_limited_and_others_are_still_served(
     ping = envelope_for(Ping())
     polite.send_multipart(encode(ping))
     assert decode(recv(polite)).reply_to == ping.id
+
+
+def test_status_watch_prints_registrations_and_changes_as_they_happen(
+    procs: Processes, tmp_path: Path
+) -> None:
+    ports = BrokerPorts.pick()
+    topo = str(ports.topology(tmp_path))
+    procs.duplex("broker", "--topology", topo, name="broker")
+    first = procs.duplex("run", "loopback", "--topology", topo, "--id", "w-1", name="w1")
+    wait_until(lambda: actor_ids(ports.endpoint) == {"w-1"}, 15, "w-1 registered")
+    watcher = procs.duplex("status", "--watch", "--json", "--broker", ports.endpoint, name="watch")
+
+    def changes() -> list[tuple[str, str]]:
+        lines = procs.log_of(watcher).splitlines()
+        return [(d["change"], d["actor_id"]) for d in map(json.loads, lines) if "change" in d]
+
+    wait_until(lambda: ("added", "w-1") in changes(), 10, "the live actor listed")
+    procs.duplex("run", "loopback", "--topology", topo, "--id", "w-2", name="w2")
+    wait_until(lambda: ("added", "w-2") in changes(), 10, "the new actor announced")
+    first.send_signal(signal.SIGTERM)
+    wait_until(lambda: ("removed", "w-1") in changes(), 10, "the leaving actor announced")
+    assert changes()[0] == ("added", "w-1")
