@@ -104,6 +104,14 @@ class Processes:
             proc.wait(timeout=10)
 
 
+def duplex(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run a ``duplex`` command to completion (30 s at most) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "actors.cli", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
 def status(endpoint: str, timeout: float = 1.0) -> dict[str, Any] | None:
     """``duplex status --json`` as data, or None when the broker does not answer."""
     result = subprocess.run(

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from bus.topology import TopologyError, load_topology, parse_topology
-from tests.support import ROOT, free_port
-
-
-def duplex(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "actors.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+from tests.support import ROOT, duplex, free_port
 
 
 def test_status_without_a_broker_fails_clearly_within_its_timeout() -> None:

@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.support import ROOT, BrokerPorts, Processes, free_port, metric, wait_until
-
-
-def duplex(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "actors.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+from tests.support import BrokerPorts, Processes, duplex, free_port, metric, wait_until
 
 
 def curve_topology(ports: BrokerPorts, tmp: Path, keys: Path, actor_key: str) -> Path:
