@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
+import zmq
 
 from bus import lifecycle, logs
 from bus.client import BrokerClient
@@ -99,7 +102,8 @@ def broker(
     }
     if no_metrics:
         overrides["metrics_port"] = None
-    run_broker(dataclasses.replace(config, **overrides))
+    with _clear_errors("broker"):
+        run_broker(dataclasses.replace(config, **overrides))
 
 
 @main.command()
@@ -141,7 +145,17 @@ def run(
         actor_id=actor_id,
         metrics_port=metrics_port,
     )
-    lifecycle.run(serve_actor(_actor_class(actor)(config)))
+    with _clear_errors(actor):
+        lifecycle.run(serve_actor(_actor_class(actor)(config)))
+
+
+@contextlib.contextmanager
+def _clear_errors(what: str) -> Iterator[None]:
+    """Start-up failures (a port in use, a missing key file) as one line, not a traceback."""
+    try:
+        yield
+    except (OSError, zmq.ZMQError, ValueError) as exc:
+        raise click.ClickException(f"{what} could not start: {exc}") from exc
 
 
 def _actor_class(kind: str) -> type[Actor]:

@@ -238,18 +238,17 @@ class Actor:
 
     async def run(self) -> None:
         """Run until :meth:`stop`: set up, register, serve messages, then shut down cleanly."""
-        self._setup_sockets()
-        self.log.info(
-            "actor starting",
-            extra=kv(actor_id=self.id, broker=self.config.broker, **self.endpoints),
-        )
-        heartbeat = self.spawn(self.broker.heartbeat_loop())
         try:
+            self._setup_sockets()
+            self.log.info(
+                "actor starting",
+                extra=kv(actor_id=self.id, broker=self.config.broker, **self.endpoints),
+            )
+            self.spawn(self.broker.heartbeat_loop())
             await self.on_start()
             self.broker.register()
             await self._serve()
         finally:
-            heartbeat.cancel()
             await self._shutdown()
 
     # ------------------------------------------------------------------ set-up and teardown
@@ -302,12 +301,11 @@ class Actor:
             self.broker.send(Disconnect(reason="stopping"))
         self.broker.close(linger_ms=200)
         self._reactor.close_all()
-        if self._pub is not None:
-            self._pub.close(linger=0)
         if self._authenticator is not None:
             self._authenticator.stop()
         if self._ctx is not None:
-            self._ctx.term()
+            # Closes whatever is still open (the PUB, a socket whose bind failed) and ends.
+            self._ctx.destroy(linger=0)
         self.metrics.close()
         self.log.info("actor stopped", extra=kv(actor_id=self.id))
 
