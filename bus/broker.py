@@ -302,8 +302,10 @@ class Broker:
         env = envelope_for(msg, src=self._registration.actor_id, reply_to=reply_to)
         try:
             await self._router.send_multipart([identity, *encode(env)], zmq.NOBLOCK)
-        except zmq.Again:
-            return  # that actor's queue is full; it will be purged if it is really gone
+        except zmq.ZMQError as exc:
+            if exc.errno in (zmq.EAGAIN, zmq.EHOSTUNREACH):
+                return  # that actor is gone or not reading; it will be purged if it stays so
+            raise
         self.stats["sent"] += 1
         self.metrics.sent.labels(env.type).inc()
 

@@ -66,11 +66,13 @@ class Reactor(Generic[Tag]):
             self._sleeping = False
 
     def send(self, sock: zmq.Socket[Any], frames: list[bytes]) -> bool:
-        """Send without blocking; False when the peer's queue is full (high-water mark)."""
+        """Send without blocking; False when the peer's queue is full or it is gone."""
         try:
             sock.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.Again:
-            return False
+        except zmq.ZMQError as exc:
+            if exc.errno in (zmq.EAGAIN, zmq.EHOSTUNREACH):
+                return False  # queue full, or (ROUTER) the peer is gone
+            raise
         finally:
             if self._sleeping:
                 self._event.set()

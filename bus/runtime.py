@@ -175,8 +175,17 @@ class Actor:
         return env.id
 
     async def reply(self, inbound: Inbound, msg: Message) -> None:
-        """Answer ``inbound`` on the socket it came in on."""
-        env = envelope_for(msg, src=self.id, session=inbound.env.session, reply_to=inbound.env.id)
+        """Answer ``inbound`` on the connection it came in on (the asker's request resolves)."""
+        self._answer(inbound, msg, reply_to=inbound.env.id)
+
+    async def push(self, inbound: Inbound, msg: Message) -> bool:
+        """Send ``msg`` to the sender of ``inbound`` on the same connection, not as a reply
+        (a stream: TTS frames go back to whoever started the utterance). False if dropped:
+        the sender is gone or its queue is full."""
+        return self._answer(inbound, msg, reply_to="")
+
+    def _answer(self, inbound: Inbound, msg: Message, reply_to: str) -> bool:
+        env = envelope_for(msg, src=self.id, session=inbound.env.session, reply_to=reply_to)
         frames = encode(env)
         if inbound.via is Via.INBOX and self._inbox is not None:
             sent = self._reactor.send(self._inbox, [inbound.identity, *frames])
@@ -184,11 +193,12 @@ class Actor:
             sent = self._reactor.send(peer, frames)
         elif inbound.via is Via.BROKER:
             self.broker.send_envelope(env)
-            return
+            return True
         else:
-            return
+            return False
         if sent:
             self._count_sent(env.type)
+        return sent
 
     async def request(
         self, peer_id: str, msg: Message, *, session: str = "", timeout: float | None = None

@@ -25,8 +25,9 @@ def prepare(sock: S, *, hwm: int = HIGH_WATER_MARK) -> S:
     sock.sndhwm = hwm
     sock.rcvhwm = hwm
     if sock.type == zmq.ROUTER:
-        # A reply to a peer that has gone is dropped, not an error that kills the loop.
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # A send to a peer that has gone fails (EHOSTUNREACH) instead of vanishing, so a
+        # stream to a consumer that left can stop; senders treat it like a full queue.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     return sock
 
 

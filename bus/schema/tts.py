@@ -16,7 +16,8 @@ MAX_TEXT_CHARS = 4096
 
 @message
 class TtsStart(Message):
-    """Begin an utterance for a session; text follows in :class:`TtsText` chunks."""
+    """Begin an utterance for the envelope's session. Frames come back to the sender, on the
+    connection this arrived on. More text may follow in :class:`TtsText` chunks."""
 
     TYPE: ClassVar[str] = "tts.start"
 
@@ -24,11 +25,13 @@ class TtsStart(Message):
     voice: str = bounded(128, default="")
     """Voice id; empty for the worker's default."""
     options: dict[str, Any] = bounded(32, default={})
-    """Engine options (speed, target loudness...)."""
-    reply_endpoint: str = bounded(256, default="")
-    """Where frames go (the consumer's inbox); empty for the sender of this message."""
+    """Synthesis options (``speed``, ``loudness_dbfs``)."""
     credit: int = 0
-    """Frames the consumer accepts before it grants more (0 = worker default)."""
+    """Frames the consumer accepts before it grants more (0: the worker's default)."""
+    text: str = bounded(MAX_TEXT_CHARS, default="")
+    """The first text, saving a message for one-shot utterances."""
+    final: bool = False
+    """True if ``text`` is all of it."""
 
 
 @message
@@ -91,3 +94,44 @@ class TtsCredit(Message):
 
     utterance_id: str = bounded(128)
     frames: int
+
+
+@message
+class ModelLoad(Message):
+    """Request: load a voice model now (answered with :class:`ModelStatus`)."""
+
+    TYPE: ClassVar[str] = "tts.model_load"
+
+    model_id: str = bounded(128)
+
+
+@message
+class ModelUnload(Message):
+    """Request: unload a voice model now (refused for the default or one in use)."""
+
+    TYPE: ClassVar[str] = "tts.model_unload"
+
+    model_id: str = bounded(128)
+
+
+@message
+class ModelList(Message):
+    """Request: which models are resident and which could be loaded."""
+
+    TYPE: ClassVar[str] = "tts.model_list"
+
+
+@message
+class ModelStatus(Message):
+    """Reply to the model requests."""
+
+    TYPE: ClassVar[str] = "tts.model_status"
+
+    resident: tuple[str, ...] = bounded(256, default=())
+    """Model ids loaded now."""
+    available: tuple[str, ...] = bounded(1024, default=())
+    """Model ids this worker can load."""
+    default: str = bounded(128, default="")
+    """The pinned default model."""
+    details: dict[str, Any] = bounded(256, default={})
+    """Per resident model: references, seconds resident and idle."""

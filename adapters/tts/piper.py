@@ -1,0 +1,143 @@
+"""Piper voices (VITS on ONNX, CPU) with fast first audio.
+
+Piper synthesizes a whole sentence per inference, and its time grows with the sentence: the
+first audio of a 100-character sentence waits for all of it. So the first sentence of an
+utterance is phonemized whole (espeak sees the full sentence) and its phonemes are cut at a
+clause mark or a word gap near :data:`FIRST_UNIT_PHONEMES`; the short head is synthesized
+first and the rest follows while it plays. Later units are whole sentences, long ones cut at
+clause marks, so no unit exceeds :data:`MAX_UNIT_PHONEMES` (bounding memory and the time a
+PAUSE or STOP waits for an inference in flight).
+
+Audio is taken raw from the model (Piper's own per-sentence peak normalisation would make
+loudness jump between sentences); the shared :class:`~adapters.tts.base.Renderer` applies one
+fixed gain per utterance. Rendered units are kept in an LRU phrase cache shared by every
+utterance on the voice (pure function of phonemes and speed), so repeated greetings and fillers
+cost nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from piper import PiperVoice, SynthesisConfig
+
+from adapters.tts.base import SynthesisOptions, TtsEngine
+from adapters.tts.voicepacks import VoicePack
+
+FIRST_UNIT_PHONEMES = 24
+"""Target length of an utterance's first unit (about 75 ms of inference on a 2-core CPU)."""
+MAX_UNIT_PHONEMES = 200
+"""Longest unit rendered in one inference (about 12 s of speech)."""
+MIN_TAIL_PHONEMES = 8
+"""A first sentence is not cut if the rest would be shorter than this."""
+CLAUSE_MARKS = frozenset(",;:—–")
+
+
+class PiperEngine(TtsEngine):
+    """A Piper voice loaded in onnxruntime."""
+
+    def __init__(self, voice: VoicePack) -> None:
+        super().__init__(voice)
+        self.model = PiperVoice.load(voice.weight_path("model"), voice.weight_path("config"))
+        if self.model.config.sample_rate != voice.sample_rate:
+            raise ValueError(
+                f"{voice.model_id}: metadata says {voice.sample_rate} Hz, the model's config "
+                f"says {self.model.config.sample_rate} Hz"
+            )
+        self.cache = PhraseCache(int(voice.params.get("phrase_cache_mb", 16)) * 1024 * 1024)
+
+    def plan(self, text: str, first: bool) -> list[Any]:
+        units: list[tuple[str, ...]] = []
+        for phonemes in self.model.phonemize(text):
+            if not phonemes:
+                continue
+            if first and not units:
+                head, phonemes = split_first(phonemes)
+                if head:
+                    units.append(tuple(head))
+            units += [tuple(p) for p in split_long(phonemes, MAX_UNIT_PHONEMES) if p]
+        return units
+
+    def render(self, unit: Any, options: SynthesisOptions) -> np.ndarray:
+        key = (unit, options.speed)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        ids = self.model.phonemes_to_ids(list(unit))
+        config = SynthesisConfig(length_scale=self.model.config.length_scale / options.speed)
+        audio = np.asarray(self.model.phoneme_ids_to_audio(ids, config), dtype=np.float32)
+        self.cache.put(key, audio)
+        return audio
+
+
+def split_first(phonemes: list[str]) -> tuple[list[str], list[str]]:
+    """A short head for fast first audio and the rest; ``([], phonemes)`` when it is short."""
+    if len(phonemes) <= FIRST_UNIT_PHONEMES + MIN_TAIL_PHONEMES:
+        return [], phonemes
+    # A clause mark a little before or after the target reads best; else the last word gap.
+    window = range(FIRST_UNIT_PHONEMES // 2, FIRST_UNIT_PHONEMES + 8)
+    cut = next((i + 1 for i in window if phonemes[i] in CLAUSE_MARKS), 0)
+    if not cut:
+        gaps = [i for i in range(4, FIRST_UNIT_PHONEMES + 1) if phonemes[i] == " "]
+        cut = gaps[-1] if gaps else FIRST_UNIT_PHONEMES
+    if len(phonemes) - cut < MIN_TAIL_PHONEMES:
+        return [], phonemes
+    return phonemes[:cut], _lstrip(phonemes[cut:])
+
+
+def split_long(phonemes: list[str], limit: int) -> list[list[str]]:
+    """``phonemes`` in pieces of at most ``limit``, cut after clause marks or at word gaps."""
+    pieces = []
+    while len(phonemes) > limit:
+        marks = [i + 1 for i in range(limit // 2, limit) if phonemes[i] in CLAUSE_MARKS]
+        gaps = [i for i in range(limit // 2, limit) if phonemes[i] == " "]
+        cut = marks[-1] if marks else gaps[-1] if gaps else limit
+        pieces.append(phonemes[:cut])
+        phonemes = _lstrip(phonemes[cut:])
+    pieces.append(phonemes)
+    return pieces
+
+
+def _lstrip(phonemes: list[str]) -> list[str]:
+    start = 0
+    while start < len(phonemes) and phonemes[start] == " ":
+        start += 1
+    return phonemes[start:]
+
+
+class PhraseCache:
+    """LRU of rendered units, bounded in bytes, safe to use from several threads."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> np.ndarray | None:
+        with self._lock:
+            audio = self._items.get(key)
+            if audio is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return audio
+
+    def put(self, key: Any, audio: np.ndarray) -> None:
+        if audio.nbytes > self.max_bytes // 4:
+            return  # one long unit would flush everything else
+        audio.flags.writeable = False  # shared between utterances: read-only
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = audio
+            self.bytes += audio.nbytes
+            while self.bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self.bytes -= old.nbytes
