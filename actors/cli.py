@@ -9,6 +9,7 @@ import json
 import shutil
 import sys
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from bus.topology import Topology, TopologyError, load_topology
 
 ACTORS: dict[str, str] = {
     "loopback": "actors.loopback:Loopback",
+    "tts_worker": "actors.tts_worker:TtsWorker",
 }
 """Actor kinds ``duplex run`` knows, as ``module:Class`` (imported only when run)."""
 
@@ -248,9 +250,14 @@ def _watch(endpoint: str, timeout: float, topo: Topology, kind: str, as_json: bo
                 if kind and reg.kind != kind:
                     continue
                 if as_json:
-                    line = {"change": change.value, "actor_id": reg.actor_id, "kind": reg.kind,
-                            "host": reg.host, "load": reg.load,
-                            "resident_models": list(reg.resident_models)}  # fmt: skip
+                    line = {
+                        "change": change.value,
+                        "actor_id": reg.actor_id,
+                        "kind": reg.kind,
+                        "host": reg.host,
+                        "load": reg.load,
+                        "resident_models": list(reg.resident_models),
+                    }
                     click.echo(json.dumps(line))
                 else:
                     load = f"load={reg.load:.2f}"
@@ -291,6 +298,131 @@ def keys(name: str, directory: Path, allow_dir: Path | None) -> None:
         allow_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(public, allow_dir / public.name)
         click.echo(f"allowed:    {allow_dir / public.name}")
+
+
+@main.command()
+@click.argument("text")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="WAV file to write (48 kHz mono 16-bit).",
+)
+@click.option("--voice", default="", help="Voice id (duplex voices); default: the worker's.")
+@click.option("--speed", type=click.FloatRange(0.5, 2.0), help="Speaking rate, 1.0 normal.")
+@topology_option
+@click.option(
+    "--broker", "broker_endpoint", envvar="DUPLEX_BROKER", help="Broker control endpoint."
+)
+@click.option("--local", is_flag=True, help="Start a worker in this process even if a stack runs.")
+def say(
+    text: str,
+    out: Path,
+    voice: str,
+    speed: float | None,
+    topology_path: Path | None,
+    broker_endpoint: str | None,
+    local: bool,
+) -> None:
+    """Speak TEXT with a real TTS worker and write it to a WAV file.
+
+    Uses a worker of the running stack if there is one, else starts one in this process."""
+    from transports.local_stack import LocalTtsStack
+    from transports.tts_client import TtsClient
+
+    topo = _topology(topology_path)
+    options = {"speed": speed} if speed is not None else {}
+    endpoint = None if local else _find_worker(topo, broker_endpoint, voice)
+    try:
+        if endpoint is not None:
+            with TtsClient(endpoint) as client:
+                spoken = client.speak(text, voice=voice, options=options)
+            where = f"worker at {endpoint}"
+        else:
+            click.echo(
+                "say: no TTS worker running; starting one here (loading the voice)...", err=True
+            )
+            with (
+                LocalTtsStack(topo.actor_config("tts_worker").settings) as stack,
+                TtsClient(stack.worker_inbox) as client,
+            ):
+                spoken = client.speak(text, voice=voice, options=options)
+            where = "a worker started here"
+    except (BusError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    assert spoken.end is not None
+    if spoken.end.reason != "completed":
+        raise click.ClickException(f"synthesis ended: {spoken.end.reason} {spoken.end.error}")
+    with wave.open(str(out), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(48_000)
+        wav.writeframes(spoken.pcm)
+    first = f"{spoken.first_audio_s * 1000:.0f} ms" if spoken.first_audio_s is not None else "-"
+    click.echo(
+        f"wrote {out}: {len(spoken.frames) * 0.02:.2f} s of audio, first audio after "
+        f"{first}, from {where}"
+    )
+
+
+def _find_worker(topo: Topology, broker_endpoint: str | None, voice: str) -> str | None:
+    """Inbox of the least-loaded live worker that has ``voice``, if a stack is running."""
+    endpoint = broker_endpoint or topo.actor_config("say").broker
+    try:
+        with BrokerClient(endpoint, timeout_s=0.5, curve_config=topo.broker.curve) as client:
+            workers = client.discover("tts_worker").actors
+    except BusError:
+        return None
+    fits = [w for w in workers if not voice or voice in w.capabilities.get("voices", ())]
+    if not fits:
+        return None
+    return min(fits, key=lambda w: w.load).endpoints.get("inbox")
+
+
+@main.command()
+@topology_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def voices(topology_path: Path | None, as_json: bool) -> None:
+    """List the voices TTS workers can speak with (voice packs) and whether their weights are
+    installed."""
+    from actors.tts_worker import WorkerSettings
+    from adapters.tts.voicepacks import VoicePackError, discover_voicepacks
+
+    topo = _topology(topology_path)
+    try:
+        settings = WorkerSettings.from_settings(topo.actor_config("tts_worker").settings)
+        packs = discover_voicepacks(settings.voicepacks)
+    except (VoicePackError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    rows = []
+    for pack in packs.values():
+        try:
+            ready = all(pack.weight_path(k) for k in pack.weights if k != "package")
+            problem = ""
+        except VoicePackError as exc:
+            ready, problem = False, str(exc)
+        rows.append(
+            {
+                "model_id": pack.model_id,
+                "family": pack.family,
+                "language": pack.language,
+                "sample_rate": pack.sample_rate,
+                "default": pack.model_id == settings.default_voice,
+                "weights": pack.weights.get("package") or str(pack.folder),
+                "installed": ready,
+                "problem": problem,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        state = "ready" if r["installed"] else f"NOT INSTALLED: {r['problem']}"
+        click.echo(
+            f"{mark} {r['model_id']:28} {r['family']:6} {r['language']:6} "
+            f"{r['sample_rate']:>6} Hz  {state}"
+        )
 
 
 if __name__ == "__main__":

@@ -97,16 +97,21 @@ class Stack:
         control, events_in, events_out = self.ports
         self.broker = self._duplex(
             "broker",
-            "--control", f"tcp://127.0.0.1:{control}",
-            "--events-in", f"tcp://127.0.0.1:{events_in}",
-            "--events-out", f"tcp://127.0.0.1:{events_out}",
-            "--heartbeat-ms", str(self.heartbeat_ms),
+            "--control",
+            f"tcp://127.0.0.1:{control}",
+            "--events-in",
+            f"tcp://127.0.0.1:{events_in}",
+            "--events-out",
+            f"tcp://127.0.0.1:{events_out}",
+            "--heartbeat-ms",
+            str(self.heartbeat_ms),
             "--no-metrics",
-        )  # fmt: skip
+        )
 
     def start_loopback(self, actor_id: str) -> None:
-        self._duplex("run", "loopback", "--broker", self.endpoint, "--id", actor_id,
-                     "--metrics-port", "0")  # fmt: skip
+        self._duplex(
+            "run", "loopback", "--broker", self.endpoint, "--id", actor_id, "--metrics-port", "0"
+        )
 
     def kill_broker(self) -> None:
         assert self.broker is not None
@@ -157,8 +162,9 @@ class PingClient(Actor):
 
 
 async def duplex_hops(stack: Stack, trials: int, throughput_n: int) -> dict[str, Any]:
-    cfg = ActorConfig(kind="bench", broker=stack.endpoint, metrics_port=None,
-                      heartbeat_ms=stack.heartbeat_ms)  # fmt: skip
+    cfg = ActorConfig(
+        kind="bench", broker=stack.endpoint, metrics_port=None, heartbeat_ms=stack.heartbeat_ms
+    )
     client = PingClient(cfg)
     task = asyncio.create_task(client.run())
     try:
@@ -352,12 +358,16 @@ def main() -> None:
         stack.close()
     result: dict[str, Any] = {
         "benchmark": "bench_bus",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "libzmq": zmq.zmq_version(),
-                    "event_loop": _loop_name()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "libzmq": zmq.zmq_version(),
+            "event_loop": _loop_name(),
+        },
         "payload_bytes": len(FRAME),
         "trials": args.trials,
-    }  # fmt: skip
+    }
     for path in ("proxy", "direct"):
         duplex_s, raw_s = summary_us(ours[path]), summary_us(raw[path])
         result[f"hop_{path}"] = {

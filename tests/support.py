@@ -108,8 +108,11 @@ def duplex(*args: str) -> subprocess.CompletedProcess[str]:
     """Run a ``duplex`` command to completion (30 s at most) and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "actors.cli", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def status(endpoint: str, timeout: float = 1.0) -> dict[str, Any] | None:

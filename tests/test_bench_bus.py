@@ -12,8 +12,11 @@ from tests.support import ROOT
 def test_bench_bus_quick_run_prints_all_figures() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_bus.py"), "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=110,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     for path in ("hop_proxy", "hop_direct"):
@@ -28,5 +31,7 @@ def test_bench_bus_quick_run_prints_all_figures() -> None:
     assert restart["actors"] == 2
     assert restart["all_reregistered_after_broker_up_s"] < 10
     assert set(data["targets"]) == {
-        "hop_p99_under_1ms", "within_1_5x_raw_p99", "reregistered_within_2_heartbeats"
-    }  # fmt: skip
+        "hop_p99_under_1ms",
+        "within_1_5x_raw_p99",
+        "reregistered_within_2_heartbeats",
+    }

@@ -150,8 +150,14 @@ def test_a_flooding_client_is_rate_limited_and_others_are_still_served(
 ) -> None:
     ports = BrokerPorts.pick()
     metrics_port = free_port()
-    procs.duplex("broker", "--topology", str(ports.topology(tmp_path)),
-                 "--metrics-port", str(metrics_port), name="broker")  # fmt: skip
+    procs.duplex(
+        "broker",
+        "--topology",
+        str(ports.topology(tmp_path)),
+        "--metrics-port",
+        str(metrics_port),
+        name="broker",
+    )
     wait_until(lambda: status(ports.endpoint) is not None, 15, "broker up")
     flooder = zctx.socket(zmq.DEALER)
     flooder.linger = 0

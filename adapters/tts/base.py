@@ -88,7 +88,7 @@ class TtsEngine(ABC):
         if rms > 1e-4:
             self.reference_rms = rms
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most engines hold nothing to release
         """Release the model."""
 
 
@@ -145,7 +145,7 @@ def soft_limit(audio: np.ndarray) -> np.ndarray:
 
 def pcm16(audio: np.ndarray) -> bytes:
     """Float [-1, 1] to PCM s16le bytes."""
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return bytes((np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
 
 
 class FrameSlicer:

@@ -22,6 +22,7 @@ from typing import Any
 from adapters.tts import load_engine
 from adapters.tts.base import TtsEngine
 from adapters.tts.voicepacks import UnknownVoice, VoicePack
+from bus.logs import kv
 
 log = logging.getLogger("duplex.models")
 
@@ -94,7 +95,7 @@ class ModelManager:
             try:
                 await self.load(model_id)
             except (UnknownVoice, ModelCapacityError, OSError, ValueError) as exc:
-                log.warning("preload failed", extra={"kv": {"model": model_id, "error": str(exc)}})
+                log.warning("preload failed", extra=kv(model=model_id, error=str(exc)))
 
     async def load(self, model_id: str) -> Resident:
         """The resident model ``model_id``, loading it if needed (one load however many ask)."""
@@ -117,8 +118,8 @@ class ModelManager:
                 engine = await asyncio.to_thread(self.loader, self.voices[model_id])
                 now = self.clock()
                 resident = self.resident[model_id] = Resident(engine, now, now)
-                log.info("model loaded", extra={"kv": {
-                    "model": model_id, "seconds": round(time.monotonic() - started, 2)}})  # fmt: skip
+                seconds = round(time.monotonic() - started, 2)
+                log.info("model loaded", extra=kv(model=model_id, seconds=seconds))
         finally:
             self._loading.pop(model_id, None)
         self._changed()
@@ -180,7 +181,7 @@ class ModelManager:
     def _drop(self, model_id: str, reason: str) -> None:
         resident = self.resident.pop(model_id)
         resident.engine.close()
-        log.info("model unloaded", extra={"kv": {"model": model_id, "reason": reason}})
+        log.info("model unloaded", extra=kv(model=model_id, reason=reason))
         self._changed()
 
     def _changed(self) -> None:
@@ -191,7 +192,12 @@ class ModelManager:
         """Resident models with their reference counts and ages."""
         now = self.clock()
         return [
-            {"model_id": m, "refs": r.refs, "pinned": m == self.default,
-             "resident_s": round(now - r.loaded_at, 1), "idle_s": round(now - r.last_used, 1)}
+            {
+                "model_id": m,
+                "refs": r.refs,
+                "pinned": m == self.default,
+                "resident_s": round(now - r.loaded_at, 1),
+                "idle_s": round(now - r.last_used, 1),
+            }
             for m, r in self.resident.items()
-        ]  # fmt: skip
+        ]

@@ -33,7 +33,7 @@ MAX_UNIT_PHONEMES = 200
 """Longest unit rendered in one inference (about 12 s of speech)."""
 MIN_TAIL_PHONEMES = 8
 """A first sentence is not cut if the rest would be shorter than this."""
-CLAUSE_MARKS = frozenset(",;:—–")
+CLAUSE_MARKS = frozenset(",;:\u2014\u2013")  # and em and en dashes
 
 
 class PiperEngine(TtsEngine):

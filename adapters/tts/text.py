@@ -33,7 +33,7 @@ _ABBREVIATIONS = frozenset(
         "co",
     ]
 )
-_BOUNDARY = re.compile(r"""[.!?…]+["'”’)\]]*\s+""")
+_BOUNDARY = re.compile("[.!?\u2026]+[\"'\u201d\u2019)\\]]*\\s+")  # closing quotes may follow
 
 
 class TextError(ValueError):

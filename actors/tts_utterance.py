@@ -1,0 +1,171 @@
+"""One utterance on a TTS worker: text in, 20 ms frames out under credit, pausable, stoppable.
+
+Two tasks per utterance. The producer plans and renders units in a worker thread, one unit
+ahead of playout at most (a bounded queue), and waits while paused: PAUSE pauses synthesis,
+not just sending. The sender cuts rendered audio into 1920-byte frames and sends each only
+while running and holding credit, so the consumer's playout bounds how far ahead the worker
+runs. STOP ends at the next frame boundary with ``tts.end`` reason ``stopped`` (or
+``barged_in``); RESUME continues with the next unsent frame, nothing lost or repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from adapters.tts.base import FrameSlicer, Renderer, SynthesisOptions, TtsEngine
+from adapters.tts.text import SentenceBuffer, TextError, check_text
+from bus.schema import Message
+from bus.schema.tts import EndReason, TtsEnd, TtsFrame
+
+Send = Callable[[Message], Awaitable[bool]]
+
+RENDER_AHEAD_UNITS = 1
+"""Rendered units waiting for the sender (besides the one being sent)."""
+
+
+class ConsumerGone(Exception):
+    """Frames can no longer be delivered: the consumer disconnected."""
+
+
+class Utterance:
+    """State and tasks of one utterance; see the module docstring."""
+
+    def __init__(
+        self,
+        utterance_id: str,
+        engine: TtsEngine,
+        options: SynthesisOptions,
+        send: Send,
+        *,
+        credit: int,
+        max_credit: int,
+    ) -> None:
+        self.utterance_id = utterance_id
+        self.engine = engine
+        self.options = options
+        self.credit = min(credit, max_credit)
+        self.max_credit = max_credit
+        self.frames = 0
+        """Frames sent so far."""
+        self.paused = False
+        self._send = send
+        self._buffer = SentenceBuffer()
+        self._final = False
+        self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        self._pcm: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=RENDER_AHEAD_UNITS)
+        self._wake = asyncio.Event()
+        self._running = asyncio.Event()
+        self._running.set()
+        self._stop_reason: EndReason | None = None
+        self._task: asyncio.Task[EndReason] | None = None
+
+    # ------------------------------------------------------------------ from the worker
+
+    def feed(self, text: str, final: bool) -> None:
+        """Add text; sentences go to synthesis as they complete. Raises TextError."""
+        if self._final:
+            raise TextError("INVALID_MESSAGE", "text after the final chunk")
+        for sentence in self._buffer.push(check_text(text)):
+            self._sentences.put_nowait(sentence)
+        if final:
+            self._final = True
+            rest = self._buffer.flush()
+            if not rest and self._buffer.total_chars == 0 and self._sentences.empty():
+                raise TextError("EMPTY_TEXT", "there is no text to speak")
+            for sentence in rest:
+                self._sentences.put_nowait(sentence)
+            self._sentences.put_nowait(None)
+
+    def grant(self, frames: int) -> None:
+        """The consumer accepts ``frames`` more frames."""
+        self.credit = min(self.max_credit, self.credit + max(0, frames))
+        self._wake.set()
+
+    def pause(self) -> None:
+        self.paused = True
+        self._running.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._running.set()
+        self._wake.set()
+
+    def stop(self, reason: EndReason = EndReason.STOPPED) -> None:
+        """End at the next frame boundary (or at once if waiting for audio)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            if self._task is not None:
+                self._task.cancel()
+
+    def start(self) -> asyncio.Task[EndReason]:
+        """Start speaking; the task ends after ``tts.end`` is sent, with its reason."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self._task
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _run(self) -> EndReason:
+        producer = asyncio.get_running_loop().create_task(self._produce())
+        slicer = FrameSlicer()
+        error = ""
+        try:
+            while (pcm := await self._next_pcm(producer)) is not None:
+                for frame in slicer.push(pcm):
+                    await self._send_frame(frame)
+            tail = slicer.flush()
+            if tail is not None:
+                await self._send_frame(tail)
+            reason = EndReason.COMPLETED
+        except asyncio.CancelledError:
+            if self._stop_reason is None:
+                raise  # the worker is shutting down
+            reason = self._stop_reason
+        except ConsumerGone:
+            return EndReason.ERROR  # nobody to tell
+        except Exception as exc:  # a synthesis failure must reach the consumer as a message
+            reason, error = EndReason.ERROR, f"{type(exc).__name__}: {exc}"[:1000]
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await producer
+        end = TtsEnd(utterance_id=self.utterance_id, reason=reason, frames=self.frames, error=error)
+        await self._send(end)
+        return reason
+
+    async def _next_pcm(self, producer: asyncio.Task[None]) -> bytes | None:
+        getter = asyncio.ensure_future(self._pcm.get())
+        try:
+            await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            getter.cancel()
+            raise
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        producer.result()  # the producer ended first: raise its error
+        raise RuntimeError("synthesis ended without finishing the utterance")
+
+    async def _produce(self) -> None:
+        renderer = Renderer(self.engine, self.options)
+        first = True
+        while (sentence := await self._sentences.get()) is not None:
+            await self._running.wait()
+            units = await asyncio.to_thread(self.engine.plan, sentence, first)
+            first = False
+            for unit in units:
+                await self._running.wait()
+                await self._pcm.put(await asyncio.to_thread(renderer.render, unit))
+        await self._pcm.put(await asyncio.to_thread(renderer.finish))
+        await self._pcm.put(None)
+
+    async def _send_frame(self, pcm: bytes) -> None:
+        while self.paused or self.credit <= 0:
+            self._wake.clear()
+            await self._wake.wait()
+        frame = TtsFrame(utterance_id=self.utterance_id, sequence=self.frames, pcm=pcm)
+        if not await self._send(frame):
+            raise ConsumerGone(self.utterance_id)
+        self.frames += 1
+        self.credit -= 1

@@ -1,0 +1,265 @@
+"""The TTS worker actor: speaks utterances in 20 ms 48 kHz frames with its voice models.
+
+Consumes on its inbox: ``tts.start``, ``tts.text``, ``tts.credit``, ``control.pause`` /
+``control.resume`` / ``control.stop`` (per session, optionally per utterance),
+``tts.model_load`` / ``tts.model_unload`` / ``tts.model_list``.
+Emits to whoever started an utterance, on that connection: ``tts.frame`` (exactly 1920 bytes,
+contiguous sequence numbers) and one ``tts.end`` (completed / stopped / barged_in / error);
+``error`` replies for bad requests (``UNKNOWN_VOICE``, ``EMPTY_TEXT``, ``INVALID_TEXT``,
+``TEXT_TOO_LONG``, ``INVALID_OPTIONS``, ``BUSY``, ``MODEL_CAPACITY``, ``UNKNOWN_UTTERANCE``...).
+Registers its voices, languages and resident models, and its load (active streams / max).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from actors.tts_utterance import Utterance
+from adapters.tts.base import SynthesisOptions
+from adapters.tts.manager import ModelCapacityError, ModelInUse, ModelManager
+from adapters.tts.text import TextError
+from adapters.tts.voicepacks import DEFAULT_DIR, UnknownVoice, discover_voicepacks
+from bus.inbound import Inbound
+from bus.runtime import Actor
+from bus.schema import Message
+from bus.schema.control import Pause, Resume, Stop
+from bus.schema.system import Error
+from bus.schema.tts import (
+    EndReason,
+    ModelList,
+    ModelLoad,
+    ModelStatus,
+    ModelUnload,
+    TtsCredit,
+    TtsEnd,
+    TtsStart,
+    TtsText,
+)
+from bus.topology import ActorConfig
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """``actors.tts_worker`` in topology.yaml."""
+
+    voicepacks: tuple[Path, ...] = (DEFAULT_DIR,)
+    """Folders of voice packs (each holds one sub-folder per voice)."""
+    default_voice: str = "piper-en_US-joe-medium"
+    preload: tuple[str, ...] = ()
+    max_resident: int = 4
+    ttl_s: float = 600.0
+    min_residency_s: float = 30.0
+    max_parallel_loads: int = 1
+    max_streams: int = 8
+    """Utterances spoken at once; more are refused with ``BUSY``."""
+    default_credit: int = 50
+    """Frames sent before the consumer grants credit, when it names none (1 s)."""
+    max_credit: int = 500
+    """Most frames a worker runs ahead of playout (10 s)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> WorkerSettings:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        unknown = set(settings) - known
+        if unknown:
+            raise ValueError(f"actors.tts_worker: unknown settings {sorted(unknown)}")
+        values = dict(settings)
+        if "voicepacks" in values:
+            values["voicepacks"] = tuple(Path(p) for p in values["voicepacks"])
+        if "preload" in values:
+            values["preload"] = tuple(values["preload"])
+        return cls(**values)
+
+
+class TtsWorker(Actor):
+    """Speaks text with its voice models; see the module docstring."""
+
+    def __init__(self, config: ActorConfig) -> None:
+        super().__init__(config)
+        self.settings = WorkerSettings.from_settings(config.settings)
+        voices = discover_voicepacks(self.settings.voicepacks)
+        self.models = ModelManager(
+            voices,
+            default=self.settings.default_voice,
+            preload=self.settings.preload,
+            max_resident=self.settings.max_resident,
+            ttl_s=self.settings.ttl_s,
+            min_residency_s=self.settings.min_residency_s,
+            max_parallel_loads=self.settings.max_parallel_loads,
+            on_change=self._models_changed,
+        )
+        self.utterances: dict[tuple[str, str], Utterance] = {}
+        self.capabilities = {
+            "voices": sorted(voices),
+            "languages": sorted({v.language for v in voices.values()}),
+            "default_voice": self.settings.default_voice,
+            "max_streams": self.settings.max_streams,
+        }
+
+    async def on_start(self) -> None:
+        await self.models.start()  # a broken default voice stops the worker unregistered
+        self.resident_models = tuple(self.models.resident)
+        self.spawn(self._evict_loop())
+
+    async def on_stop(self) -> None:
+        for utterance in list(self.utterances.values()):
+            utterance.stop(EndReason.STOPPED)
+
+    async def on_message(self, inbound: Inbound) -> None:
+        msg = inbound.message
+        if isinstance(msg, TtsStart):
+            await self._start(inbound, msg)
+        elif isinstance(msg, TtsText):
+            await self._text(inbound, msg)
+        elif isinstance(msg, TtsCredit):
+            if (u := self.utterances.get((inbound.env.session, msg.utterance_id))) is not None:
+                u.grant(msg.frames)
+        elif isinstance(msg, Pause | Resume | Stop):
+            await self._control(inbound, msg)
+        elif isinstance(msg, ModelLoad | ModelUnload | ModelList):
+            await self._models_request(inbound, msg)
+        else:
+            await super().on_message(inbound)
+
+    # ------------------------------------------------------------------ utterances
+
+    async def _start(self, inbound: Inbound, msg: TtsStart) -> None:
+        key = (inbound.env.session, msg.utterance_id)
+        if not msg.utterance_id:
+            await self.reply(inbound, Error(code="INVALID_MESSAGE", message="empty utterance_id"))
+            return
+        if key in self.utterances:
+            await self.reply(inbound, Error(code="DUPLICATE_UTTERANCE", message=msg.utterance_id))
+            return
+        if len(self.utterances) >= self.settings.max_streams:
+            await self._refuse_utterance(
+                inbound,
+                msg.utterance_id,
+                "BUSY",
+                f"{self.settings.max_streams} utterances already speaking",
+            )
+            return
+        voice = msg.voice or self.settings.default_voice
+        try:
+            options = SynthesisOptions.from_dict(msg.options)
+            engine = await self.models.acquire(voice)
+        except UnknownVoice as exc:
+            await self._refuse_utterance(inbound, msg.utterance_id, "UNKNOWN_VOICE", str(exc))
+            return
+        except ValueError as exc:
+            await self._refuse_utterance(inbound, msg.utterance_id, "INVALID_OPTIONS", str(exc))
+            return
+        except ModelCapacityError as exc:
+            await self._refuse_utterance(inbound, msg.utterance_id, "MODEL_CAPACITY", str(exc))
+            return
+
+        async def send(message: Message) -> bool:
+            return await self.push(inbound, message)
+
+        utterance = Utterance(
+            msg.utterance_id,
+            engine,
+            options,
+            send,
+            credit=msg.credit or self.settings.default_credit,
+            max_credit=self.settings.max_credit,
+        )
+        try:
+            utterance.feed(msg.text, msg.final)
+        except TextError as exc:
+            self.models.release(voice)
+            await self._refuse_utterance(inbound, msg.utterance_id, exc.code, str(exc))
+            return
+        self.utterances[key] = utterance
+        task = utterance.start()
+        task.add_done_callback(lambda _t: self._finished(key, voice))
+        await self.update_registration(load=len(self.utterances) / self.settings.max_streams)
+
+    def _finished(self, key: tuple[str, str], voice: str) -> None:
+        self.utterances.pop(key, None)
+        self.models.release(voice)
+        self.spawn(self.update_registration(load=len(self.utterances) / self.settings.max_streams))
+
+    async def _text(self, inbound: Inbound, msg: TtsText) -> None:
+        utterance = self.utterances.get((inbound.env.session, msg.utterance_id))
+        if utterance is None:
+            await self.reply(inbound, Error(code="UNKNOWN_UTTERANCE", message=msg.utterance_id))
+            return
+        try:
+            utterance.feed(msg.text, msg.final)
+        except TextError as exc:
+            await self.reply(inbound, Error(code=exc.code, message=str(exc)))
+            utterance.stop(EndReason.ERROR)
+
+    async def _control(self, inbound: Inbound, msg: Pause | Resume | Stop) -> None:
+        session = inbound.env.session
+        targets = [
+            u
+            for (s, uid), u in self.utterances.items()
+            if s == session and (not msg.utterance_id or uid == msg.utterance_id)
+        ]
+        if not targets:
+            detail = f"session {session!r} utterance {msg.utterance_id or '*'!r}"
+            await self.reply(inbound, Error(code="UNKNOWN_UTTERANCE", message=detail))
+            return
+        for utterance in targets:
+            if isinstance(msg, Pause):
+                utterance.pause()
+            elif isinstance(msg, Resume):
+                utterance.resume()
+            else:
+                barged = msg.reason == EndReason.BARGED_IN.value
+                utterance.stop(EndReason.BARGED_IN if barged else EndReason.STOPPED)
+
+    async def _refuse_utterance(
+        self, inbound: Inbound, utterance_id: str, code: str, message: str
+    ) -> None:
+        """An error reply, then the ``tts.end`` a consumer's state machine waits for."""
+        await self.reply(inbound, Error(code=code, message=message[:1000]))
+        end = TtsEnd(utterance_id=utterance_id, reason=EndReason.ERROR, frames=0, error=code)
+        await self.push(inbound, end)
+
+    # ------------------------------------------------------------------ models
+
+    async def _models_request(
+        self, inbound: Inbound, msg: ModelLoad | ModelUnload | ModelList
+    ) -> None:
+        try:
+            if isinstance(msg, ModelLoad):
+                await self.models.load(msg.model_id)
+            elif isinstance(msg, ModelUnload):
+                self.models.unload(msg.model_id)
+        except UnknownVoice as exc:
+            await self.reply(inbound, Error(code="UNKNOWN_VOICE", message=str(exc)))
+            return
+        except (ModelInUse, ModelCapacityError) as exc:
+            await self.reply(inbound, Error(code="MODEL_IN_USE", message=str(exc)))
+            return
+        except (OSError, ValueError) as exc:
+            await self.reply(inbound, Error(code="MODEL_LOAD_FAILED", message=str(exc)[:1000]))
+            return
+        details = {s["model_id"]: s for s in self.models.status()}
+        await self.reply(
+            inbound,
+            ModelStatus(
+                resident=tuple(self.models.resident),
+                available=tuple(sorted(self.models.voices)),
+                default=self.models.default,
+                details=details,
+            ),
+        )
+
+    def _models_changed(self) -> None:
+        if self.registered.is_set():
+            self.spawn(self.update_registration(resident_models=tuple(self.models.resident)))
+        else:
+            self.resident_models = tuple(self.models.resident)
+
+    async def _evict_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, min(5.0, self.settings.ttl_s / 10)))
+            self.models.evict_expired()
