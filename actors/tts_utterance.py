@@ -29,6 +29,10 @@ class ConsumerGone(Exception):
     """Frames can no longer be delivered: the consumer disconnected."""
 
 
+class _Stopped(Exception):
+    """STOP arrived; the utterance ends at this frame boundary."""
+
+
 class Utterance:
     """State and tasks of one utterance; see the module docstring."""
 
@@ -53,12 +57,14 @@ class Utterance:
         self._send = send
         self._buffer = SentenceBuffer()
         self._final = False
+        self._queued = 0
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
         self._pcm: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=RENDER_AHEAD_UNITS)
         self._wake = asyncio.Event()
         self._running = asyncio.Event()
         self._running.set()
         self._stop_reason: EndReason | None = None
+        self._stopped = asyncio.Event()
         self._task: asyncio.Task[EndReason] | None = None
 
     # ------------------------------------------------------------------ from the worker
@@ -67,15 +73,16 @@ class Utterance:
         """Add text; sentences go to synthesis as they complete. Raises TextError."""
         if self._final:
             raise TextError("INVALID_MESSAGE", "text after the final chunk")
-        for sentence in self._buffer.push(check_text(text)):
-            self._sentences.put_nowait(sentence)
+        sentences = self._buffer.push(check_text(text))
         if final:
-            self._final = True
-            rest = self._buffer.flush()
-            if not rest and self._buffer.total_chars == 0 and self._sentences.empty():
+            sentences += self._buffer.flush()
+            if not sentences and not self._queued:
                 raise TextError("EMPTY_TEXT", "there is no text to speak")
-            for sentence in rest:
-                self._sentences.put_nowait(sentence)
+            self._final = True
+        for sentence in sentences:
+            self._sentences.put_nowait(sentence)
+        self._queued += len(sentences)
+        if final:
             self._sentences.put_nowait(None)
 
     def grant(self, frames: int) -> None:
@@ -96,8 +103,8 @@ class Utterance:
         """End at the next frame boundary (or at once if waiting for audio)."""
         if self._stop_reason is None:
             self._stop_reason = reason
-            if self._task is not None:
-                self._task.cancel()
+            self._stopped.set()
+            self._wake.set()
 
     def start(self) -> asyncio.Task[EndReason]:
         """Start speaking; the task ends after ``tts.end`` is sent, with its reason."""
@@ -118,10 +125,8 @@ class Utterance:
             if tail is not None:
                 await self._send_frame(tail)
             reason = EndReason.COMPLETED
-        except asyncio.CancelledError:
-            if self._stop_reason is None:
-                raise  # the worker is shutting down
-            reason = self._stop_reason
+        except _Stopped:
+            reason = self._stop_reason or EndReason.STOPPED
         except ConsumerGone:
             return EndReason.ERROR  # nobody to tell
         except Exception as exc:  # a synthesis failure must reach the consumer as a message
@@ -136,14 +141,17 @@ class Utterance:
 
     async def _next_pcm(self, producer: asyncio.Task[None]) -> bytes | None:
         getter = asyncio.ensure_future(self._pcm.get())
+        stopped = asyncio.ensure_future(self._stopped.wait())
         try:
-            await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            getter.cancel()
-            raise
-        if getter.done():
+            await asyncio.wait({getter, producer, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not getter.done():
+                getter.cancel()
+        if self._stopped.is_set():
+            raise _Stopped
+        if getter.done() and not getter.cancelled():
             return getter.result()
-        getter.cancel()
         producer.result()  # the producer ended first: raise its error
         raise RuntimeError("synthesis ended without finishing the utterance")
 
@@ -161,7 +169,9 @@ class Utterance:
         await self._pcm.put(None)
 
     async def _send_frame(self, pcm: bytes) -> None:
-        while self.paused or self.credit <= 0:
+        while self.paused or self.credit <= 0 or self._stopped.is_set():
+            if self._stopped.is_set():
+                raise _Stopped
             self._wake.clear()
             await self._wake.wait()
         frame = TtsFrame(utterance_id=self.utterance_id, sequence=self.frames, pcm=pcm)

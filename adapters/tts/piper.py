@@ -77,9 +77,9 @@ def split_first(phonemes: list[str]) -> tuple[list[str], list[str]]:
     """A short head for fast first audio and the rest; ``([], phonemes)`` when it is short."""
     if len(phonemes) <= FIRST_UNIT_PHONEMES + MIN_TAIL_PHONEMES:
         return [], phonemes
-    # A clause mark a little before or after the target reads best; else the last word gap.
-    window = range(FIRST_UNIT_PHONEMES // 2, FIRST_UNIT_PHONEMES + 8)
-    cut = next((i + 1 for i in window if phonemes[i] in CLAUSE_MARKS), 0)
+    # The last clause mark up to a little past the target reads best; else the last word gap.
+    marks = [i + 1 for i in range(4, FIRST_UNIT_PHONEMES + 8) if phonemes[i] in CLAUSE_MARKS]
+    cut = marks[-1] if marks else 0
     if not cut:
         gaps = [i for i in range(4, FIRST_UNIT_PHONEMES + 1) if phonemes[i] == " "]
         cut = gaps[-1] if gaps else FIRST_UNIT_PHONEMES
