@@ -1,8 +1,8 @@
 """One utterance on a TTS worker: text in, 20 ms frames out under credit, pausable, stoppable.
 
-Two tasks per utterance. The producer plans and renders units in a worker thread, one unit
-ahead of playout at most (a bounded queue), and waits while paused: PAUSE pauses synthesis,
-not just sending. The sender cuts rendered audio into 1920-byte frames and sends each only
+Two tasks per utterance. The producer plans and renders units in a worker thread while less
+than :data:`MAX_AHEAD_S` of rendered audio waits to be sent, and waits while paused: PAUSE
+pauses synthesis, not just sending. The sender cuts rendered audio into 1920-byte frames and sends each only
 while running and holding credit, so the consumer's playout bounds how far ahead the worker
 runs. STOP ends at the next frame boundary with ``tts.end`` reason ``stopped`` (or
 ``barged_in``); RESUME continues with the next unsent frame, nothing lost or repeated.
@@ -21,8 +21,10 @@ from bus.schema.tts import EndReason, TtsEnd, TtsFrame
 
 Send = Callable[[Message], Awaitable[bool]]
 
-RENDER_AHEAD_UNITS = 1
-"""Rendered units waiting for the sender (besides the one being sent)."""
+MAX_AHEAD_S = 3.0
+"""Rendered audio the producer may hold unsent before it waits (bounds memory per utterance;
+enough that the next unit is ready before the audio runs out)."""
+MAX_AHEAD_BYTES = int(MAX_AHEAD_S * 48_000) * 2
 
 
 class ConsumerGone(Exception):
@@ -59,7 +61,10 @@ class Utterance:
         self._final = False
         self._queued = 0
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
-        self._pcm: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=RENDER_AHEAD_UNITS)
+        self._pcm: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._ahead_bytes = 0
+        self._room = asyncio.Event()
+        self._room.set()
         self._wake = asyncio.Event()
         self._running = asyncio.Event()
         self._running.set()
@@ -163,8 +168,13 @@ class Utterance:
             units = await asyncio.to_thread(self.engine.plan, sentence, first)
             first = False
             for unit in units:
+                while self._ahead_bytes >= MAX_AHEAD_BYTES:
+                    self._room.clear()
+                    await self._room.wait()
                 await self._running.wait()
-                await self._pcm.put(await asyncio.to_thread(renderer.render, unit))
+                pcm = await asyncio.to_thread(renderer.render, unit)
+                self._ahead_bytes += len(pcm)
+                await self._pcm.put(pcm)
         await self._pcm.put(await asyncio.to_thread(renderer.finish))
         await self._pcm.put(None)
 
@@ -179,3 +189,6 @@ class Utterance:
             raise ConsumerGone(self.utterance_id)
         self.frames += 1
         self.credit -= 1
+        self._ahead_bytes -= len(pcm)
+        if self._ahead_bytes < MAX_AHEAD_BYTES:
+            self._room.set()

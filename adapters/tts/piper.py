@@ -4,9 +4,12 @@ Piper synthesizes a whole sentence per inference, and its time grows with the se
 first audio of a 100-character sentence waits for all of it. So the first sentence of an
 utterance is phonemized whole (espeak sees the full sentence) and its phonemes are cut at a
 clause mark or a word gap near :data:`FIRST_UNIT_PHONEMES`; the short head is synthesized
-first and the rest follows while it plays. Later units are whole sentences, long ones cut at
-clause marks, so no unit exceeds :data:`MAX_UNIT_PHONEMES` (bounding memory and the time a
-PAUSE or STOP waits for an inference in flight).
+first and the rest follows while it plays, in units that grow (:data:`GROWTH`) so each is
+rendered before the audio already made runs out, even with several streams sharing the CPU.
+Later units are whole sentences, long ones cut at clause marks, so no unit exceeds
+:data:`MAX_UNIT_PHONEMES` (bounding memory and the time a PAUSE or STOP waits for an
+inference in flight). ONNX Runtime's threads do not spin between inferences: spinning
+steals the CPU from the other streams (and processes) on a small machine.
 
 Audio is taken raw from the model (Piper's own per-sentence peak normalisation would make
 loudness jump between sentences); the shared :class:`~adapters.tts.base.Renderer` applies one
@@ -17,21 +20,30 @@ cost nothing.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 from piper import PiperVoice, SynthesisConfig
+from piper.config import PiperConfig
 
 from adapters.tts.base import SynthesisOptions, TtsEngine
 from adapters.tts.voicepacks import VoicePack
 
-FIRST_UNIT_PHONEMES = 24
-"""Target length of an utterance's first unit (about 75 ms of inference on a 2-core CPU)."""
+FIRST_UNIT_PHONEMES = 12
+"""Target length of an utterance's first unit, two or three words: about 50-70 ms of inference
+on a 2-core CPU, where a whole 100-character sentence takes 300-400 ms (scripts/bench_tts).
+A voice pack may set its own with ``params.first_unit_phonemes``."""
 MAX_UNIT_PHONEMES = 200
 """Longest unit rendered in one inference (about 12 s of speech)."""
-MIN_TAIL_PHONEMES = 8
+GROWTH = (36, 100)
+"""Limits of the units after the first: a unit renders in about a tenth of the time its
+predecessor plays, under one stream; three times as long leaves room for several streams."""
+MIN_TAIL_PHONEMES = 6
 """A first sentence is not cut if the rest would be shorter than this."""
 CLAUSE_MARKS = frozenset(",;:\u2014\u2013")  # and em and en dashes
 
@@ -41,13 +53,14 @@ class PiperEngine(TtsEngine):
 
     def __init__(self, voice: VoicePack) -> None:
         super().__init__(voice)
-        self.model = PiperVoice.load(voice.weight_path("model"), voice.weight_path("config"))
+        self.model = _load_voice(voice.weight_path("model"), voice.weight_path("config"))
         if self.model.config.sample_rate != voice.sample_rate:
             raise ValueError(
                 f"{voice.model_id}: metadata says {voice.sample_rate} Hz, the model's config "
                 f"says {self.model.config.sample_rate} Hz"
             )
         self.cache = PhraseCache(int(voice.params.get("phrase_cache_mb", 16)) * 1024 * 1024)
+        self.first_unit = int(voice.params.get("first_unit_phonemes", FIRST_UNIT_PHONEMES))
 
     def plan(self, text: str, first: bool) -> list[Any]:
         units: list[tuple[str, ...]] = []
@@ -55,9 +68,13 @@ class PiperEngine(TtsEngine):
             if not phonemes:
                 continue
             if first and not units:
-                head, phonemes = split_first(phonemes)
+                head, phonemes = split_first(phonemes, self.first_unit)
                 if head:
                     units.append(tuple(head))
+                    for limit in GROWTH:
+                        if phonemes:
+                            piece, phonemes = cut(phonemes, limit)
+                            units.append(tuple(piece))
             units += [tuple(p) for p in split_long(phonemes, MAX_UNIT_PHONEMES) if p]
         return units
 
@@ -73,16 +90,18 @@ class PiperEngine(TtsEngine):
         return audio
 
 
-def split_first(phonemes: list[str]) -> tuple[list[str], list[str]]:
+def split_first(
+    phonemes: list[str], target: int = FIRST_UNIT_PHONEMES
+) -> tuple[list[str], list[str]]:
     """A short head for fast first audio and the rest; ``([], phonemes)`` when it is short."""
-    if len(phonemes) <= FIRST_UNIT_PHONEMES + MIN_TAIL_PHONEMES:
+    if len(phonemes) <= target + MIN_TAIL_PHONEMES:
         return [], phonemes
     # The last clause mark up to a little past the target reads best; else the last word gap.
-    marks = [i + 1 for i in range(4, FIRST_UNIT_PHONEMES + 8) if phonemes[i] in CLAUSE_MARKS]
+    marks = [i + 1 for i in range(4, target + 4) if phonemes[i] in CLAUSE_MARKS]
     cut = marks[-1] if marks else 0
     if not cut:
-        gaps = [i for i in range(4, FIRST_UNIT_PHONEMES + 1) if phonemes[i] == " "]
-        cut = gaps[-1] if gaps else FIRST_UNIT_PHONEMES
+        gaps = [i for i in range(4, target + 1) if phonemes[i] == " "]
+        cut = gaps[-1] if gaps else target
     if len(phonemes) - cut < MIN_TAIL_PHONEMES:
         return [], phonemes
     return phonemes[:cut], _lstrip(phonemes[cut:])
@@ -91,14 +110,31 @@ def split_first(phonemes: list[str]) -> tuple[list[str], list[str]]:
 def split_long(phonemes: list[str], limit: int) -> list[list[str]]:
     """``phonemes`` in pieces of at most ``limit``, cut after clause marks or at word gaps."""
     pieces = []
-    while len(phonemes) > limit:
-        marks = [i + 1 for i in range(limit // 2, limit) if phonemes[i] in CLAUSE_MARKS]
-        gaps = [i for i in range(limit // 2, limit) if phonemes[i] == " "]
-        cut = marks[-1] if marks else gaps[-1] if gaps else limit
-        pieces.append(phonemes[:cut])
-        phonemes = _lstrip(phonemes[cut:])
-    pieces.append(phonemes)
+    while phonemes:
+        piece, phonemes = cut(phonemes, limit)
+        pieces.append(piece)
     return pieces
+
+
+def cut(phonemes: list[str], limit: int) -> tuple[list[str], list[str]]:
+    """The first piece of at most ``limit`` (after a clause mark or at a word gap), and the rest."""
+    if len(phonemes) <= limit:
+        return phonemes, []
+    marks = [i + 1 for i in range(limit // 2, limit) if phonemes[i] in CLAUSE_MARKS]
+    gaps = [i for i in range(limit // 2, limit) if phonemes[i] == " "]
+    at = marks[-1] if marks else gaps[-1] if gaps else limit
+    return phonemes[:at], _lstrip(phonemes[at:])
+
+
+def _load_voice(model: Path, config: Path) -> PiperVoice:
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(
+        str(model), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    with config.open(encoding="utf-8") as f:
+        return PiperVoice(config=PiperConfig.from_dict(json.load(f)), session=session)
 
 
 def _lstrip(phonemes: list[str]) -> list[str]:

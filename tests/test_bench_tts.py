@@ -1,0 +1,30 @@
+"""scripts/bench_tts runs end to end and reports every figure it promises (small run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.support import ROOT
+
+
+def test_bench_tts_quick_run_prints_all_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_tts.py"), "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=115,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    for name in ("short", "medium", "sentence_100"):
+        figures = data["first_audio"][name]
+        for side in ("duplex_worker", "raw_piper_first_chunk"):
+            assert figures[side]["trials"] == 3
+            assert 0 < figures[side]["p50_ms"] <= figures[side]["p95_ms"] < 5000
+    assert 0 < data["real_time"]["rtf"] < 1  # faster than real time, generously
+    for command in ("pause_to_last_frame", "stop_to_last_frame"):
+        assert 0 <= data[command]["p95_ms"] < 1000
+    assert data["max_real_time_streams"] >= 1
+    assert set(data["targets"]) == {
+        "first_audio_100_char_p95_le_120ms", "pause_p95_le_30ms", "stop_p95_le_30ms"
+    }
