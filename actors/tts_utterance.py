@@ -2,9 +2,9 @@
 
 Two tasks per utterance. The producer plans and renders units in a worker thread while less
 than :data:`MAX_AHEAD_S` of rendered audio waits to be sent, and waits while paused: PAUSE
-pauses synthesis, not just sending. The sender cuts rendered audio into 1920-byte frames and sends each only
-while running and holding credit, so the consumer's playout bounds how far ahead the worker
-runs. STOP ends at the next frame boundary with ``tts.end`` reason ``stopped`` (or
+pauses synthesis, not just sending. The sender cuts rendered audio into 1920-byte frames and
+sends each only while running and holding credit, so the consumer's playout bounds how far
+ahead the worker runs. STOP ends at the next frame boundary with ``tts.end`` reason ``stopped`` (or
 ``barged_in``); RESUME continues with the next unsent frame, nothing lost or repeated.
 """
 
