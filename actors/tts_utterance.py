@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 
 from adapters.tts.base import FrameSlicer, Renderer, SynthesisOptions, TtsEngine
@@ -55,6 +56,9 @@ class Utterance:
         self.max_credit = max_credit
         self.frames = 0
         """Frames sent so far."""
+        self.first_frame_s: float | None = None
+        """Seconds from :meth:`start` to the first frame sent."""
+        self._started = 0.0
         self.paused = False
         self._send = send
         self._buffer = SentenceBuffer()
@@ -113,6 +117,7 @@ class Utterance:
 
     def start(self) -> asyncio.Task[EndReason]:
         """Start speaking; the task ends after ``tts.end`` is sent, with its reason."""
+        self._started = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._run())
         return self._task
 
@@ -175,7 +180,9 @@ class Utterance:
                 pcm = await asyncio.to_thread(renderer.render, unit)
                 self._ahead_bytes += len(pcm)
                 await self._pcm.put(pcm)
-        await self._pcm.put(await asyncio.to_thread(renderer.finish))
+        tail = await asyncio.to_thread(renderer.finish)
+        self._ahead_bytes += len(tail)
+        await self._pcm.put(tail)
         await self._pcm.put(None)
 
     async def _send_frame(self, pcm: bytes) -> None:
@@ -187,6 +194,8 @@ class Utterance:
         frame = TtsFrame(utterance_id=self.utterance_id, sequence=self.frames, pcm=pcm)
         if not await self._send(frame):
             raise ConsumerGone(self.utterance_id)
+        if self.frames == 0:
+            self.first_frame_s = time.monotonic() - self._started
         self.frames += 1
         self.credit -= 1
         self._ahead_bytes -= len(pcm)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
 from actors.tts_utterance import Utterance
 from adapters.tts.base import SynthesisOptions
 from adapters.tts.manager import ModelCapacityError, ModelInUse, ModelManager
@@ -75,6 +77,31 @@ class WorkerSettings:
         return cls(**values)
 
 
+class TtsMetrics:
+    """What a worker's speech looks like in Prometheus."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.utterances = Counter(
+            "duplex_tts_utterances_total",
+            "Utterances ended, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.frames = Counter("duplex_tts_frames_total", "Frames sent", registry=registry)
+        self.first_frame = Histogram(
+            "duplex_tts_first_frame_seconds",
+            "From tts.start to the first frame sent",
+            registry=registry,
+            buckets=(0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0),
+        )
+
+    def ended(self, utterance: Utterance, reason: EndReason) -> None:
+        self.utterances.labels(reason.value).inc()
+        self.frames.inc(utterance.frames)
+        if utterance.first_frame_s is not None:
+            self.first_frame.observe(utterance.first_frame_s)
+
+
 class TtsWorker(Actor):
     """Speaks text with its voice models; see the module docstring."""
 
@@ -93,6 +120,7 @@ class TtsWorker(Actor):
             on_change=self._models_changed,
         )
         self.utterances: dict[tuple[str, str], Utterance] = {}
+        self.tts_metrics = TtsMetrics(self.metrics.registry)
         self.capabilities = {
             "voices": sorted(voices),
             "languages": sorted({v.language for v in voices.values()}),
@@ -176,11 +204,13 @@ class TtsWorker(Actor):
             return
         self.utterances[key] = utterance
         task = utterance.start()
-        task.add_done_callback(lambda _t: self._finished(key, voice))
+        task.add_done_callback(lambda t: self._finished(key, voice, t))
         await self.update_registration(load=len(self.utterances) / self.settings.max_streams)
 
-    def _finished(self, key: tuple[str, str], voice: str) -> None:
-        self.utterances.pop(key, None)
+    def _finished(self, key: tuple[str, str], voice: str, task: asyncio.Task[EndReason]) -> None:
+        utterance = self.utterances.pop(key, None)
+        if utterance is not None and not task.cancelled() and task.exception() is None:
+            self.tts_metrics.ended(utterance, task.result())
         self.models.release(voice)
         self.spawn(self.update_registration(load=len(self.utterances) / self.settings.max_streams))
 

@@ -12,7 +12,10 @@ from tests.support import ROOT
 def test_bench_tts_quick_run_prints_all_figures() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_tts.py"), "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=115,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=115,
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
@@ -26,5 +29,7 @@ def test_bench_tts_quick_run_prints_all_figures() -> None:
         assert 0 <= data[command]["p95_ms"] < 1000
     assert data["max_real_time_streams"] >= 1
     assert set(data["targets"]) == {
-        "first_audio_100_char_p95_le_120ms", "pause_p95_le_30ms", "stop_p95_le_30ms"
+        "first_audio_100_char_p95_le_120ms",
+        "pause_p95_le_30ms",
+        "stop_p95_le_30ms",
     }

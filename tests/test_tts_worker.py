@@ -27,6 +27,7 @@ from tests.support import (
     BrokerPorts,
     Processes,
     duplex,
+    metric,
     status,
     transcribe,
     wait_until,
@@ -192,6 +193,9 @@ def test_models_can_be_listed_loaded_and_unloaded_over_the_bus(worker: str) -> N
         (tts,) = [a for a in registered["actors"] if a["kind"] == "tts_worker"]
         assert set(tts["resident_models"]) == set(listed.resident)
         assert "mock-440hz" in tts["capabilities"]["voices"]
+        url = tts["endpoints"]["metrics"]
+        assert metric(url, "duplex_tts_utterances_total", reason="completed") >= 1
+        assert metric(url, "duplex_tts_first_frame_seconds_count") >= 1
         client.send(ModelUnload(model_id="piper-en_US-joe-medium"))
         assert "default voice" in expect_error(client, "MODEL_IN_USE").message
         client.send(ModelUnload(model_id="mock-440hz"))
