@@ -1,9 +1,11 @@
-"""A small synchronous client of the broker for tools (``duplex status``) and scripts."""
+"""Small synchronous clients for tools and scripts: the broker's (``duplex status``), and the
+DEALER base that other clients (the TTS client) share."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from types import TracebackType
+from typing import Self
 
 import zmq
 
@@ -26,16 +28,38 @@ from bus.schema.system import (
 from bus.topology import CurveConfig
 
 
-class BrokerClient:
+class DealerClient:
+    """One DEALER connected to ``endpoint`` in a context of its own; closes with the block."""
+
+    def __init__(self, endpoint: str, *, timeout_s: float) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.sock = sockets.prepare(self._ctx.socket(zmq.DEALER))
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        self._ctx.term()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class BrokerClient(DealerClient):
     """Request/reply with the broker over a DEALER, every call bounded by ``timeout_s``."""
 
     def __init__(
         self, endpoint: str, *, timeout_s: float = 2.0, curve_config: CurveConfig | None = None
     ) -> None:
-        self.endpoint = endpoint
-        self.timeout_s = timeout_s
-        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._sock = sockets.prepare(self._ctx.socket(zmq.DEALER))
+        super().__init__(endpoint, timeout_s=timeout_s)
         self._curve: tuple[curve.KeyPair, bytes] | None = None
         if curve_config is not None and curve_config.enabled:
             keys = curve.load_keypair(
@@ -43,16 +67,16 @@ class BrokerClient:
             )
             server = curve.load_public_key(curve_config.keys_dir / f"{curve_config.broker_key}.key")
             self._curve = (keys, server)
-            curve.make_client(self._sock, keys, server)
-        self._sock.connect(endpoint)
+            curve.make_client(self.sock, keys, server)
+        self.sock.connect(endpoint)
 
     def request(self, msg: Message) -> Message:
         """Send ``msg`` and return the reply; RequestTimeout or RemoteError otherwise."""
         env = envelope_for(msg, src="client")
-        self._sock.send_multipart(encode(env))
+        self.sock.send_multipart(encode(env))
         deadline_ms = int(self.timeout_s * 1000)
-        while self._sock.poll(deadline_ms, zmq.POLLIN):
-            reply_env = decode(self._sock.recv_multipart())
+        while self.sock.poll(deadline_ms, zmq.POLLIN):
+            reply_env = decode(self.sock.recv_multipart())
             if reply_env.reply_to != env.id:
                 continue  # a late answer to an earlier request
             reply = decode_message(reply_env)
@@ -103,18 +127,3 @@ class BrokerClient:
                 mirror.apply_snapshot(self.discover())
         finally:
             sub.close(linger=0)
-
-    def close(self) -> None:
-        self._sock.close(linger=0)
-        self._ctx.term()
-
-    def __enter__(self) -> BrokerClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import zmq
 
-from bus import sockets
+from bus.client import DealerClient
 from bus.envelope import Envelope, decode, encode
 from bus.errors import RemoteError, RequestTimeout
 from bus.schema import Message, decode_message, envelope_for
@@ -42,15 +41,12 @@ class Spoken:
         return None if self.first_frame_at is None else self.first_frame_at - self.started
 
 
-class TtsClient:
+class TtsClient(DealerClient):
     """Talks to one worker's inbox over a DEALER; every wait is bounded."""
 
     def __init__(self, endpoint: str, *, session: str = "", timeout_s: float = 30.0) -> None:
-        self.endpoint = endpoint
+        super().__init__(endpoint, timeout_s=timeout_s)
         self.session = session or f"say-{os.urandom(4).hex()}"
-        self.timeout_s = timeout_s
-        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.sock = sockets.prepare(self._ctx.socket(zmq.DEALER))
         self.sock.connect(endpoint)
 
     def send(self, msg: Message, session: str | None = None) -> Envelope:
@@ -119,18 +115,3 @@ class TtsClient:
         if spoken.errors and not spoken.frames:
             raise RemoteError(spoken.errors[0].code, spoken.errors[0].message)
         return spoken
-
-    def close(self) -> None:
-        self.sock.close(linger=0)
-        self._ctx.term()
-
-    def __enter__(self) -> TtsClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
