@@ -42,7 +42,6 @@ class Utterance:
     def __init__(
         self,
         utterance_id: str,
-        engine: TtsEngine,
         options: SynthesisOptions,
         send: Send,
         *,
@@ -50,7 +49,6 @@ class Utterance:
         max_credit: int,
     ) -> None:
         self.utterance_id = utterance_id
-        self.engine = engine
         self.options = options
         self.credit = min(credit, max_credit)
         self.max_credit = max_credit
@@ -74,7 +72,9 @@ class Utterance:
         self._running.set()
         self._stop_reason: EndReason | None = None
         self._stopped = asyncio.Event()
-        self._task: asyncio.Task[EndReason] | None = None
+        self.task: asyncio.Task[EndReason] | None = None
+        """Running after :meth:`start`."""
+        self._engine: Awaitable[TtsEngine] | None = None
 
     # ------------------------------------------------------------------ from the worker
 
@@ -115,11 +115,13 @@ class Utterance:
             self._stopped.set()
             self._wake.set()
 
-    def start(self) -> asyncio.Task[EndReason]:
-        """Start speaking; the task ends after ``tts.end`` is sent, with its reason."""
+    def start(self, engine: Awaitable[TtsEngine]) -> asyncio.Task[EndReason]:
+        """Start speaking with ``engine`` once it is ready (a model may still be loading: the
+        worker keeps serving meanwhile). The task ends after ``tts.end``, with its reason."""
+        self._engine = engine
         self._started = time.monotonic()
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self._task
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        return self.task
 
     # ------------------------------------------------------------------ tasks
 
@@ -166,11 +168,13 @@ class Utterance:
         raise RuntimeError("synthesis ended without finishing the utterance")
 
     async def _produce(self) -> None:
-        renderer = Renderer(self.engine, self.options)
+        assert self._engine is not None, "_produce() before start()"
+        engine = await self._engine
+        renderer = Renderer(engine, self.options)
         first = True
         while (sentence := await self._sentences.get()) is not None:
             await self._running.wait()
-            units = await asyncio.to_thread(self.engine.plan, sentence, first)
+            units = await asyncio.to_thread(engine.plan, sentence, first)
             first = False
             for unit in units:
                 while self._ahead_bytes >= MAX_AHEAD_BYTES:

@@ -6,7 +6,8 @@ Consumes on its inbox: ``tts.start``, ``tts.text``, ``tts.credit``, ``control.pa
 Emits to whoever started an utterance, on that connection: ``tts.frame`` (exactly 1920 bytes,
 contiguous sequence numbers) and one ``tts.end`` (completed / stopped / barged_in / error);
 ``error`` replies for bad requests (``UNKNOWN_VOICE``, ``EMPTY_TEXT``, ``INVALID_TEXT``,
-``TEXT_TOO_LONG``, ``INVALID_OPTIONS``, ``BUSY``, ``MODEL_CAPACITY``, ``UNKNOWN_UTTERANCE``...).
+``TEXT_TOO_LONG``, ``INVALID_OPTIONS``, ``BUSY``, ``UNKNOWN_UTTERANCE``...); a model that
+cannot be loaded ends the utterance with ``tts.end`` reason ``error`` saying why.
 Registers its voices, languages and resident models, and its load (active streams / max).
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from actors.tts_utterance import Utterance
-from adapters.tts.base import SynthesisOptions
+from adapters.tts.base import SynthesisOptions, TtsEngine
 from adapters.tts.manager import ModelCapacityError, ModelInUse, ModelManager
 from adapters.tts.text import TextError
 from adapters.tts.voicepacks import DEFAULT_DIR, UnknownVoice, discover_voicepacks
@@ -134,8 +135,12 @@ class TtsWorker(Actor):
         self.spawn(self._evict_loop())
 
     async def on_stop(self) -> None:
-        for utterance in list(self.utterances.values()):
+        """Stop every utterance and give each a moment to send its ``tts.end``."""
+        for utterance in self.utterances.values():
             utterance.stop(EndReason.STOPPED)
+        tasks = [u.task for u in self.utterances.values() if u.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
 
     async def on_message(self, inbound: Inbound) -> None:
         msg = inbound.message
@@ -172,17 +177,14 @@ class TtsWorker(Actor):
             )
             return
         voice = msg.voice or self.settings.default_voice
+        if voice not in self.models.voices:
+            error = str(UnknownVoice(voice, self.models.voices))
+            await self._refuse_utterance(inbound, msg.utterance_id, "UNKNOWN_VOICE", error)
+            return
         try:
             options = SynthesisOptions.from_dict(msg.options)
-            engine = await self.models.acquire(voice)
-        except UnknownVoice as exc:
-            await self._refuse_utterance(inbound, msg.utterance_id, "UNKNOWN_VOICE", str(exc))
-            return
         except ValueError as exc:
             await self._refuse_utterance(inbound, msg.utterance_id, "INVALID_OPTIONS", str(exc))
-            return
-        except ModelCapacityError as exc:
-            await self._refuse_utterance(inbound, msg.utterance_id, "MODEL_CAPACITY", str(exc))
             return
 
         async def send(message: Message) -> bool:
@@ -190,7 +192,6 @@ class TtsWorker(Actor):
 
         utterance = Utterance(
             msg.utterance_id,
-            engine,
             options,
             send,
             credit=msg.credit or self.settings.default_credit,
@@ -199,19 +200,32 @@ class TtsWorker(Actor):
         try:
             utterance.feed(msg.text, msg.final)
         except TextError as exc:
-            self.models.release(voice)
             await self._refuse_utterance(inbound, msg.utterance_id, exc.code, str(exc))
             return
         self.utterances[key] = utterance
-        task = utterance.start()
-        task.add_done_callback(lambda t: self._finished(key, voice, t))
+        # Loading a model takes seconds: it happens in the utterance's own task, so this actor
+        # keeps serving every other session (and this one's text and control) meanwhile.
+        engine = asyncio.ensure_future(self.models.acquire(voice))
+        task = utterance.start(engine)
+        task.add_done_callback(lambda t: self._finished(key, voice, engine, t))
         await self.update_registration(load=len(self.utterances) / self.settings.max_streams)
 
-    def _finished(self, key: tuple[str, str], voice: str, task: asyncio.Task[EndReason]) -> None:
+    def _finished(
+        self,
+        key: tuple[str, str],
+        voice: str,
+        engine: asyncio.Future[TtsEngine],
+        task: asyncio.Task[EndReason],
+    ) -> None:
         utterance = self.utterances.pop(key, None)
         if utterance is not None and not task.cancelled() and task.exception() is None:
             self.tts_metrics.ended(utterance, task.result())
-        self.models.release(voice)
+
+        def release(acquired: asyncio.Future[TtsEngine]) -> None:
+            if not acquired.cancelled() and acquired.exception() is None:
+                self.models.release(voice)
+
+        engine.add_done_callback(release)  # now, or when a load still running completes
         self.spawn(self.update_registration(load=len(self.utterances) / self.settings.max_streams))
 
     async def _text(self, inbound: Inbound, msg: TtsText) -> None:

@@ -24,6 +24,7 @@ from bus.schema.tts import (
     TtsText,
 )
 from tests.support import (
+    ROOT,
     BrokerPorts,
     Processes,
     duplex,
@@ -45,8 +46,20 @@ LONG_TEXT = (
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker and a tts_worker (Piper default, mock voice available); yields the inbox."""
     tmp = tmp_path_factory.mktemp("tts")
+    broken = tmp / "voices" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "metadata.yaml").write_text(
+        "model_id: broken-voice\nfamily: piper\nlanguage: en_US\nsample_rate: 22050\n"
+        "weights: {model: missing.onnx, config: missing.onnx.json}\n"
+    )
     ports = BrokerPorts.pick()
-    topo = ports.topology(tmp, extra="actors:\n  tts_worker:\n    max_streams: 4\n")
+    topo = ports.topology(
+        tmp,
+        extra=(
+            "actors:\n  tts_worker:\n    max_streams: 4\n"
+            f"    voicepacks: [{ROOT / 'voicepacks'}, {tmp / 'voices'}]\n"
+        ),
+    )
     procs = Processes(tmp)
     procs.duplex("broker", "--topology", str(topo), name="broker")
     procs.duplex("run", "tts_worker", "--topology", str(topo), "--id", "tts-1", name="tts")
@@ -175,6 +188,9 @@ def test_bad_input_gets_clear_errors_and_the_worker_keeps_serving(worker: str) -
         expect_error(client, "UNKNOWN_UTTERANCE")
         client.start("Hello.", options={"speed": 40})
         expect_error(client, "INVALID_OPTIONS")
+        uid = client.start("Hello.", voice="broken-voice")  # listed, but its weights are missing
+        _, end = frames_until_end(client, uid)
+        assert end.reason == "error" and "weight file not found" in end.error
         spoken = client.speak("Still here.")
         assert spoken.end is not None and spoken.end.reason == "completed"
 
