@@ -254,9 +254,9 @@ class Actor:
                 "actor starting",
                 extra=kv(actor_id=self.id, broker=self.config.broker, **self.endpoints),
             )
-            self.spawn(self.broker.heartbeat_loop())
-            await self.on_start()
+            await self.on_start()  # an actor that cannot start never registers
             self.broker.register()
+            self.spawn(self.broker.heartbeat_loop())
             await self._serve()
         finally:
             await self._shutdown()

@@ -242,3 +242,30 @@ def test_duplex_say_uses_the_running_worker(worker: str, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "from worker at" in result.stdout
     assert word_error_rate("Good morning, how can I help you today?", transcribe(out)) < 0.25
+
+
+def test_a_worker_whose_default_voice_cannot_load_never_registers(
+    procs: Processes, tmp_path: Path
+) -> None:
+    broken = tmp_path / "voices" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "metadata.yaml").write_text(
+        "model_id: broken-voice\nfamily: piper\nlanguage: en_US\nsample_rate: 22050\n"
+        "weights: {model: missing.onnx, config: missing.onnx.json}\n"
+    )
+    ports = BrokerPorts.pick()
+    topo = ports.topology(
+        tmp_path,
+        extra=(
+            f"actors:\n  tts_worker:\n    voicepacks: [{tmp_path / 'voices'}]\n"
+            "    default_voice: broken-voice\n"
+        ),
+    )
+    procs.duplex("broker", "--topology", str(topo), name="broker")
+    worker = procs.duplex("run", "tts_worker", "--topology", str(topo), name="tts")
+    assert worker.wait(timeout=60) == 1
+    assert "tts_worker could not start" in procs.log_of(worker)
+    assert "weight file not found" in procs.log_of(worker)
+    listed = status(ports.endpoint)
+    assert listed is not None and listed["actors"] == []
+    assert "actor registered" not in procs.log_of(procs.procs[0])
