@@ -26,6 +26,7 @@ from bus.topology import Topology, TopologyError, load_topology
 
 ACTORS: dict[str, str] = {
     "loopback": "actors.loopback:Loopback",
+    "router": "actors.router:Router",
     "tts_worker": "actors.tts_worker:TtsWorker",
 }
 """Actor kinds ``duplex run`` knows, as ``module:Class`` (imported only when run)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bus.envelope import Envelope
 from bus.errors import ValidationError
-from bus.schema import asr, audio, control, session, system, tts, vad
+from bus.schema import asr, audio, control, routing, session, system, tts, vad
 from bus.schema._base import MESSAGE_TYPES, Message, Priority, bounded, message
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "envelope_for",
     "message",
     "priority_of",
+    "routing",
     "session",
     "system",
     "tts",

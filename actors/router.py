@@ -1,0 +1,197 @@
+"""The router actor: picks the TTS worker that speaks for a session.
+
+Consumes on its inbox: ``route.request`` (answered with ``route.assignment``, or ``error``
+``NO_WORKER`` saying why none fits) and ``route.release`` (the session ended).
+Emits nothing else; it follows the broker's registry (every actor keeps a mirror) and pings
+each live TTS worker every second for latency and liveness.
+
+How a worker is chosen, in order:
+1. it is a live ``tts_worker`` that has the voice (or speaks the language), was not excluded
+   by the asker, is not saturated (load below 1) and is not stale (answered a recent ping);
+2. the session's previous worker, if it still qualifies (affinity);
+3. among the rest, those with the voice already loaded come first;
+4. then the strategy: ``least_loaded`` (default), ``round_robin`` or ``least_latency``.
+A worker that leaves the registry loses its sessions' affinity at once, so the next request
+re-routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from bus.errors import BusError
+from bus.inbound import Inbound
+from bus.runtime import Actor
+from bus.schema.routing import RouteAssignment, RouteRelease, RouteRequest
+from bus.schema.system import Error, Ping, Registration, RegistryChange
+from bus.topology import ActorConfig
+
+STRATEGIES = ("least_loaded", "round_robin", "least_latency")
+WORKER_KIND = "tts_worker"
+
+
+@dataclass(slots=True)
+class Health:
+    """What the router has seen of one worker."""
+
+    latency_s: float | None = None
+    """Smoothed ping round trip."""
+    failures: int = 0
+    """Pings in a row that got no answer."""
+
+
+@dataclass(slots=True)
+class Choice:
+    """A chosen worker and why."""
+
+    worker: Registration
+    voice: str
+    resident: bool
+    reason: str
+
+
+@dataclass(slots=True)
+class Selector:
+    """The routing rules as plain data and functions (no sockets), see the module docstring."""
+
+    strategy: str = "least_loaded"
+    stale_after_failures: int = 2
+    health: dict[str, Health] = field(default_factory=dict)
+    affinity: dict[str, str] = field(default_factory=dict)
+    _turn: itertools.count[int] = field(default_factory=itertools.count)
+
+    def eligible(self, workers: list[Registration], request: RouteRequest) -> list[Registration]:
+        """Workers that may take the request, whatever the preference."""
+        out = []
+        for w in workers:
+            voices = w.capabilities.get("voices", ())
+            languages = w.capabilities.get("languages", ())
+            if request.voice and request.voice not in voices:
+                continue
+            if not request.voice and request.language and request.language not in languages:
+                continue
+            if w.actor_id in request.exclude or w.load >= 1.0:
+                continue
+            if self.health.get(w.actor_id, Health()).failures >= self.stale_after_failures:
+                continue
+            out.append(w)
+        return out
+
+    def choose(
+        self, workers: list[Registration], request: RouteRequest, session: str
+    ) -> Choice | None:
+        candidates = self.eligible(workers, request)
+        if not candidates:
+            return None
+        by_id = {w.actor_id: w for w in candidates}
+        previous = by_id.get(self.affinity.get(session, ""))
+        if previous is not None:
+            return self._choice(previous, request, "affinity")
+        resident = [w for w in candidates if self._voice(w, request) in w.resident_models]
+        pool = sorted(resident or candidates, key=lambda w: w.actor_id)
+        if self.strategy == "round_robin":
+            worker = pool[next(self._turn) % len(pool)]
+        elif self.strategy == "least_latency":
+            worker = min(pool, key=lambda w: (self._latency(w), w.load))
+        else:
+            worker = min(pool, key=lambda w: (w.load, self._latency(w)))
+        if session:
+            self.affinity[session] = worker.actor_id
+        return self._choice(worker, request, self.strategy)
+
+    def forget_worker(self, worker_id: str) -> None:
+        """A worker left: its sessions route afresh."""
+        self.health.pop(worker_id, None)
+        self.affinity = {s: w for s, w in self.affinity.items() if w != worker_id}
+
+    def _choice(self, worker: Registration, request: RouteRequest, reason: str) -> Choice:
+        voice = self._voice(worker, request)
+        return Choice(worker, voice, voice in worker.resident_models, reason)
+
+    @staticmethod
+    def _voice(worker: Registration, request: RouteRequest) -> str:
+        return request.voice or str(worker.capabilities.get("default_voice", ""))
+
+    def _latency(self, worker: Registration) -> float:
+        latency = self.health.get(worker.actor_id, Health()).latency_s
+        return latency if latency is not None else 1.0
+
+
+class Router(Actor):
+    """Routes sessions to TTS workers; see the module docstring."""
+
+    def __init__(self, config: ActorConfig) -> None:
+        super().__init__(config)
+        strategy = str(config.settings.get("strategy", "least_loaded"))
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"actors.router.strategy must be one of {STRATEGIES}, not {strategy!r}"
+            )
+        self.ping_interval_s = float(config.settings.get("ping_interval_s", 1.0))
+        self.selector = Selector(strategy=strategy)
+        self.capabilities = {"strategy": strategy}
+        self.registry.listen(self._on_change)
+
+    async def on_start(self) -> None:
+        self.spawn(self._ping_loop())
+
+    async def on_message(self, inbound: Inbound) -> None:
+        msg, session = inbound.message, inbound.env.session
+        if isinstance(msg, RouteRequest):
+            choice = self.selector.choose(self.registry.alive(WORKER_KIND), msg, session)
+            if choice is None:
+                await self.reply(inbound, Error(code="NO_WORKER", message=self._why_none(msg)))
+                return
+            inbox = choice.worker.endpoints.get("inbox", "")
+            await self.reply(
+                inbound,
+                RouteAssignment(
+                    worker_id=choice.worker.actor_id,
+                    inbox=inbox,
+                    voice=choice.voice,
+                    resident=choice.resident,
+                    reason=choice.reason,
+                ),
+            )
+        elif isinstance(msg, RouteRelease):
+            self.selector.affinity.pop(session, None)
+        else:
+            await super().on_message(inbound)
+
+    def _why_none(self, request: RouteRequest) -> str:
+        workers = self.registry.alive(WORKER_KIND)
+        if not workers:
+            return "no TTS worker is registered"
+        if request.voice:
+            want = f"voice {request.voice!r}"
+        else:
+            want = f"language {request.language!r}" if request.language else "any voice"
+        return (
+            f"none of {len(workers)} TTS worker(s) can take {want} now "
+            "(not theirs, saturated, stale or excluded)"
+        )
+
+    def _on_change(self, change: RegistryChange, reg: Registration) -> None:
+        if change is RegistryChange.REMOVED and reg.kind == WORKER_KIND:
+            self.selector.forget_worker(reg.actor_id)
+
+    async def _ping_loop(self) -> None:
+        while True:
+            workers = self.registry.alive(WORKER_KIND)
+            await asyncio.gather(*(self._ping(w.actor_id) for w in workers))
+            await asyncio.sleep(self.ping_interval_s)
+
+    async def _ping(self, worker_id: str) -> None:
+        health = self.selector.health.setdefault(worker_id, Health())
+        started = time.monotonic()
+        try:
+            await self.request(worker_id, Ping(), timeout=max(0.1, self.ping_interval_s / 2))
+        except BusError:
+            health.failures += 1
+            return
+        rtt = time.monotonic() - started
+        health.failures = 0
+        health.latency_s = rtt if health.latency_s is None else 0.8 * health.latency_s + 0.2 * rtt
