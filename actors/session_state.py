@@ -1,0 +1,112 @@
+"""A session's state machine, on its own: which turn the conversation is in.
+
+The supervisor feeds it events and publishes every transition; this module decides only what
+may follow what. An event that makes no sense in the current state (a RESUME while listening)
+changes nothing: it is counted and logged, and the session is never left stuck.
+
+    IDLE --opened--> LISTENING --user_turn--> THINKING --speak--> SPEAKING --done--> LISTENING
+    SPEAKING --pause--> PAUSED --resume--> SPEAKING          SPEAKING/PAUSED --stop--> LISTENING
+    SPEAKING --speech_start--> BARGED_IN --words--> LISTENING   (the bot's utterance is dropped)
+                                         --no_words--> SPEAKING (a cough: playout resumes)
+    any --closed--> ENDED
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bus.logs import kv
+
+log = logging.getLogger("duplex.session")
+
+
+class State(enum.StrEnum):
+    """What the session is doing, as the client sees it in ``state`` events."""
+
+    IDLE = "IDLE"
+    LISTENING = "LISTENING"
+    THINKING = "THINKING"
+    SPEAKING = "SPEAKING"
+    PAUSED = "PAUSED"
+    BARGED_IN = "BARGED_IN"
+    ENDED = "ENDED"
+
+
+class Event(enum.StrEnum):
+    """What happened."""
+
+    OPENED = "opened"
+    USER_TURN = "user_turn"
+    """The person finished a turn with words (a final transcript)."""
+    SPEAK = "speak"
+    """An utterance starts playing."""
+    NOTHING_TO_SAY = "nothing_to_say"
+    """The dialogue produced no reply (empty, error or timeout)."""
+    DONE = "done"
+    """The playing utterance ended (completed, or failed) and nothing else is queued."""
+    PAUSE = "pause"
+    RESUME = "resume"
+    STOP = "stop"
+    SPEECH_START = "speech_start"
+    """The person started speaking (VAD) while the bot spoke."""
+    WORDS = "words"
+    """That speech held words: the turn goes to the person."""
+    NO_WORDS = "no_words"
+    """That speech held no words within the window: a false interruption."""
+    CLOSED = "closed"
+
+
+S, E = State, Event
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (S.IDLE, E.OPENED): S.LISTENING,
+    (S.LISTENING, E.USER_TURN): S.THINKING,
+    (S.LISTENING, E.SPEAK): S.SPEAKING,
+    (S.THINKING, E.SPEAK): S.SPEAKING,
+    (S.THINKING, E.NOTHING_TO_SAY): S.LISTENING,
+    (S.THINKING, E.USER_TURN): S.THINKING,
+    (S.SPEAKING, E.SPEAK): S.SPEAKING,
+    (S.SPEAKING, E.DONE): S.LISTENING,
+    (S.SPEAKING, E.PAUSE): S.PAUSED,
+    (S.SPEAKING, E.STOP): S.LISTENING,
+    (S.SPEAKING, E.SPEECH_START): S.BARGED_IN,
+    (S.PAUSED, E.RESUME): S.SPEAKING,
+    (S.PAUSED, E.STOP): S.LISTENING,
+    (S.PAUSED, E.DONE): S.LISTENING,
+    (S.BARGED_IN, E.WORDS): S.LISTENING,
+    (S.BARGED_IN, E.NO_WORDS): S.SPEAKING,
+    (S.BARGED_IN, E.STOP): S.LISTENING,
+    (S.BARGED_IN, E.DONE): S.LISTENING,
+    **{(state, E.CLOSED): S.ENDED for state in State if state is not S.ENDED},
+}
+"""Every allowed move; anything else is refused."""
+
+Listener = Callable[[State, State, Event], None]
+
+
+@dataclass(slots=True)
+class SessionMachine:
+    """One session's state; :meth:`fire` moves it or refuses."""
+
+    session: str
+    state: State = State.IDLE
+    refused: int = 0
+    """Events refused so far (also logged)."""
+    listeners: list[Listener] = field(default_factory=list)
+
+    def fire(self, event: Event) -> bool:
+        """Apply ``event``; False (state unchanged) when it makes no sense now."""
+        new = TRANSITIONS.get((self.state, event))
+        if new is None:
+            self.refused += 1
+            log.warning(
+                "impossible transition refused",
+                extra=kv(session=self.session, state=self.state.value, event=event.value),
+            )
+            return False
+        old, self.state = self.state, new
+        for listener in self.listeners:
+            listener(old, new, event)
+        return True
