@@ -42,16 +42,21 @@ LONG_TEXT = (
 )
 
 
+def write_broken_voice(folder: Path) -> None:
+    """A voice pack that lists weights that are not there."""
+    folder.mkdir(parents=True)
+    (folder / "metadata.yaml").write_text(
+        "model_id: broken-voice\nfamily: piper\nlanguage: en_US\nsample_rate: 22050\n"
+        "weights: {model: missing.onnx, config: missing.onnx.json}\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker and a tts_worker (Piper default, mock voice available); yields the inbox."""
     tmp = tmp_path_factory.mktemp("tts")
     broken = tmp / "voices" / "broken"
-    broken.mkdir(parents=True)
-    (broken / "metadata.yaml").write_text(
-        "model_id: broken-voice\nfamily: piper\nlanguage: en_US\nsample_rate: 22050\n"
-        "weights: {model: missing.onnx, config: missing.onnx.json}\n"
-    )
+    write_broken_voice(broken)
     ports = BrokerPorts.pick()
     topo = ports.topology(
         tmp,
@@ -248,11 +253,7 @@ def test_a_worker_whose_default_voice_cannot_load_never_registers(
     procs: Processes, tmp_path: Path
 ) -> None:
     broken = tmp_path / "voices" / "broken"
-    broken.mkdir(parents=True)
-    (broken / "metadata.yaml").write_text(
-        "model_id: broken-voice\nfamily: piper\nlanguage: en_US\nsample_rate: 22050\n"
-        "weights: {model: missing.onnx, config: missing.onnx.json}\n"
-    )
+    write_broken_voice(broken)
     ports = BrokerPorts.pick()
     topo = ports.topology(
         tmp_path,
