@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 
+import zmq
+
+from bus.client import BrokerClient
+from bus.curve import load_keypair, make_client
+from bus.envelope import encode
+from bus.schema import envelope_for
+from bus.schema.system import Ping
+from bus.topology import load_topology
 from tests.support import BrokerPorts, Processes, duplex, free_port, metric, wait_until
 
 
@@ -38,8 +47,6 @@ def status_ids(topology: Path, ports: BrokerPorts) -> set[str] | None:
     )
     if result.returncode != 0:
         return None
-    import json
-
     return {a["actor_id"] for a in json.loads(result.stdout)["actors"]}
 
 
@@ -80,3 +87,26 @@ def test_allowed_key_registers_and_unknown_key_is_refused(procs: Processes, tmp_
     # Without CURVE a client cannot even ask.
     plain = ports.topology(tmp_path)
     assert status_ids(plain, ports) is None
+
+    # Actor inboxes check the same allow-list: an allowed key gets a pong, the intruder's none.
+    with BrokerClient(ports.endpoint, curve_config=load_topology(good).broker.curve) as client:
+        (trusted,) = client.discover("loopback").actors
+    inbox = trusted.endpoints["inbox"]
+    assert trusted.public_key  # peers learn the inbox's server key from the registration
+
+    def ping_inbox(key_dir: Path, name: str) -> bool:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            sock = ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            make_client(
+                sock, load_keypair(key_dir / f"{name}.key_secret"), trusted.public_key.encode()
+            )
+            sock.connect(inbox)
+            sock.send_multipart(encode(envelope_for(Ping())))
+            return bool(sock.poll(1500, zmq.POLLIN))
+        finally:
+            ctx.destroy(linger=0)
+
+    assert ping_inbox(keys, "actor")
+    assert not ping_inbox(intruder_keys, "intruder")
