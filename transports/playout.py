@@ -1,0 +1,167 @@
+"""Bot audio out to one client, paced in real time against absolute deadlines.
+
+Frame ``n`` of a run goes out at ``start + n * 20 ms - lead``: the schedule never drifts the way
+chained sleeps do, and the small ``lead`` keeps the client's buffer fed. Utterances play whole
+and in order (frames of one never interleave with another's). ``pause`` holds the next frame,
+``resume`` re-anchors the schedule and carries on with it, ``flush`` drops an utterance's
+queued frames; each takes effect on the next frame. When frames do not arrive in time the
+schedule waits and counts an underrun, then re-anchors instead of bursting to catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+FRAME_S = 0.02
+
+
+@dataclass(slots=True)
+class _Utterance:
+    utterance_id: str
+    frames: deque[bytes] = field(default_factory=deque)
+    ended: str | None = None
+    """The end reason, once the producer has sent its last frame."""
+    played: int = 0
+
+
+@dataclass(slots=True)
+class PlayoutStats:
+    """What the listener got."""
+
+    frames: int = 0
+    underruns: int = 0
+    """Deadlines reached with the utterance unfinished and no frame to send."""
+    late: int = 0
+    """Frames sent more than one frame after their deadline (the loop was held up)."""
+
+
+SendFrame = Callable[[str, bytes], Awaitable[None]]
+"""Sends one frame of an utterance to the client."""
+OnUtterance = Callable[[str, str, int], Awaitable[None]]
+"""``(event, utterance_id, frames_played)``, event ``start`` or ``end:REASON``."""
+
+
+class Playout:
+    """One session's paced audio output; see the module docstring."""
+
+    def __init__(self, send: SendFrame, on_utterance: OnUtterance, lead_s: float = 0.04) -> None:
+        self.send = send
+        self.on_utterance = on_utterance
+        self.lead_s = lead_s
+        self.stats = PlayoutStats()
+        self.paused = False
+        self._queue: deque[_Utterance] = deque()
+        self._by_id: dict[str, _Utterance] = {}
+        self._wake = asyncio.Event()
+        """Set by anything that may let an idle loop send: frames, an end, control."""
+        self._control = asyncio.Event()
+        """Set by pause and flush: they cut a wait for a deadline short."""
+        self._anchor: float | None = None
+        self._sent_in_run = 0
+
+    # ------------------------------------------------------------------ producer side
+
+    def add_frame(self, utterance_id: str, frame: bytes) -> None:
+        """Queue the next frame of ``utterance_id`` (a new id starts a new utterance)."""
+        utterance = self._by_id.get(utterance_id)
+        if utterance is None:
+            utterance = self._by_id[utterance_id] = _Utterance(utterance_id)
+            self._queue.append(utterance)
+        if utterance.ended is None:
+            utterance.frames.append(frame)
+            self._wake.set()
+
+    def end(self, utterance_id: str, reason: str = "completed") -> None:
+        """No more frames will come for ``utterance_id``; it ends after those queued."""
+        utterance = self._by_id.get(utterance_id)
+        if utterance is None:
+            utterance = self._by_id[utterance_id] = _Utterance(utterance_id)
+            self._queue.append(utterance)
+        if utterance.ended is None:
+            utterance.ended = reason
+        self._wake.set()
+
+    # ------------------------------------------------------------------ control
+
+    def pause(self) -> None:
+        self.paused = True
+        self._control.set()
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._anchor = None  # the next frame starts a new run of deadlines
+            self._wake.set()
+
+    def flush(self, utterance_id: str | None = None, reason: str = "stopped") -> int:
+        """Drop the queued frames of one utterance (all, if None) and end it; returns how many
+        frames were dropped."""
+        dropped = 0
+        for utterance in list(self._queue):
+            if utterance_id is None or utterance.utterance_id == utterance_id:
+                dropped += len(utterance.frames)
+                utterance.frames.clear()
+                if utterance.ended is None or utterance.ended == "completed":
+                    utterance.ended = reason
+        self._wake.set()
+        self._control.set()
+        return dropped
+
+    def played(self, utterance_id: str) -> int:
+        """Frames of ``utterance_id`` sent so far (what the person has heard)."""
+        utterance = self._by_id.get(utterance_id)
+        return utterance.played if utterance is not None else 0
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Pace frames out until cancelled."""
+        while True:
+            utterance = self._queue[0] if self._queue else None
+            if utterance is None or self.paused or (not utterance.frames and not utterance.ended):
+                if utterance is not None and not self.paused and self._anchor is not None:
+                    self.stats.underruns += 1
+                    self._anchor = None  # re-anchor when frames come, do not burst
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if not utterance.frames:  # ended, all played
+                self._queue.popleft()
+                self._by_id.pop(utterance.utterance_id, None)
+                await self.on_utterance(
+                    f"end:{utterance.ended}", utterance.utterance_id, utterance.played
+                )
+                continue
+            if not await self._wait_for_deadline():
+                continue  # paused or flushed while waiting: the frame stays, or is gone
+            frame = utterance.frames.popleft()
+            if utterance.played == 0:
+                await self.on_utterance("start", utterance.utterance_id, 0)
+            await self.send(utterance.utterance_id, frame)
+            utterance.played += 1
+            self.stats.frames += 1
+
+    async def _wait_for_deadline(self) -> bool:
+        """Wait for the next frame's deadline; False if a pause or flush came first."""
+        now = time.monotonic()
+        if self._anchor is None:
+            self._anchor, self._sent_in_run = now, 0
+        deadline = self._anchor + self._sent_in_run * FRAME_S - self.lead_s
+        if deadline > now:
+            self._control.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._control.wait(), deadline - now)
+        elif now - deadline > FRAME_S:
+            self.stats.late += 1
+        if self.paused or self._flushed_head():
+            return False
+        self._sent_in_run += 1
+        return True
+
+    def _flushed_head(self) -> bool:
+        return bool(self._queue) and not self._queue[0].frames
