@@ -25,8 +25,10 @@ from bus.runtime import Actor, serve_actor
 from bus.topology import Topology, TopologyError, load_topology
 
 ACTORS: dict[str, str] = {
+    "gateway": "actors.gateway:Gateway",
     "loopback": "actors.loopback:Loopback",
     "router": "actors.router:Router",
+    "supervisor": "actors.supervisor:Supervisor",
     "tts_worker": "actors.tts_worker:TtsWorker",
 }
 """Actor kinds ``duplex run`` knows, as ``module:Class`` (imported only when run)."""
@@ -378,6 +380,66 @@ def _find_worker(topo: Topology, broker_endpoint: str | None, voice: str) -> str
     if not fits:
         return None
     return min(fits, key=lambda w: w.load).endpoints.get("inbox")
+
+
+@main.command()
+@click.option(
+    "--url",
+    default="ws://127.0.0.1:8080/ws",
+    show_default=True,
+    envvar="DUPLEX_URL",
+    help="The gateway's WebSocket URL.",
+)
+@click.option("--say", multiple=True, help="Speak this text, then exit (repeatable).")
+@click.option(
+    "--send-wav",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Stream this WAV as microphone audio in real time.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Save each bot utterance as a WAV in this folder.",
+)
+@click.option("--voice", default="", help="Voice id for this session.")
+@click.option(
+    "--audio-format",
+    type=click.Choice(["binary", "json"]),
+    default="binary",
+    show_default=True,
+    help="How the gateway sends audio.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON events.")
+def chat(
+    url: str,
+    say: tuple[str, ...],
+    send_wav: Path | None,
+    out_dir: Path | None,
+    voice: str,
+    audio_format: str,
+    as_json: bool,
+) -> None:
+    """Talk to a running Duplex over its WebSocket: type lines, or --say / --send-wav."""
+    import asyncio
+
+    from transports.chat import chat as run_chat
+
+    try:
+        code = asyncio.run(
+            run_chat(
+                url,
+                say=list(say),
+                send_wav=send_wav,
+                out_dir=out_dir,
+                as_json=as_json,
+                voice=voice,
+                audio_format=audio_format,
+            )
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from exc
+    sys.exit(code)
 
 
 @main.command()

@@ -15,6 +15,7 @@ counted and logged, never raised. Control messages are served before queued data
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import time
@@ -143,8 +144,11 @@ class Actor:
         self._reactor.poke()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        """Run ``coro`` as a task owned by the actor (cancelled on stop, failures logged)."""
-        task = asyncio.get_running_loop().create_task(coro)
+        """Run ``coro`` as a task owned by the actor (cancelled on stop, failures logged).
+        A handler that needs to wait for a request's reply does it in a spawned task."""
+        context = contextvars.copy_context()
+        context.run(_IN_HANDLER.set, False)
+        task = asyncio.get_running_loop().create_task(coro, context=context)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -169,6 +173,13 @@ class Actor:
 
         Raises :class:`PeerGone` for an unknown peer and :class:`Backpressure` when the peer's
         queue is full (it is not reading)."""
+        return self.send_nowait(peer_id, msg, session=session, reply_to=reply_to)
+
+    def send_nowait(
+        self, peer_id: str, msg: Message, *, session: str = "", reply_to: str = ""
+    ) -> str:
+        """:meth:`send` for callbacks that cannot await; it never blocks either way, and keeps
+        the order of everything sent to that peer."""
         env = envelope_for(msg, src=self.id, session=session, reply_to=reply_to)
         self._peers.send(peer_id, encode(env))
         self._count_sent(env.type)
@@ -207,7 +218,10 @@ class Actor:
 
         Raises :class:`PeerGone` if the peer is not registered or leaves while we wait,
         :class:`RequestTimeout` if no reply comes in time, :class:`RemoteError` for an error reply.
+        Not from inside a handler: the reply is read by the loop the handler holds up (that
+        would wait out the timeout every time); :meth:`spawn` a task for it instead.
         """
+        _refuse_in_handler()
         if self.registry.get(peer_id) is None:
             raise PeerGone(f"{peer_id} is not registered")
         env = envelope_for(msg, src=self.id, session=session)
@@ -222,6 +236,7 @@ class Actor:
 
     async def request_broker(self, msg: Message, *, timeout: float | None = None) -> Message:
         """Send a request to the broker and wait for its reply (see :meth:`request`)."""
+        _refuse_in_handler()
         env = envelope_for(msg, src=self.id)
         future = self._pending.expect(env.id, "broker")
         self.broker.send_envelope(env)
@@ -397,6 +412,7 @@ class Actor:
         if env.reply_to and self._pending.resolve(env.reply_to, msg):
             return
         started = time.perf_counter()
+        token = _IN_HANDLER.set(True)
         try:
             if not await self._handle_system(inbound):
                 await self.on_message(inbound)
@@ -407,6 +423,7 @@ class Actor:
                 # The asker learns at once rather than waiting out its timeout.
                 await self.reply(inbound, Error(code="INTERNAL", message=str(exc)[:1000]))
         finally:
+            _IN_HANDLER.reset(token)
             self.metrics.handle_seconds.observe(time.perf_counter() - started)
 
     async def _handle_system(self, inbound: Inbound) -> bool:
@@ -487,6 +504,18 @@ class Actor:
     def _count_sent(self, type_: str) -> None:
         self.stats["sent"] += 1
         self.metrics.count(self.metrics.sent, type_)
+
+
+_IN_HANDLER: contextvars.ContextVar[bool] = contextvars.ContextVar("in_handler", default=False)
+"""True while a message handler runs (tasks it spawns start with False)."""
+
+
+def _refuse_in_handler() -> None:
+    if _IN_HANDLER.get():
+        raise RuntimeError(
+            "request() from inside a message handler would wait out its timeout: the reply is "
+            "read by the same loop; run it in a task with Actor.spawn()"
+        )
 
 
 __all__ = ["Actor", "Inbound", "Via", "serve_actor"]

@@ -41,3 +41,41 @@ class StateChanged(Message):
     """New state, e.g. ``LISTENING``, ``SPEAKING``, ``BARGED_IN``."""
     previous: str = bounded(32, default="")
     """State before the transition."""
+
+
+@message
+class SessionText(Message):
+    """Gateway → supervisor: the client asked for this text to be spoken."""
+
+    TYPE: ClassVar[str] = "session.text"
+
+    text: str = bounded(8192)
+    voice: str = bounded(128, default="")
+    """The session's chosen voice; empty for the worker's default."""
+
+
+@message
+class PlayoutSpeak(Message):
+    """Supervisor → gateway: speak this utterance with this worker, into the session's playout."""
+
+    TYPE: ClassVar[str] = "playout.speak"
+
+    utterance_id: str = bounded(128)
+    text: str = bounded(8192)
+    worker_id: str = bounded(128)
+    voice: str = bounded(128, default="")
+
+
+@message
+class PlayoutEvent(Message):
+    """Gateway → supervisor: an utterance started or finished playing to the client."""
+
+    TYPE: ClassVar[str] = "playout.event"
+
+    utterance_id: str = bounded(128)
+    event: str = bounded(16)
+    """``started`` or ``ended``."""
+    reason: str = bounded(32, default="")
+    """For ``ended``: completed, stopped, barged_in or error."""
+    frames: int = 0
+    """Frames the person heard."""

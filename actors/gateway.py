@@ -1,0 +1,300 @@
+"""The gateway actor: the outside world's door. WebSocket clients (the protocol in DESIGN.md)
+and HTTP on one port (aiohttp), bot audio paced out in real time.
+
+Consumes from clients: the WebSocket protocol (``session_config``, ``text``, ``control``,
+``end``, binary microphone audio) and HTTP requests. On the bus it consumes ``session.state``,
+``playout.speak``, ``control.*``, ``session.closed`` and ``error`` from the supervisor, and
+``tts.frame`` / ``tts.end`` / ``error`` from TTS workers.
+Emits ``session.opened`` / ``session.text`` / ``control.*`` / ``playout.event`` /
+``session.closed`` to the supervisor; ``tts.start`` / ``tts.credit`` to workers (audio flows
+worker → gateway directly, against the credit the gateway's playout grants as it plays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from bus.errors import BusError
+from bus.inbound import Inbound, Via
+from bus.logs import kv
+from bus.runtime import Actor
+from bus.schema import Message
+from bus.schema.control import Pause, Resume, Stop
+from bus.schema.session import (
+    PlayoutEvent,
+    PlayoutSpeak,
+    SessionClosed,
+    SessionOpened,
+    SessionText,
+    StateChanged,
+)
+from bus.schema.system import Error, Ping
+from bus.schema.tts import TtsCredit, TtsEnd, TtsFrame, TtsStart
+from bus.topology import ActorConfig
+from transports.http_api import HttpApi
+from transports.playout import Playout
+from transports.ws_protocol import ClientError, parse_client_message
+from transports.ws_session import ClientSession
+
+LEAD_FRAMES = 10
+"""Credit a worker starts an utterance with: 200 ms ahead of playout."""
+STALL_S = 1.0
+"""No frame for this long while an utterance plays: ask the worker if it is alive."""
+
+
+@dataclass(slots=True)
+class Speaking:
+    """The utterance a session's worker is streaming."""
+
+    utterance_id: str
+    worker_id: str
+    text: str
+    last_frame: float = field(default_factory=time.monotonic)
+    ended: bool = False
+
+
+class Gateway(Actor):
+    """Terminates client connections; see the module docstring."""
+
+    def __init__(self, config: ActorConfig) -> None:
+        super().__init__(config)
+        self.http_host = str(config.settings.get("http_host", "127.0.0.1"))
+        self.http_port = int(config.settings.get("http_port", 8080))
+        self.max_text_chars = int(config.settings.get("max_text_chars", 2000))
+        self.clients: dict[str, ClientSession] = {}
+        self.speaking: dict[str, Speaking] = {}
+        self.http = HttpApi(self)
+        self._runner: web.AppRunner | None = None
+
+    async def on_start(self) -> None:
+        app = web.Application(client_max_size=256 * 1024)
+        app.router.add_get("/ws", self._websocket)
+        self.http.add_routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.http_host, self.http_port)
+        await site.start()
+        port = self._runner.addresses[0][1] if self._runner.addresses else self.http_port
+        self.http_port = int(port)
+        self.endpoints["ws"] = f"ws://{self.http_host}:{self.http_port}/ws"
+        self.spawn(self._watchdog())
+        self.log.info("gateway listening", extra=kv(url=self.endpoints["ws"]))
+
+    async def on_stop(self) -> None:
+        for client in list(self.clients.values()):
+            await client.end("shutdown")
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ------------------------------------------------------------------ clients
+
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=1024 * 1024, heartbeat=30)
+        await ws.prepare(request)
+        supervisors = self.registry.alive("supervisor")
+        client = ClientSession(os.urandom(8).hex(), ws, self)
+        client.playout = Playout(client.send_frame, self._utterance_event(client))
+        self.clients[client.session_id] = client
+        await client.send_json(client.session_start())
+        player = asyncio.get_running_loop().create_task(client.playout.run())
+        if not supervisors:
+            await client.error("NO_WORKER", "no session supervisor is running")
+        else:
+            client.supervisor = supervisors[0].actor_id
+            await self._to_supervisor(client, SessionOpened(transport="websocket", gateway=self.id))
+        try:
+            async for frame in ws:
+                await self._client_message(client, frame)
+        finally:
+            player.cancel()
+            self.clients.pop(client.session_id, None)
+            await self._stop_speaking(client.session_id)
+            await self._to_supervisor(client, SessionClosed(reason="client_closed"))
+        return ws
+
+    async def _client_message(self, client: ClientSession, frame: Any) -> None:
+        if not client.rate.allow(b"ws"):
+            await client.error("RATE_LIMITED", "too many messages; slow down")
+            return
+        try:
+            command = parse_client_message(frame, self.max_text_chars)
+        except ClientError as exc:
+            await client.error(exc.code, str(exc))
+            return
+        kind = command["type"]
+        if kind == "session_config":
+            client.configure(command)
+        elif kind == "text":
+            await self._to_supervisor(client, SessionText(text=command["text"], voice=client.voice))
+        elif kind == "control":
+            await self._client_control(client, command["command"])
+        elif kind == "end":
+            await client.end("client_end")
+        elif kind == "audio_in":
+            client.audio_in_bytes += len(command["pcm"])  # consumed by VAD/ASR (issue 5)
+
+    async def _client_control(self, client: ClientSession, command: str) -> None:
+        # Playout acts at once (the next frame); the supervisor then updates the session.
+        speaking = self.speaking.get(client.session_id)
+        if command == "PAUSE":
+            client.playout.pause()
+            await self._to_supervisor(client, Pause())
+        elif command == "RESUME":
+            client.playout.resume()
+            await self._to_supervisor(client, Resume())
+        else:
+            if speaking is not None:
+                client.playout.flush(speaking.utterance_id, reason="stopped")
+            await self._to_supervisor(client, Stop())
+
+    def _utterance_event(self, client: ClientSession) -> Any:
+        async def on_utterance(event: str, utterance_id: str, played: int) -> None:
+            speaking = self.speaking.get(client.session_id)
+            if event == "start":
+                text = speaking.text if speaking and speaking.utterance_id == utterance_id else ""
+                await client.send_json(
+                    {"type": "tts_start", "utterance_id": utterance_id, "text": text}
+                )
+                await self._to_supervisor(
+                    client, PlayoutEvent(utterance_id=utterance_id, event="started")
+                )
+                return
+            reason = event.removeprefix("end:")
+            await client.send_json(
+                {
+                    "type": "tts_end",
+                    "utterance_id": utterance_id,
+                    "reason": reason,
+                    "frames": played,
+                }
+            )
+            if speaking is not None and speaking.utterance_id == utterance_id:
+                self.speaking.pop(client.session_id, None)
+                if not speaking.ended:  # stopped here before the worker finished
+                    await self._send_quietly(
+                        speaking.worker_id, Stop(utterance_id=utterance_id), client.session_id
+                    )
+            await self._to_supervisor(
+                client,
+                PlayoutEvent(
+                    utterance_id=utterance_id, event="ended", reason=reason, frames=played
+                ),
+            )
+
+        return on_utterance
+
+    # ------------------------------------------------------------------ bus
+
+    async def on_message(self, inbound: Inbound) -> None:
+        msg, sid = inbound.message, inbound.env.session
+        if await self.http.on_message(inbound):
+            return
+        client = self.clients.get(sid)
+        if client is None:
+            return  # the session is gone; late messages are dropped
+        if isinstance(msg, TtsFrame):
+            speaking = self.speaking.get(sid)
+            if speaking is not None and speaking.utterance_id == msg.utterance_id:
+                speaking.last_frame = time.monotonic()
+                client.playout.add_frame(msg.utterance_id, msg.pcm)
+        elif isinstance(msg, TtsEnd):
+            speaking = self.speaking.get(sid)
+            if speaking is not None and speaking.utterance_id == msg.utterance_id:
+                speaking.ended = True
+                client.playout.end(msg.utterance_id, msg.reason.value)
+        elif isinstance(msg, PlayoutSpeak):
+            await self._speak(client, msg)
+        elif isinstance(msg, StateChanged):
+            await client.send_json({"type": "state", "state": msg.state})
+        elif isinstance(msg, Pause):
+            client.playout.pause()
+        elif isinstance(msg, Resume):
+            client.playout.resume()
+        elif isinstance(msg, SessionClosed):
+            await client.end(msg.reason)
+        elif isinstance(msg, Error):
+            code = msg.code if inbound.via is not Via.PEER else "SYNTHESIS_FAILED"
+            await client.error(
+                code if code != "UNSUPPORTED_TYPE" else "SYNTHESIS_FAILED", msg.message
+            )
+
+    async def _speak(self, client: ClientSession, msg: PlayoutSpeak) -> None:
+        await self._stop_speaking(client.session_id)
+        self.speaking[client.session_id] = Speaking(msg.utterance_id, msg.worker_id, msg.text)
+        start = TtsStart(
+            utterance_id=msg.utterance_id,
+            voice=msg.voice,
+            text=msg.text,
+            final=True,
+            credit=LEAD_FRAMES,
+        )
+        if not await self._send_quietly(msg.worker_id, start, client.session_id):
+            self._fail(client, msg.utterance_id)
+
+    def credit(self, client: ClientSession, utterance_id: str, frames: int) -> None:
+        """Playout sent ``frames`` frames: the worker may send as many more."""
+        speaking = self.speaking.get(client.session_id)
+        if speaking is not None and speaking.utterance_id == utterance_id and not speaking.ended:
+            self.spawn(
+                self._send_quietly(
+                    speaking.worker_id,
+                    TtsCredit(utterance_id=utterance_id, frames=frames),
+                    client.session_id,
+                )
+            )
+
+    async def _stop_speaking(self, sid: str) -> None:
+        speaking = self.speaking.pop(sid, None)
+        if speaking is not None and not speaking.ended:
+            await self._send_quietly(
+                speaking.worker_id, Stop(utterance_id=speaking.utterance_id), sid
+            )
+
+    def _fail(self, client: ClientSession, utterance_id: str) -> None:
+        speaking = self.speaking.get(client.session_id)
+        if speaking is not None and speaking.utterance_id == utterance_id:
+            speaking.ended = True
+        client.playout.end(utterance_id, "error")
+
+    async def _watchdog(self) -> None:
+        """A worker that died mid-utterance: the utterance ends with ``error`` within seconds."""
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for sid, speaking in list(self.speaking.items()):
+                client = self.clients.get(sid)
+                if client is None or speaking.ended or now - speaking.last_frame < STALL_S:
+                    continue
+                if client.playout.paused:
+                    speaking.last_frame = now
+                    continue
+                alive = self.registry.get(speaking.worker_id) is not None
+                if alive:
+                    try:
+                        await self.request(speaking.worker_id, Ping(), timeout=0.5)
+                        speaking.last_frame = time.monotonic()
+                        continue
+                    except BusError:
+                        pass
+                self.log.warning(
+                    "worker lost mid-utterance", extra=kv(session=sid, worker=speaking.worker_id)
+                )
+                self._fail(client, speaking.utterance_id)
+
+    async def _to_supervisor(self, client: ClientSession, msg: Message) -> None:
+        if client.supervisor:
+            await self._send_quietly(client.supervisor, msg, client.session_id)
+
+    async def _send_quietly(self, peer: str, msg: Message, sid: str) -> bool:
+        try:
+            await self.send(peer, msg, session=sid)
+        except BusError as exc:
+            self.log.warning("send failed", extra=kv(peer=peer, session=sid, error=str(exc)))
+            return False
+        return True
