@@ -1,0 +1,281 @@
+"""The whole text-to-speech path as a client sees it: real actor processes, real websockets,
+the real Piper voice; a second stack with two mock-voice workers for failover and timeouts."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from tests.support import (
+    BrokerPorts,
+    Processes,
+    free_port,
+    status,
+    transcribe,
+    wait_until,
+    word_error_rate,
+)
+
+
+class Stack:
+    def __init__(self, procs: Processes, tmp: Path, extra: str, actors: list[str]) -> None:
+        self.ports = BrokerPorts.pick()
+        self.http_port = free_port()
+        topo = self.ports.topology(
+            tmp,
+            extra=(
+                "actors:\n"
+                f"  gateway:\n    http_port: {self.http_port}\n    max_text_chars: 500\n" + extra
+            ),
+        )
+        self.procs = procs
+        self.topology = str(topo)
+        procs.duplex("broker", "--topology", self.topology, name="broker")
+        self.actors = {}
+        for actor in actors:
+            kind, _, actor_id = actor.partition(":")
+            self.actors[actor_id or kind] = procs.duplex(
+                "run", kind, "--topology", self.topology, "--id", actor_id or kind, name=actor
+            )
+        self.url = f"ws://127.0.0.1:{self.http_port}/ws"
+        self.http = f"http://127.0.0.1:{self.http_port}"
+
+    def ids(self) -> set[str]:
+        data = status(self.ports.endpoint) or {"actors": []}
+        return {a["actor_id"] for a in data["actors"]}
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            try:
+                return bool(urllib.request.urlopen(self.http + "/ready", timeout=2).status == 200)
+            except (urllib.error.URLError, ConnectionError):
+                return False
+
+        wait_until(ready, 90, "the stack to be ready")
+
+
+def receive(ws: ClientConnection, until: str, timeout: float = 30) -> list[Any]:
+    """Every message up to and including the first JSON event of type ``until``."""
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        message = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+        item = message if isinstance(message, bytes) else json.loads(message)
+        got.append((time.monotonic(), item))
+        if isinstance(item, dict) and item.get("type") == until:
+            return got
+
+
+def events(got: list[Any], kind: str) -> list[dict[str, Any]]:
+    return [m for _, m in got if isinstance(m, dict) and m.get("type") == kind]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    procs = Processes(tmp)
+    try:
+        s = Stack(procs, tmp, "", ["gateway", "supervisor", "router", "tts_worker"])
+        s.wait_ready()
+        yield s
+    finally:
+        procs.close()
+
+
+def test_a_client_following_the_contract_hears_paced_speech(stack: Stack) -> None:
+    text = "Good evening. The gateway paces every frame in real time."
+    with connect(stack.url) as ws:
+        start = json.loads(ws.recv(timeout=10))
+        assert start["type"] == "session_start" and start["protocol"] == 1
+        assert start["audio_out"] == {"sample_rate": 48000, "frame_ms": 20, "encoding": "pcm_s16le"}
+        ws.send(json.dumps({"type": "text", "text": text}))
+        got = receive(ws, "tts_end")
+    frames = [(t, m) for t, m in got if isinstance(m, bytes)]
+    (tts_start,) = events(got, "tts_start")
+    (tts_end,) = events(got, "tts_end")
+    assert tts_start["text"] == text and tts_end["utterance_id"] == tts_start["utterance_id"]
+    assert tts_end["reason"] == "completed" and tts_end["frames"] == len(frames) > 100
+    assert all(len(m) == 1920 for _, m in frames)
+    # Paced at real time: the frames arrive over about as long as they play.
+    span = frames[-1][0] - frames[0][0]
+    assert 0.8 * (len(frames) - 1) * 0.02 < span < 1.3 * (len(frames) - 1) * 0.02 + 0.3
+    assert [e["state"] for e in events(got, "state")][:2] == ["LISTENING", "SPEAKING"]
+    pcm = b"".join(m for _, m in frames)
+    assert word_error_rate(text, transcribe(pcm)) < 0.25
+
+
+def test_json_audio_mode_sends_base64_frames_with_contiguous_sequence(stack: Stack) -> None:
+    with connect(stack.url) as ws:
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"type": "session_config", "audio_format": "json"}))
+        ws.send(json.dumps({"type": "text", "text": "Clients of the older protocol still work."}))
+        got = receive(ws, "tts_end")
+    audio = events(got, "audio")
+    assert [a["sequence"] for a in audio] == list(range(len(audio)))
+    assert all(len(base64.b64decode(a["pcm"])) == 1920 for a in audio)
+    assert {(a["sample_rate"], a["frame_ms"]) for a in audio} == {(48000, 20)}
+    assert events(got, "tts_end")[0]["frames"] == len(audio) > 50
+
+
+def test_five_concurrent_sessions_each_get_only_their_own_audio(stack: Stack) -> None:
+    texts = [f"Session number {n} says {'hello ' * n}there." for n in range(1, 6)]
+    results: dict[int, list[Any]] = {}
+
+    def talk(n: int) -> None:
+        with connect(stack.url) as ws:
+            ws.recv(timeout=10)
+            ws.send(json.dumps({"type": "text", "text": texts[n]}))
+            results[n] = receive(ws, "tts_end", timeout=60)
+
+    threads = [threading.Thread(target=talk, args=(n,)) for n in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert sorted(results) == [0, 1, 2, 3, 4]
+    counts = []
+    for n, got in results.items():
+        (start,) = events(got, "tts_start")
+        (end,) = events(got, "tts_end")
+        frames = sum(1 for _, m in got if isinstance(m, bytes))
+        assert start["text"] == texts[n] and end["reason"] == "completed"
+        assert end["frames"] == frames
+        counts.append(frames)
+    assert counts == sorted(counts)  # longer text, more audio: nobody got another's frames
+
+
+def test_bad_input_gets_the_right_error_and_the_session_still_works(stack: Stack) -> None:
+    with connect(stack.url) as ws:
+        ws.recv(timeout=10)
+
+        def error_for(payload: str | bytes) -> str:
+            ws.send(payload)
+            (err,) = events(receive(ws, "error", timeout=10), "error")
+            return str(err["code"])
+
+        assert error_for("{not json") == "INVALID_MESSAGE"
+        assert error_for(json.dumps({"type": "dance"})) == "UNSUPPORTED_TYPE"
+        assert error_for(json.dumps({"type": "text", "text": "x" * 501})) == "TEXT_TOO_LONG"
+        assert error_for(json.dumps({"type": "text", "text": "   "})) == "INVALID_MESSAGE"
+        assert error_for(json.dumps({"type": "control", "command": "JUMP"})) == "INVALID_MESSAGE"
+        assert error_for(b"\x01\x02\x03") == "INVALID_MESSAGE"  # PCM needs whole samples
+        assert error_for(json.dumps({"type": "session_config", "audio_format": "mp3"})) == (
+            "INVALID_MESSAGE"
+        )
+        for _ in range(600):  # a flood: over the per-session message rate
+            ws.send(json.dumps({"type": "session_config"}))
+        limited = receive(ws, "error", timeout=10)
+        assert events(limited, "error")[0]["code"] == "RATE_LIMITED"
+        time.sleep(1.5)  # the bucket refills
+        while True:  # drain what the flood left
+            try:
+                ws.recv(timeout=0.3)
+            except TimeoutError:
+                break
+        ws.send(json.dumps({"type": "text", "text": "Still working."}))
+        got = receive(ws, "tts_end")
+        assert events(got, "tts_end")[0]["reason"] == "completed"
+
+
+def test_http_endpoints_answer_as_documented(stack: Stack) -> None:
+    def get(path: str) -> tuple[int, bytes, str]:
+        with urllib.request.urlopen(stack.http + path, timeout=10) as r:
+            return r.status, r.read(), r.headers.get("Content-Type", "")
+
+    assert json.loads(get("/health")[1])["status"] == "ok"
+    assert json.loads(get("/ready")[1])["ready"] is True
+    assert b"duplex_messages_received_total" in get("/metrics")[1]
+    voices = {v["id"]: v for v in json.loads(get("/v1/voices")[1])["voices"]}
+    assert voices["piper-en_US-joe-medium"]["resident"] and voices["mock-440hz"]["workers"] == 1
+    assert b"/ws" in get("/")[1]
+
+    def post(body: Any) -> tuple[int, bytes, str]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(stack.http + "/v1/synthesize", data=data, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                return r.status, r.read(), r.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as err:
+            return err.code, err.read(), err.headers.get("Content-Type", "")
+
+    code, body, kind = post({"text": "The web interface can speak as well.", "format": "wav"})
+    assert code == 200 and kind == "audio/wav"
+    with wave.open(io.BytesIO(body)) as wav:
+        assert (wav.getframerate(), wav.getnchannels()) == (48000, 1)
+        pcm = wav.readframes(wav.getnframes())
+    assert word_error_rate("The web interface can speak as well.", transcribe(pcm)) < 0.25
+    assert post(b"not json")[0] == 400
+    assert post({"text": "x" * 501})[0] == 413
+    code, body, _ = post({"text": "Hi.", "voice": "nobody"})
+    assert code in (400, 503) and json.loads(body)["error"]["code"] in (
+        "NO_WORKER",
+        "UNKNOWN_VOICE",
+    )
+
+
+def test_ready_is_503_without_a_worker(procs: Processes, tmp_path: Path) -> None:
+    s = Stack(procs, tmp_path, "", ["gateway", "supervisor", "router"])
+
+    def answer() -> tuple[int, dict[str, Any]] | None:
+        try:
+            urllib.request.urlopen(s.http + "/ready", timeout=2)
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+        except (urllib.error.URLError, ConnectionError):
+            return None
+        return 200, {}
+
+    code, body = wait_until(answer, 30, "the gateway to answer")
+    assert code == 503 and body["missing"] == ["tts_worker"]
+
+
+def test_killing_the_serving_worker_ends_the_utterance_within_3_s_and_the_next_works(
+    procs: Processes, tmp_path: Path
+) -> None:
+    extra = (
+        "  tts_worker:\n    default_voice: mock-440hz\n"
+        "  supervisor:\n    idle_timeout_s: 4\n  router:\n    ping_interval_s: 0.3\n"
+    )
+    s = Stack(
+        procs,
+        tmp_path,
+        extra,
+        ["gateway", "supervisor", "router", "tts_worker:w1", "tts_worker:w2"],
+    )
+    s.wait_ready()
+    wait_until(lambda: {"w1", "w2"} <= s.ids(), 30, "both workers")
+    with connect(s.url) as ws:
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"type": "text", "text": "A long tone. " * 30}))
+        receive(ws, "tts_start", timeout=15)
+        time.sleep(0.5)
+        busy = [
+            a
+            for a in (status(s.ports.endpoint) or {"actors": []})["actors"]
+            if a["kind"] == "tts_worker" and a["load"] > 0
+        ]
+        assert len(busy) == 1
+        os.kill(s.actors[busy[0]["actor_id"]].pid, signal.SIGKILL)
+        killed = time.monotonic()
+        got = receive(ws, "tts_end", timeout=10)
+        assert time.monotonic() - killed < 3.0
+        assert events(got, "tts_end")[0]["reason"] in ("error", "completed")
+        ws.send(json.dumps({"type": "text", "text": "The next one works."}))
+        got = receive(ws, "tts_end", timeout=15)
+        assert events(got, "tts_end")[0]["reason"] == "completed"
+        ended = receive(ws, "session_end", timeout=10)  # then nothing for 4 s: idle timeout
+        assert events(ended, "session_end")[0]["reason"] == "idle_timeout"
