@@ -61,6 +61,10 @@ class Selector:
     stale_after_failures: int = 2
     health: dict[str, Health] = field(default_factory=dict)
     affinity: dict[str, str] = field(default_factory=dict)
+    recent: dict[str, list[float]] = field(default_factory=dict)
+    """When each worker was last handed sessions: its published load lags by a registry
+    round trip, so a burst of requests must not all land on the worker that looked idlest."""
+    recent_s: float = 1.0
     _turn: itertools.count[int] = field(default_factory=itertools.count)
 
     def eligible(self, workers: list[Registration], request: RouteRequest) -> list[Registration]:
@@ -73,7 +77,7 @@ class Selector:
                 continue
             if not request.voice and request.language and request.language not in languages:
                 continue
-            if w.actor_id in request.exclude or w.load >= 1.0:
+            if w.actor_id in request.exclude or self.load(w) >= 1.0:
                 continue
             if self.health.get(w.actor_id, Health()).failures >= self.stale_after_failures:
                 continue
@@ -97,10 +101,19 @@ class Selector:
         elif self.strategy == "least_latency":
             worker = min(pool, key=lambda w: (self._latency(w), w.load))
         else:
-            worker = min(pool, key=lambda w: (w.load, self._latency(w)))
+            worker = min(pool, key=lambda w: (self.load(w), self._latency(w)))
         if session:
             self.affinity[session] = worker.actor_id
+        self.recent.setdefault(worker.actor_id, []).append(time.monotonic())
         return self._choice(worker, request, self.strategy)
+
+    def load(self, worker: Registration) -> float:
+        """Published load plus the sessions handed to it too recently to show in it."""
+        cutoff = time.monotonic() - self.recent_s
+        recent = [t for t in self.recent.get(worker.actor_id, ()) if t > cutoff]
+        self.recent[worker.actor_id] = recent
+        streams = max(1, int(worker.capabilities.get("max_streams", 8)))
+        return worker.load + len(recent) / streams
 
     def forget_worker(self, worker_id: str) -> None:
         """A worker left: its sessions route afresh."""

@@ -14,6 +14,7 @@ Registers its voices, languages and resident models, and its load (active stream
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,9 @@ class WorkerSettings:
     """Frames sent before the consumer grants credit, when it names none (1 s)."""
     max_credit: int = 500
     """Most frames a worker runs ahead of playout (10 s)."""
+    nice: int = 0
+    """Lower the worker's CPU priority by this much (0..19): synthesis runs ahead of playout,
+    so it can yield the CPU to the gateway's real-time pacing on a shared machine."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -130,6 +134,8 @@ class TtsWorker(Actor):
         }
 
     async def on_start(self) -> None:
+        if self.settings.nice:
+            os.nice(max(0, min(19, self.settings.nice)))
         await self.models.start()  # a broken default voice stops the worker unregistered
         self.resident_models = tuple(self.models.resident)
         self.spawn(self._evict_loop())

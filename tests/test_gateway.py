@@ -23,6 +23,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.support import (
     BrokerPorts,
     Processes,
+    duplex,
     free_port,
     status,
     transcribe,
@@ -279,3 +280,23 @@ def test_killing_the_serving_worker_ends_the_utterance_within_3_s_and_the_next_w
         assert events(got, "tts_end")[0]["reason"] == "completed"
         ended = receive(ws, "session_end", timeout=10)  # then nothing for 4 s: idle timeout
         assert events(ended, "session_end")[0]["reason"] == "idle_timeout"
+
+
+def test_duplex_chat_speaks_saves_utterances_and_streams_a_wav(
+    stack: Stack, tmp_path: Path
+) -> None:
+    out = tmp_path / "utterances"
+    result = duplex(
+        "chat", "--url", stack.url, "--say", "Thank you for calling.", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(
+        line.startswith("done") and "completed" in line and "first audio" in line for line in lines
+    ), lines
+    (saved,) = out.glob("*.wav")
+    assert word_error_rate("Thank you for calling.", transcribe(saved)) < 0.25
+    streamed = duplex("chat", "--url", stack.url, "--send-wav", str(saved), "--json")
+    assert streamed.returncode == 0, streamed.stderr
+    kinds = [json.loads(line)["type"] for line in streamed.stdout.splitlines()]
+    assert kinds[0] == "session_start" and "error" not in kinds

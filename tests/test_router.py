@@ -50,7 +50,7 @@ def test_resident_first_then_least_loaded_and_affinity_until_the_worker_leaves()
     first = sel.choose(workers, RouteRequest(), "s1")
     assert first is not None and first.worker.actor_id == "c" and first.resident
     assert first.voice == "joe" and first.reason == "least_loaded"
-    workers[2] = worker("c", load=0.9)
+    workers[2] = worker("c", load=0.8)  # plus the session just handed to it: still < 1
     again = sel.choose(workers, RouteRequest(), "s1")
     assert again is not None and again.worker.actor_id == "c" and again.reason == "affinity"
     sel.forget_worker("c")
@@ -133,3 +133,11 @@ def _assigned(msg: RouteAssignment | Error, not_worker: str = "") -> RouteAssign
     if isinstance(msg, RouteAssignment) and msg.worker_id != not_worker:
         return msg
     return None
+
+
+def test_a_burst_of_requests_spreads_before_published_loads_catch_up() -> None:
+    sel = Selector()
+    workers = [worker("a"), worker("b")]  # both report load 0: the burst outruns the registry
+    picks = [sel.choose(workers, RouteRequest(), f"s{i}") for i in range(10)]
+    chosen = [p.worker.actor_id for p in picks if p]
+    assert chosen.count("a") == chosen.count("b") == 5

@@ -40,7 +40,7 @@ on a 2-core CPU, where a whole 100-character sentence takes 300-400 ms (scripts/
 A voice pack may set its own with ``params.first_unit_phonemes``."""
 MAX_UNIT_PHONEMES = 200
 """Longest unit rendered in one inference (about 12 s of speech)."""
-GROWTH = (36, 100)
+GROWTH = (20, 48, 100)
 """Limits of the units after the first: a unit renders in about a tenth of the time its
 predecessor plays, under one stream; three times as long leaves room for several streams."""
 MIN_TAIL_PHONEMES = 6

@@ -1,0 +1,282 @@
+"""End-to-end benchmark at the WebSocket client: first audio, frame pacing under 1/5/10
+concurrent sessions, PAUSE/STOP → last frame.
+
+Prints one JSON object on stdout; progress goes to stderr. Starts its own stack (broker,
+gateway, supervisor, router, two Piper TTS workers) on free loopback ports.
+
+- First audio: ``text`` sent → first binary frame received, new text every trial (the phrase
+  cache never answers).
+- Pacing: inter-arrival time of consecutive frames of one utterance; jitter is
+  ``|interval - 20 ms|``. Each session is played by a simulated client with a 60 ms jitter
+  buffer: a frame is late when it arrives after its playout time; each time the buffer runs
+  dry is an underrun (the client re-buffers, and the count restarts from there). All clients
+  run in this one process.
+- Control: PAUSE or STOP sent 1 s into an utterance → the last frame that still arrives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = [
+    "seven",
+    "twelve",
+    "forty",
+    "ninety",
+    "three",
+    "sixty",
+    "eighteen",
+    "fifty",
+    "eleven",
+    "thirty",
+    "nine",
+    "twenty",
+    "eighty",
+    "fifteen",
+    "seventy",
+    "four",
+    "sixteen",
+    "two",
+    "nineteen",
+    "thirteen",
+    "five",
+    "six",
+    "eight",
+    "ten",
+    "fourteen",
+    "one",
+]
+
+
+def log(msg: str) -> None:
+    print(f"bench_e2e: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    v = [x * 1000 for x in values] or [0.0]
+    return {
+        "p50_ms": round(pct(v, 50), 1),
+        "p95_ms": round(pct(v, 95), 1),
+        "max_ms": round(max(v), 1),
+        "samples": len(values),
+    }
+
+
+class Stack:
+    def __init__(self, workers: int, voice: str) -> None:
+        self.http_port = free_port()
+        self.topology = Path(f"/tmp/bench_e2e_{os.getpid()}.yaml")
+        self.topology.write_text(
+            f"broker:\n  control: tcp://127.0.0.1:{free_port()}\n"
+            f"  events_in: tcp://127.0.0.1:{free_port()}\n"
+            f"  events_out: tcp://127.0.0.1:{free_port()}\n  metrics_port: null\n"
+            "defaults:\n  metrics_port: null\n"
+            f"actors:\n  gateway:\n    http_port: {self.http_port}\n"
+            f"  tts_worker:\n    default_voice: {voice}\n    max_streams: 8\n    nice: 5\n"
+        )
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.workers = workers
+
+    def start(self) -> str:
+        kinds = [["broker"], ["run", "gateway"], ["run", "supervisor"], ["run", "router"]]
+        kinds += [["run", "tts_worker"]] * self.workers
+        for args in kinds:
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "actors.cli",
+                        *args,
+                        "--topology",
+                        str(self.topology),
+                        "--log-level",
+                        "warning",
+                    ],
+                    cwd=ROOT,
+                )
+            )
+        deadline = time.monotonic() + 120
+        url = f"http://127.0.0.1:{self.http_port}/ready"
+        while time.monotonic() < deadline:
+            try:
+                body = json.loads(urllib.request.urlopen(url, timeout=1).read())
+                if body.get("tts_workers") == self.workers:
+                    return f"ws://127.0.0.1:{self.http_port}/ws"
+            except (urllib.error.URLError, ConnectionError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise SystemExit("bench_e2e: the stack did not become ready")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.topology.unlink(missing_ok=True)
+
+
+async def utterance(
+    url: str, text: str, control: str = "", control_after_s: float = 1.0
+) -> dict[str, Any]:
+    """Speak ``text`` in a new session; arrival times of its frames, and control timing."""
+    async with websockets.connect(url, max_size=2**21) as ws:
+        await ws.recv()  # session_start
+        sent = time.monotonic()
+        await ws.send(json.dumps({"type": "text", "text": text}))
+        arrivals: list[float] = []
+        control_at = 0.0
+        while True:
+            timeout = 0.5 if control_at else 30
+            try:
+                message = await asyncio.wait_for(ws.recv(), timeout)
+            except TimeoutError:
+                break  # after a PAUSE: no more frames
+            now = time.monotonic()
+            if isinstance(message, bytes):
+                arrivals.append(now)
+                if control and not control_at and now - arrivals[0] >= control_after_s:
+                    await ws.send(json.dumps({"type": "control", "command": control}))
+                    control_at = time.monotonic()
+            elif json.loads(message).get("type") == "tts_end":
+                break
+        after = [t for t in arrivals if control_at and t > control_at]
+        return {
+            "first_audio_s": arrivals[0] - sent if arrivals else None,
+            "arrivals": arrivals,
+            "control_to_last_s": (after[-1] - control_at) if after else 0.0,
+        }
+
+
+def pacing(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    jitter, late, underruns, frames = [], 0, 0, 0
+    for run in runs:
+        times = run["arrivals"]
+        frames += len(times)
+        start = times[0] + 0.06 if times else 0.0  # playout begins after a 60 ms buffer
+        for i in range(1, len(times)):
+            jitter.append(abs(times[i] - times[i - 1] - 0.02))
+            due = start + i * 0.02
+            if times[i] > due:
+                late += 1
+                if times[i] > due + 0.02:  # a whole frame of silence: the buffer ran dry
+                    underruns += 1
+                    start = times[i] + 0.06 - i * 0.02
+    return {
+        "jitter": ms(jitter),
+        "frames": frames,
+        "late_frames": late,
+        "underruns": underruns,
+        "sessions_with_audio": sum(1 for r in runs if r["arrivals"]),
+    }
+
+
+async def run_all(url: str, trials: int, sessions: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    await utterance(url, "Warm up the stack.")
+    firsts = []
+    for i in range(trials):
+        run = await utterance(url, f"{WORDS[i % len(WORDS)]} {i} is the number you asked for.")
+        firsts.append(run["first_audio_s"])
+    out["first_audio"] = ms([f for f in firsts if f is not None])
+    log(f"first audio p95 {out['first_audio']['p95_ms']} ms")
+    out["pacing"] = {}
+    for count in sessions:
+        texts = [
+            f"Session {WORDS[(i + count) % len(WORDS)]} {count} reads a sentence long enough "
+            "to measure how evenly its frames arrive at the client."
+            for i in range(count)
+        ]
+        runs = await asyncio.gather(*(utterance(url, t) for t in texts))
+        out["pacing"][str(count)] = pacing(list(runs))
+        log(
+            f"{count} sessions: jitter p95 {out['pacing'][str(count)]['jitter']['p95_ms']} ms, "
+            f"{out['pacing'][str(count)]['underruns']} underruns"
+        )
+    for command in ("PAUSE", "STOP"):
+        lat = []
+        for i in range(max(3, trials // 2)):
+            run = await utterance(
+                url,
+                f"{WORDS[i]} {command} test. This sentence keeps talking "
+                "for a while so that the control lands in the middle of it.",
+                control=command,
+            )
+            lat.append(run["control_to_last_s"])
+        out[f"{command.lower()}_to_last_frame"] = ms(lat)
+        log(f"{command} -> last frame p95 {out[f'{command.lower()}_to_last_frame']['p95_ms']} ms")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--voice", default="piper-en_US-joe-medium")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="small run (CI smoke test)")
+    args = parser.parse_args()
+    sessions = [1, 5, 10]
+    if args.quick:
+        args.trials, sessions, args.workers = 3, [1, 2], 1
+    stack = Stack(args.workers, args.voice)
+    try:
+        url = stack.start()
+        log(f"stack up at {url} with {args.workers} worker(s)")
+        result = asyncio.run(run_all(url, args.trials, sessions))
+    finally:
+        stack.close()
+    ten = result["pacing"].get("10", {})
+    result = {
+        "benchmark": "bench_e2e",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "voice": args.voice,
+        "workers": args.workers,
+        **result,
+    }
+    result["targets"] = {
+        "first_audio_p95_le_200ms": result["first_audio"]["p95_ms"] <= 200,
+        "jitter_p95_le_5ms_no_underruns_at_10": bool(ten)
+        and ten["jitter"]["p95_ms"] <= 5
+        and ten["underruns"] == 0,
+        "pause_p95_le_30ms": result["pause_to_last_frame"]["p95_ms"] <= 30,
+        "stop_p95_le_30ms": result["stop_to_last_frame"]["p95_ms"] <= 30,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

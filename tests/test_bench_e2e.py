@@ -1,0 +1,35 @@
+"""scripts/bench_e2e runs end to end and reports every figure it promises (small run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.support import ROOT
+
+
+def test_bench_e2e_quick_run_prints_all_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_e2e.py"), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=115,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["first_audio"]["samples"] == 3
+    assert 0 < data["first_audio"]["p50_ms"] < 5000
+    for count in ("1", "2"):
+        run = data["pacing"][count]
+        assert run["sessions_with_audio"] == int(count) and run["frames"] > 50
+        assert 0 <= run["jitter"]["p95_ms"] < 100
+    for command in ("pause_to_last_frame", "stop_to_last_frame"):
+        assert data[command]["samples"] == 3 and data[command]["p95_ms"] < 1000
+    assert set(data["targets"]) == {
+        "first_audio_p95_le_200ms",
+        "jitter_p95_le_5ms_no_underruns_at_10",
+        "pause_p95_le_30ms",
+        "stop_p95_le_30ms",
+    }
