@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from adapters.tts.base import FrameSlicer, Renderer, SynthesisOptions, TtsEngine
 from adapters.tts.text import SentenceBuffer, TextError, check_text
@@ -21,11 +24,52 @@ from bus.schema import Message
 from bus.schema.tts import EndReason, TtsEnd, TtsFrame
 
 Send = Callable[[Message], Awaitable[bool]]
+T = TypeVar("T")
 
 MAX_AHEAD_S = 3.0
 """Rendered audio the producer may hold unsent before it waits (bounds memory per utterance;
 enough that the next unit is ready before the audio runs out)."""
-MAX_AHEAD_BYTES = int(MAX_AHEAD_S * 48_000) * 2
+BYTES_PER_SECOND = 48_000 * 2
+MAX_AHEAD_BYTES = int(MAX_AHEAD_S * BYTES_PER_SECOND)
+
+
+class RenderScheduler:
+    """A worker's renders, most urgent first: the utterance whose rendered audio runs out
+    soonest renders next (a new utterance's first unit is the most urgent of all). At most
+    ``slots`` renders run at once; ONNX Runtime already spreads one over the cores, and ten
+    renders sharing two cores would all finish late instead of one finishing in time."""
+
+    def __init__(self, slots: int = 1) -> None:
+        self._free = slots
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def run(self, deadline: float, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a thread once its turn comes; ``deadline`` (monotonic seconds) is
+        when its utterance would fall silent without it."""
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+        else:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (deadline, next(self._order), turn))
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # the slot was just handed to us: pass it on
+                raise
+        try:
+            return await asyncio.to_thread(fn, *args)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free += 1
 
 
 class ConsumerGone(Exception):
@@ -47,9 +91,11 @@ class Utterance:
         *,
         credit: int,
         max_credit: int,
+        scheduler: RenderScheduler | None = None,
     ) -> None:
         self.utterance_id = utterance_id
         self.options = options
+        self.scheduler = scheduler or RenderScheduler()
         self.credit = min(credit, max_credit)
         self.max_credit = max_credit
         self.frames = 0
@@ -181,7 +227,8 @@ class Utterance:
                     self._room.clear()
                     await self._room.wait()
                 await self._running.wait()
-                pcm = await asyncio.to_thread(renderer.render, unit)
+                runs_out = time.monotonic() + self._ahead_bytes / BYTES_PER_SECOND
+                pcm = await self.scheduler.run(runs_out, renderer.render, unit)
                 self._ahead_bytes += len(pcm)
                 await self._pcm.put(pcm)
         tail = await asyncio.to_thread(renderer.finish)

@@ -21,7 +21,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from actors.tts_utterance import Utterance
+from actors.tts_utterance import RenderScheduler, Utterance
 from adapters.tts.base import SynthesisOptions, TtsEngine
 from adapters.tts.manager import ModelCapacityError, ModelInUse, ModelManager
 from adapters.tts.text import TextError
@@ -63,6 +63,8 @@ class WorkerSettings:
     """Frames sent before the consumer grants credit, when it names none (1 s)."""
     max_credit: int = 500
     """Most frames a worker runs ahead of playout (10 s)."""
+    render_slots: int = 1
+    """Renders at once across all utterances, most urgent first (see RenderScheduler)."""
     nice: int = 0
     """Lower the worker's CPU priority by this much (0..19): synthesis runs ahead of playout,
     so it can yield the CPU to the gateway's real-time pacing on a shared machine."""
@@ -125,6 +127,7 @@ class TtsWorker(Actor):
             on_change=self._models_changed,
         )
         self.utterances: dict[tuple[str, str], Utterance] = {}
+        self.scheduler = RenderScheduler(max(1, self.settings.render_slots))
         self.tts_metrics = TtsMetrics(self.metrics.registry)
         self.capabilities = {
             "voices": sorted(voices),
@@ -202,6 +205,7 @@ class TtsWorker(Actor):
             send,
             credit=msg.credit or self.settings.default_credit,
             max_credit=self.settings.max_credit,
+            scheduler=self.scheduler,
         )
         try:
             utterance.feed(msg.text, msg.final)

@@ -86,3 +86,34 @@ def test_renderer_joins_units_without_clicks_and_slices_exact_frames(tmp_path) -
     assert np.abs(audio).max() <= 0.99 and np.abs(audio).max() > 0.8 * level
     # Steps of 2 x 0.25 between units become ramps: no sample-to-sample jump near the step.
     assert np.abs(np.diff(audio)).max() < 0.05
+
+
+def test_render_scheduler_runs_the_most_urgent_render_first() -> None:
+    import asyncio
+    import threading
+
+    from actors.tts_utterance import RenderScheduler
+
+    async def body() -> list[str]:
+        scheduler = RenderScheduler(slots=1)
+        order: list[str] = []
+        gate = threading.Event()
+
+        def render(name: str) -> str:
+            if name == "busy":
+                gate.wait(5)
+            order.append(name)
+            return name
+
+        busy = asyncio.create_task(scheduler.run(0.0, render, "busy"))
+        await asyncio.sleep(0.05)  # "busy" holds the only slot
+        later = [
+            asyncio.create_task(scheduler.run(d, render, n))
+            for d, n in ((30.0, "relaxed"), (10.0, "soon"), (20.0, "middle"))
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(busy, *later)
+        return order
+
+    assert asyncio.run(asyncio.wait_for(body(), 10)) == ["busy", "soon", "middle", "relaxed"]
