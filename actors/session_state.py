@@ -95,12 +95,16 @@ class SessionMachine:
     refused: int = 0
     """Events refused so far (also logged)."""
     listeners: list[Listener] = field(default_factory=list)
+    on_refused: Callable[[], None] | None = None
+    """Called for every refused event (the supervisor counts them in Prometheus)."""
 
     def fire(self, event: Event) -> bool:
         """Apply ``event``; False (state unchanged) when it makes no sense now."""
         new = TRANSITIONS.get((self.state, event))
         if new is None:
             self.refused += 1
+            if self.on_refused is not None:
+                self.on_refused()
             log.warning(
                 "impossible transition refused",
                 extra=kv(session=self.session, state=self.state.value, event=event.value),

@@ -19,6 +19,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter
+
 from actors.session_state import Event, SessionMachine, State
 from bus.errors import BusError, RemoteError
 from bus.inbound import Inbound
@@ -69,6 +71,11 @@ class Supervisor(Actor):
         self.idle_timeout_s = float(config.settings.get("idle_timeout_s", 300))
         self.max_duration_s = float(config.settings.get("max_duration_s", 3600))
         self.sessions: dict[str, Session] = {}
+        self.refused = Counter(
+            "duplex_session_transitions_refused_total",
+            "Session events that made no sense in the session's state (logged, then ignored)",
+            registry=self.metrics.registry,
+        )
 
     async def on_start(self) -> None:
         self.spawn(self._expire_loop())
@@ -99,7 +106,7 @@ class Supervisor(Actor):
     async def _open(self, sid: str, gateway: str) -> None:
         if sid in self.sessions:
             return
-        machine = SessionMachine(sid)
+        machine = SessionMachine(sid, on_refused=self.refused.inc)
         session = self.sessions[sid] = Session(sid, gateway, machine)
         machine.listeners.append(
             lambda old, new, _event: self._tell_now(

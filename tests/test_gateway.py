@@ -300,3 +300,40 @@ def test_duplex_chat_speaks_saves_utterances_and_streams_a_wav(
     assert streamed.returncode == 0, streamed.stderr
     kinds = [json.loads(line)["type"] for line in streamed.stdout.splitlines()]
     assert kinds[0] == "session_start" and "error" not in kinds
+
+
+def test_client_pause_resume_and_stop_control_playout(stack: Stack) -> None:
+    text = "This sentence is long enough to pause in the middle, resume, and then stop it."
+    with connect(stack.url) as ws:
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"type": "text", "text": text}))
+        got = receive(ws, "tts_start")
+        frames = 0
+        while frames < 25:
+            if isinstance(ws.recv(timeout=10), bytes):
+                frames += 1
+        ws.send(json.dumps({"type": "control", "command": "PAUSE"}))
+        paused = time.monotonic()
+        during: list[float] = []
+        while time.monotonic() - paused < 0.6:
+            try:
+                message = ws.recv(timeout=0.1)
+            except TimeoutError:
+                continue
+            if isinstance(message, bytes):
+                during.append(time.monotonic() - paused)
+            elif json.loads(message).get("type") == "state":
+                assert json.loads(message)["state"] == "PAUSED"
+        assert all(t < 0.1 for t in during), during  # only what was already on its way
+        ws.send(json.dumps({"type": "control", "command": "RESUME"}))
+        resumed = 0
+        while resumed < 10:
+            if isinstance(ws.recv(timeout=5), bytes):
+                resumed += 1
+        ws.send(json.dumps({"type": "control", "command": "STOP"}))
+        got = receive(ws, "tts_end")
+        (end,) = events(got, "tts_end")
+        assert end["reason"] == "stopped"
+        assert end["frames"] >= 25 + len(during) + 10
+        ws.send(json.dumps({"type": "text", "text": "After a stop, the next text plays."}))
+        assert events(receive(ws, "tts_end"), "tts_end")[0]["reason"] == "completed"
