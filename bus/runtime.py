@@ -175,6 +175,16 @@ class Actor:
         queue is full (it is not reading)."""
         return self.send_nowait(peer_id, msg, session=session, reply_to=reply_to)
 
+    async def send_or_warn(self, peer_id: str, msg: Message, session: str = "") -> bool:
+        """:meth:`send`, logging a warning instead of raising when the peer is gone or not
+        reading; True if it was sent."""
+        try:
+            self.send_nowait(peer_id, msg, session=session)
+        except BusError as exc:
+            self.log.warning("send failed", extra=kv(peer=peer_id, session=session, error=str(exc)))
+            return False
+        return True
+
     def send_nowait(
         self, peer_id: str, msg: Message, *, session: str = "", reply_to: str = ""
     ) -> str:

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,33 +40,17 @@ from bus.runtime import Actor, Inbound, Via  # noqa: E402
 from bus.schema.audio import AudioFrame  # noqa: E402
 from bus.topology import ActorConfig  # noqa: E402
 
-FRAME = bytes(1920)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import free_port, progress, summary  # noqa: E402
 
-
-def log(msg: str) -> None:
-    print(f"bench_bus: {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+log = progress("bench_bus")
 
 
 def summary_us(samples_ns: list[int]) -> dict[str, float]:
-    us = [s / 1000 for s in samples_ns]
-    return {
-        "p50_us": round(percentile(us, 50), 1),
-        "p99_us": round(percentile(us, 99), 1),
-        "max_us": round(max(us), 1),
-        "samples": len(us),
-    }
+    return summary(samples_ns, unit="us", scale=1e-3, quantiles=(50, 99))
+
+
+FRAME = bytes(1920)
 
 
 class Stack:

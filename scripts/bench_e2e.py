@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import free_port, progress
+from benchkit import summary as ms
+
+log = progress("bench_e2e")
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = [
@@ -62,31 +67,6 @@ WORDS = [
     "fourteen",
     "one",
 ]
-
-
-def log(msg: str) -> None:
-    print(f"bench_e2e: {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def ms(values: list[float]) -> dict[str, float]:
-    v = [x * 1000 for x in values] or [0.0]
-    return {
-        "p50_ms": round(pct(v, 50), 1),
-        "p95_ms": round(pct(v, 95), 1),
-        "max_ms": round(max(v), 1),
-        "samples": len(values),
-    }
 
 
 class Stack:

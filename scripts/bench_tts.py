@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,16 @@ from bus.errors import BusError  # noqa: E402
 from bus.schema.control import Pause, Stop  # noqa: E402
 from bus.schema.tts import TtsCredit, TtsEnd, TtsFrame  # noqa: E402
 from transports.tts_client import TtsClient  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import free_port, progress, summary  # noqa: E402
+
+log = progress("bench_tts")
+
+
+def ms_summary(seconds: list[float]) -> dict[str, float]:
+    return summary(seconds, count_key="trials")
+
 
 NUMBERS = [
     "seven",
@@ -88,31 +97,6 @@ PARAGRAPH = (
     "arrived, and the ticking clocks made everyone feel calm and safe."
 )
 """Every sentence starts with {n}: no two streams share a unit, so the phrase cache never helps."""
-
-
-def log(msg: str) -> None:
-    print(f"bench_tts: {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def ms_summary(seconds: list[float]) -> dict[str, float]:
-    ms = [s * 1000 for s in seconds]
-    return {
-        "p50_ms": round(pct(ms, 50), 1),
-        "p95_ms": round(pct(ms, 95), 1),
-        "max_ms": round(max(ms), 1),
-        "trials": len(ms),
-    }
 
 
 class Stack:

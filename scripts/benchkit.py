@@ -1,0 +1,45 @@
+"""Small helpers the benchmarks share: free ports, percentiles, summaries, progress lines."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable, Sequence
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def summary(
+    values: Sequence[float],
+    *,
+    unit: str = "ms",
+    scale: float = 1000.0,
+    quantiles: tuple[int, ...] = (50, 95),
+    count_key: str = "samples",
+) -> dict[str, float]:
+    """``{"p50_ms": ..., "p95_ms": ..., "max_ms": ..., "samples": n}`` of ``values`` x ``scale``."""
+    scaled = [v * scale for v in values] or [0.0]
+    out = {f"p{q}_{unit}": round(percentile(scaled, q), 1) for q in quantiles}
+    out[f"max_{unit}"] = round(max(scaled), 1)
+    out[count_key] = len(values)
+    return out
+
+
+def progress(name: str) -> Callable[[str], None]:
+    """A function printing ``name: message`` progress lines on stderr."""
+
+    def log(message: str) -> None:
+        print(f"{name}: {message}", file=sys.stderr, flush=True)
+
+    return log
