@@ -133,7 +133,8 @@ def test_json_audio_mode_sends_base64_frames_with_contiguous_sequence(stack: Sta
 
 
 def test_five_concurrent_sessions_each_get_only_their_own_audio(stack: Stack) -> None:
-    texts = [f"Session number {n} says {'hello ' * n}there." for n in range(1, 6)]
+    # Each text is two sentences longer than the last: about a second more audio each.
+    texts = [f"Session {n}." + " Here is one more sentence." * (2 * n) for n in range(1, 6)]
     results: dict[int, list[Any]] = {}
 
     def talk(n: int) -> None:
