@@ -62,12 +62,8 @@ class BrokerClient(DealerClient):
         super().__init__(endpoint, timeout_s=timeout_s)
         self._curve: tuple[curve.KeyPair, bytes] | None = None
         if curve_config is not None and curve_config.enabled:
-            keys = curve.load_keypair(
-                curve_config.keys_dir / f"{curve_config.actor_key}.key_secret"
-            )
-            server = curve.load_public_key(curve_config.keys_dir / f"{curve_config.broker_key}.key")
-            self._curve = (keys, server)
-            curve.make_client(self.sock, keys, server)
+            self._curve = curve.actor_keys(curve_config)
+            curve.make_client(self.sock, *self._curve)
         self.sock.connect(endpoint)
 
     def request(self, msg: Message) -> Message:

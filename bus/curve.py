@@ -18,6 +18,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from bus.logs import kv
+from bus.topology import CurveConfig
 
 log = logging.getLogger("duplex.curve")
 
@@ -54,6 +55,12 @@ def load_public_key(key_file: Path) -> bytes:
         raise FileNotFoundError(f"CURVE public key file not found: {key_file}")
     public, _ = zmq.auth.load_certificate(str(key_file))
     return public
+
+
+def actor_keys(config: CurveConfig) -> tuple[KeyPair, bytes]:
+    """An actor's own key pair and the broker's public key, as ``config`` names them."""
+    keys = load_keypair(config.keys_dir / f"{config.actor_key}.key_secret")
+    return keys, load_public_key(config.keys_dir / f"{config.broker_key}.key")
 
 
 def make_server(sock: zmq.Socket[Any], keys: KeyPair) -> None:

@@ -15,7 +15,6 @@ counted and logged, never raised. Control messages are served before queued data
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 import time
@@ -28,6 +27,8 @@ from bus import curve, sockets
 from bus.broker_link import BrokerLink
 from bus.envelope import decode, encode
 from bus.errors import BusError, DecodeError, PeerGone, RequestTimeout
+from bus.events import EventBus
+from bus.handlers import handling, outside_handler, refuse_request_in_handler
 from bus.inbound import Inbound, Via
 from bus.lifecycle import stop_on_signals
 from bus.logs import RateLimitedLog, kv
@@ -78,17 +79,14 @@ class Actor:
         self.resident_models: tuple[str, ...] = ()
         self.load = 0.0
         self.endpoints: dict[str, str] = {}
-        self.subscriptions: set[bytes] = {REGISTRY_TOPIC}
-        """Event-bus topic prefixes to receive; set before :meth:`run` or use :meth:`subscribe`."""
         self.started_wall_ns = time.time_ns()
         self.stats = {"received": 0, "sent": 0, "invalid": 0}
         self._bad = RateLimitedLog(self.log)
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._inbox: zmq.Socket[bytes] | None = None
-        self._pub: zmq.Socket[bytes] | None = None
-        self._sub: zmq.Socket[bytes] | None = None
-        self._events_endpoints: tuple[str, str] = ("", "")
         self._reactor: Reactor[Via] = Reactor()
+        self.events = EventBus(self._reactor, Via.EVENTS)
+        self.events.subscribe(REGISTRY_TOPIC)
         self._peers = Peers(self.registry, self._reactor, Via.PEER)
         self.broker = BrokerLink(
             self.config, self._reactor, Via.BROKER, self.registration, self._count_sent
@@ -146,24 +144,19 @@ class Actor:
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` as a task owned by the actor (cancelled on stop, failures logged).
         A handler that needs to wait for a request's reply does it in a spawned task."""
-        context = contextvars.copy_context()
-        context.run(_IN_HANDLER.set, False)
-        task = asyncio.get_running_loop().create_task(coro, context=context)
+        task = asyncio.get_running_loop().create_task(coro, context=outside_handler())
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
     def subscribe(self, topic: bytes) -> None:
         """Receive event-bus messages whose topic starts with ``topic``."""
-        self.subscriptions.add(topic)
-        if self._sub is not None:
-            self._sub.subscribe(topic)
+        self.events.subscribe(topic)
 
     async def publish(self, topic: bytes, msg: Message, *, session: str = "") -> None:
         """Publish on the event bus (dropped, as PUB/SUB does, until the broker is reached)."""
-        assert self._pub is not None, "publish() before run()"
         env = envelope_for(msg, src=self.id, session=session)
-        self._reactor.send(self._pub, [topic, *encode(env)])  # PUB never blocks: it drops
+        self.events.publish([topic, *encode(env)])
         self._count_sent(env.type)
 
     async def send(
@@ -231,7 +224,7 @@ class Actor:
         Not from inside a handler: the reply is read by the loop the handler holds up (that
         would wait out the timeout every time); :meth:`spawn` a task for it instead.
         """
-        _refuse_in_handler()
+        refuse_request_in_handler()
         if self.registry.get(peer_id) is None:
             raise PeerGone(f"{peer_id} is not registered")
         env = envelope_for(msg, src=self.id, session=session)
@@ -246,7 +239,7 @@ class Actor:
 
     async def request_broker(self, msg: Message, *, timeout: float | None = None) -> Message:
         """Send a request to the broker and wait for its reply (see :meth:`request`)."""
-        _refuse_in_handler()
+        refuse_request_in_handler()
         env = envelope_for(msg, src=self.id)
         future = self._pending.expect(env.id, "broker")
         self.broker.send_envelope(env)
@@ -293,12 +286,7 @@ class Actor:
         cfg = self.config
         broker_public = b""
         if cfg.curve.enabled:
-            self._keys = curve.load_keypair(
-                cfg.curve.keys_dir / f"{cfg.curve.actor_key}.key_secret"
-            )
-            broker_public = curve.load_public_key(
-                cfg.curve.keys_dir / f"{cfg.curve.broker_key}.key"
-            )
+            self._keys, broker_public = curve.actor_keys(cfg.curve)
             allow = curve.AllowList(cfg.curve.allow_dir)
             self._authenticator = curve.start_authenticator(ctx, allow)
         inbox = self._inbox = sockets.prepare(ctx.socket(zmq.ROUTER))
@@ -308,14 +296,7 @@ class Actor:
         self.endpoints["inbox"] = sockets.advertised(bound, cfg.advertise_host)
         self._reactor.watch(inbox, Via.INBOX)
 
-        self._pub = sockets.prepare(ctx.socket(zmq.PUB))
-        self._sub = sockets.prepare(ctx.socket(zmq.SUB))
-        for sock in (self._pub, self._sub):
-            if self._keys is not None:
-                curve.make_client(sock, self._keys, broker_public)
-        for topic in self.subscriptions:
-            self._sub.subscribe(topic)
-        self._reactor.watch(self._sub, Via.EVENTS)
+        self.events.start(ctx, self._keys, broker_public)
         self.broker.start(ctx, self._keys, broker_public)
         self._peers.start(ctx, self._keys)
 
@@ -336,6 +317,7 @@ class Actor:
             self.broker.send(Disconnect(reason="stopping"))
         self.broker.close(linger_ms=200)
         self._reactor.close_all()
+        self.events.close()
         if self._authenticator is not None:
             self._authenticator.stop()
         if self._ctx is not None:
@@ -422,10 +404,10 @@ class Actor:
         if env.reply_to and self._pending.resolve(env.reply_to, msg):
             return
         started = time.perf_counter()
-        token = _IN_HANDLER.set(True)
         try:
-            if not await self._handle_system(inbound):
-                await self.on_message(inbound)
+            with handling():
+                if not await self._handle_system(inbound):
+                    await self.on_message(inbound)
         except Exception as exc:
             self.metrics.handler_errors.labels(env.type).inc()
             await self.on_failure(exc, inbound)
@@ -433,7 +415,6 @@ class Actor:
                 # The asker learns at once rather than waiting out its timeout.
                 await self.reply(inbound, Error(code="INTERNAL", message=str(exc)[:1000]))
         finally:
-            _IN_HANDLER.reset(token)
             self.metrics.handle_seconds.observe(time.perf_counter() - started)
 
     async def _handle_system(self, inbound: Inbound) -> bool:
@@ -472,20 +453,9 @@ class Actor:
 
     def _on_registered(self, msg: Registered) -> None:
         first = self.broker.accept(msg)
-        broker_host = sockets.host_of(self.config.broker)
-        events = (
-            sockets.advertised(msg.events_in, broker_host),
-            sockets.advertised(msg.events_out, broker_host),
+        events = self.events.connect(
+            msg.events_in, msg.events_out, sockets.host_of(self.config.broker)
         )
-        if events != self._events_endpoints:
-            assert self._pub is not None and self._sub is not None
-            for sock, old, new in zip(
-                (self._pub, self._sub), self._events_endpoints, events, strict=True
-            ):
-                if old:
-                    sock.disconnect(old)
-                sock.connect(new)
-            self._events_endpoints = events
         if first:
             self.log.info(
                 "registered", extra=kv(broker_epoch=msg.broker_epoch, events_out=events[1])
@@ -514,18 +484,6 @@ class Actor:
     def _count_sent(self, type_: str) -> None:
         self.stats["sent"] += 1
         self.metrics.count(self.metrics.sent, type_)
-
-
-_IN_HANDLER: contextvars.ContextVar[bool] = contextvars.ContextVar("in_handler", default=False)
-"""True while a message handler runs (tasks it spawns start with False)."""
-
-
-def _refuse_in_handler() -> None:
-    if _IN_HANDLER.get():
-        raise RuntimeError(
-            "request() from inside a message handler would wait out its timeout: the reply is "
-            "read by the same loop; run it in a task with Actor.spawn()"
-        )
 
 
 __all__ = ["Actor", "Inbound", "Via", "serve_actor"]
