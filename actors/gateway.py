@@ -177,7 +177,7 @@ class Gateway(Actor):
             if speaking is not None and speaking.utterance_id == utterance_id:
                 self.speaking.pop(client.session_id, None)
                 if not speaking.ended:  # stopped here before the worker finished
-                    await self.send_or_warn(
+                    self.send_or_warn(
                         speaking.worker_id, Stop(utterance_id=utterance_id), client.session_id
                     )
             await self._to_supervisor(
@@ -234,27 +234,23 @@ class Gateway(Actor):
             final=True,
             credit=LEAD_FRAMES,
         )
-        if not await self.send_or_warn(msg.worker_id, start, client.session_id):
+        if not self.send_or_warn(msg.worker_id, start, client.session_id):
             self._fail(client, msg.utterance_id)
 
     def credit(self, client: ClientSession, utterance_id: str, frames: int) -> None:
         """Playout sent ``frames`` frames: the worker may send as many more."""
         speaking = self.speaking.get(client.session_id)
         if speaking is not None and speaking.utterance_id == utterance_id and not speaking.ended:
-            self.spawn(
-                self.send_or_warn(
-                    speaking.worker_id,
-                    TtsCredit(utterance_id=utterance_id, frames=frames),
-                    client.session_id,
-                )
+            self.send_or_warn(
+                speaking.worker_id,
+                TtsCredit(utterance_id=utterance_id, frames=frames),
+                client.session_id,
             )
 
     async def _stop_speaking(self, sid: str) -> None:
         speaking = self.speaking.pop(sid, None)
         if speaking is not None and not speaking.ended:
-            await self.send_or_warn(
-                speaking.worker_id, Stop(utterance_id=speaking.utterance_id), sid
-            )
+            self.send_or_warn(speaking.worker_id, Stop(utterance_id=speaking.utterance_id), sid)
 
     def _fail(self, client: ClientSession, utterance_id: str) -> None:
         speaking = self.speaking.get(client.session_id)
@@ -289,4 +285,4 @@ class Gateway(Actor):
 
     async def _to_supervisor(self, client: ClientSession, msg: Message) -> None:
         if client.supervisor:
-            await self.send_or_warn(client.supervisor, msg, client.session_id)
+            self.send_or_warn(client.supervisor, msg, client.session_id)

@@ -125,7 +125,7 @@ class Supervisor(Actor):
             await self._tell(session, SessionClosed(reason=reason))
         routers = self.registry.alive("router")
         if routers:
-            await self.send_or_warn(routers[0].actor_id, RouteRelease(), session.session_id)
+            self.send_or_warn(routers[0].actor_id, RouteRelease(), session.session_id)
         self.log.info("session closed", extra=kv(session=session.session_id, reason=reason))
 
     async def _text(self, session: Session, msg: SessionText) -> None:
@@ -243,4 +243,4 @@ class Supervisor(Actor):
             )
 
     async def _to_worker(self, session: Session, msg: Message) -> None:
-        await self.send_or_warn(session.worker_id, msg, session.session_id)
+        self.send_or_warn(session.worker_id, msg, session.session_id)

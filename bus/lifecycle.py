@@ -12,8 +12,8 @@ T = TypeVar("T")
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on uvloop when it is installed (it roughly halves the event loop's cost per
-    message, see scripts/bench_bus), else on asyncio's own loop."""
+    """Run ``main`` on uvloop when it is installed (a faster event loop; ``bench_bus`` reports
+    which loop it ran on), else on asyncio's own loop."""
     try:
         import uvloop
     except ImportError:

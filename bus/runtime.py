@@ -168,7 +168,7 @@ class Actor:
         queue is full (it is not reading)."""
         return self.send_nowait(peer_id, msg, session=session, reply_to=reply_to)
 
-    async def send_or_warn(self, peer_id: str, msg: Message, session: str = "") -> bool:
+    def send_or_warn(self, peer_id: str, msg: Message, session: str = "") -> bool:
         """:meth:`send`, logging a warning instead of raising when the peer is gone or not
         reading; True if it was sent."""
         try:

@@ -33,40 +33,13 @@ from typing import Any
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import free_port, progress
+from benchkit import NUMBER_WORDS, free_port, progress
 from benchkit import summary as ms
 
 log = progress("bench_e2e")
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = [
-    "seven",
-    "twelve",
-    "forty",
-    "ninety",
-    "three",
-    "sixty",
-    "eighteen",
-    "fifty",
-    "eleven",
-    "thirty",
-    "nine",
-    "twenty",
-    "eighty",
-    "fifteen",
-    "seventy",
-    "four",
-    "sixteen",
-    "two",
-    "nineteen",
-    "thirteen",
-    "five",
-    "six",
-    "eight",
-    "ten",
-    "fourteen",
-    "one",
-]
+WORDS = NUMBER_WORDS
 
 
 class Stack:

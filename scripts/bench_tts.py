@@ -37,7 +37,7 @@ from bus.schema.tts import TtsCredit, TtsEnd, TtsFrame  # noqa: E402
 from transports.tts_client import TtsClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import free_port, progress, summary  # noqa: E402
+from benchkit import NUMBER_WORDS, free_port, progress, summary  # noqa: E402
 
 log = progress("bench_tts")
 
@@ -46,41 +46,7 @@ def ms_summary(seconds: list[float]) -> dict[str, float]:
     return summary(seconds, count_key="trials")
 
 
-NUMBERS = [
-    "seven",
-    "twelve",
-    "forty",
-    "ninety",
-    "three",
-    "sixty",
-    "eighteen",
-    "fifty",
-    "eleven",
-    "thirty",
-    "nine",
-    "twenty",
-    "eighty",
-    "fifteen",
-    "seventy",
-    "four",
-    "sixteen",
-    "two",
-    "nineteen",
-    "thirteen",
-    "five",
-    "six",
-    "eight",
-    "ten",
-    "fourteen",
-    "seventeen",
-    "one",
-    "forty two",
-    "fifty five",
-    "sixty six",
-    "seventy seven",
-    "eighty eight",
-    "ninety nine",
-]
+NUMBERS = NUMBER_WORDS
 TEXTS = {
     "short": "{n} o'clock is when we leave.",
     "medium": "{n} is your order number, and it should arrive at your door soon.",

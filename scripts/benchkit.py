@@ -6,6 +6,45 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 
+NUMBER_WORDS = [
+    *[
+        "seven",
+        "twelve",
+        "forty",
+        "ninety",
+        "three",
+        "sixty",
+        "eighteen",
+        "fifty",
+        "eleven",
+        "thirty",
+        "nine",
+        "twenty",
+    ],
+    *[
+        "eighty",
+        "fifteen",
+        "seventy",
+        "four",
+        "sixteen",
+        "two",
+        "nineteen",
+        "thirteen",
+        "five",
+        "six",
+        "eight",
+        "ten",
+    ],
+    *["fourteen", "seventeen", "one"],
+    "forty two",
+    "fifty five",
+    "sixty six",
+    "seventy seven",
+    "eighty eight",
+    "ninety nine",
+]
+"""Words that make each benchmark text new, so the TTS phrase cache never answers."""
+
 
 def free_port() -> int:
     """A TCP port on loopback that is free now."""

@@ -155,7 +155,8 @@ class Playout:
         if deadline > now:
             self._control.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._control.wait(), deadline - now)
+                async with asyncio.timeout(deadline - now):  # no task per frame, unlike wait_for
+                    await self._control.wait()
         elif now - deadline > FRAME_S:
             self.stats.late += 1
         if self.paused or self._flushed_head():
