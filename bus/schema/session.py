@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from bus.schema._base import Message, bounded, message
 
@@ -64,6 +64,40 @@ class PlayoutSpeak(Message):
     text: str = bounded(8192)
     worker_id: str = bounded(128)
     voice: str = bounded(128, default="")
+    final: bool = True
+    """False when more text follows in :class:`PlayoutText` (a reply still streaming)."""
+
+
+@message
+class PlayoutText(Message):
+    """Supervisor → gateway: more text for the utterance it is speaking (a streamed reply)."""
+
+    TYPE: ClassVar[str] = "playout.text"
+
+    utterance_id: str = bounded(128)
+    text: str = bounded(8192)
+    final: bool = False
+
+
+@message
+class SessionConfig(Message):
+    """Gateway → supervisor: the client's session settings changed."""
+
+    TYPE: ClassVar[str] = "session.config"
+
+    voice: str = bounded(128, default="")
+    dialogue: str = bounded(32, default="echo")
+
+
+@message
+class SessionEvent(Message):
+    """Supervisor → gateway: something for the client to see (``reply`` text, ``barge_in``).
+    The gateway turns it into ``{"type": kind, **fields}``."""
+
+    TYPE: ClassVar[str] = "session.event"
+
+    kind: str = bounded(32)
+    fields: dict[str, Any] = bounded(16, default={})
 
 
 @message
@@ -79,3 +113,6 @@ class PlayoutEvent(Message):
     """For ``ended``: completed, stopped, barged_in or error."""
     frames: int = 0
     """Frames the person heard."""
+    heard: str = bounded(8192, default="")
+    """For ``ended``: the utterance's text up to where playout stopped (all of it when
+    completed): what the person actually heard."""

@@ -57,6 +57,9 @@ class TtsFrame(Message):
     sequence: int
     """Frame number within the utterance, from 0, contiguous."""
     pcm: bytes = bounded(FRAME_BYTES)
+    words: int = 0
+    """Words of the utterance's text spoken by the end of this frame (an estimate within a
+    synthesis unit): how the gateway knows what the person actually heard."""
 
     def __post_init__(self) -> None:
         if len(self.pcm) != FRAME_BYTES:

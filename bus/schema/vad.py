@@ -9,19 +9,24 @@ from bus.schema._base import Message, message
 
 @message
 class SpeechStart(Message):
-    """The person started speaking at ``stream_sample`` (after debounce, pre-roll included)."""
+    """The person started speaking at ``stream_sample``; sent once the debounce is satisfied."""
 
     TYPE: ClassVar[str] = "vad.speech_start"
 
     stream_sample: int
     """Sample index in the session's input stream where speech begins."""
+    preroll_sample: int = 0
+    """Where the speech's audio starts with the pre-roll: what ASR should transcribe from."""
+    bot_speaking: bool = False
+    """The VAD judged this frame with its while-the-bot-speaks thresholds."""
     sample_rate: int = 16_000
     """Rate of the stream the index counts in, Hertz."""
 
 
 @message
 class SpeechEnd(Message):
-    """The person stopped speaking at ``stream_sample``."""
+    """The person stopped speaking at ``stream_sample`` (after the minimum silence; a stream
+    that stops sending audio mid-speech ends it too)."""
 
     TYPE: ClassVar[str] = "vad.speech_end"
 

