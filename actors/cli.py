@@ -25,11 +25,13 @@ from bus.runtime import Actor, serve_actor
 from bus.topology import Topology, TopologyError, load_topology
 
 ACTORS: dict[str, str] = {
+    "asr": "actors.asr:Asr",
     "gateway": "actors.gateway:Gateway",
     "loopback": "actors.loopback:Loopback",
     "router": "actors.router:Router",
     "supervisor": "actors.supervisor:Supervisor",
     "tts_worker": "actors.tts_worker:TtsWorker",
+    "vad": "actors.vad:Vad",
 }
 """Actor kinds ``duplex run`` knows, as ``module:Class`` (imported only when run)."""
 

@@ -3,11 +3,15 @@ and HTTP on one port (aiohttp), bot audio paced out in real time.
 
 Consumes from clients: the WebSocket protocol (``session_config``, ``text``, ``control``,
 ``end``, binary microphone audio) and HTTP requests. On the bus it consumes ``session.state``,
-``playout.speak``, ``control.*``, ``session.closed`` and ``error`` from the supervisor, and
-``tts.frame`` / ``tts.end`` / ``error`` from TTS workers.
-Emits ``session.opened`` / ``session.text`` / ``control.*`` / ``playout.event`` /
-``session.closed`` to the supervisor; ``tts.start`` / ``tts.credit`` to workers (audio flows
-worker → gateway directly, against the credit the gateway's playout grants as it plays).
+``playout.speak`` / ``playout.text``, ``control.*`` (``control.barge_in`` holds playout),
+``session.event``, ``session.closed`` and ``error`` from the supervisor; ``tts.frame`` /
+``tts.end`` / ``error`` from TTS workers; and, on the event bus, ``vad.*`` and
+``asr.transcript`` for its clients.
+Emits ``session.opened`` / ``session.config`` / ``session.text`` / ``control.*`` /
+``playout.event`` / ``session.closed`` to the supervisor; ``tts.start`` / ``tts.text`` /
+``tts.credit`` to workers (audio flows worker → gateway directly, against the credit the
+gateway's playout grants as it plays); the microphone as 16 kHz 20 ms ``audio.frame`` on
+``audio.in.<session>`` (:mod:`transports.mic` resamples and re-frames it).
 """
 
 from __future__ import annotations
@@ -19,23 +23,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Histogram
 
+from bus import topics
 from bus.errors import BusError
 from bus.inbound import Inbound, Via
 from bus.logs import kv
 from bus.runtime import Actor
 from bus.schema import Message
-from bus.schema.control import Pause, Resume, Stop
+from bus.schema.asr import Transcript
+from bus.schema.audio import AudioFrame
+from bus.schema.control import BargeIn, Pause, Resume, Stop
 from bus.schema.session import (
     PlayoutEvent,
     PlayoutSpeak,
+    PlayoutText,
     SessionClosed,
+    SessionConfig,
+    SessionEvent,
     SessionOpened,
     SessionText,
     StateChanged,
 )
 from bus.schema.system import Error, Ping
-from bus.schema.tts import TtsCredit, TtsEnd, TtsFrame, TtsStart
+from bus.schema.tts import TtsCredit, TtsEnd, TtsFrame, TtsStart, TtsText
+from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.topology import ActorConfig
 from transports.http_api import HttpApi
 from transports.playout import Playout
@@ -46,6 +58,8 @@ LEAD_FRAMES = 10
 """Credit a worker starts an utterance with: 200 ms ahead of playout."""
 STALL_S = 1.0
 """No frame for this long while an utterance plays: ask the worker if it is alive."""
+MAX_AUDIO_AHEAD_S = 30.0
+"""Microphone audio may run this far ahead of real time (a file sent fast); more is refused."""
 
 
 @dataclass(slots=True)
@@ -55,6 +69,8 @@ class Speaking:
     utterance_id: str
     worker_id: str
     text: str
+    answers_sample: int = -1
+    """The person's end of speech this reply answers (turn latency), -1 if none."""
     last_frame: float = field(default_factory=time.monotonic)
     ended: bool = False
 
@@ -71,6 +87,21 @@ class Gateway(Actor):
         self.speaking: dict[str, Speaking] = {}
         self.http = HttpApi(self)
         self._runner: web.AppRunner | None = None
+        self.subscribe(topics.VAD)
+        self.subscribe(topics.ASR)
+        registry = self.metrics.registry
+        self.barge_in_latency = Histogram(
+            "duplex_barge_in_seconds",
+            "The person's first speech sample received -> bot playout held",
+            buckets=(0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 1.0),
+            registry=registry,
+        )
+        self.turn_latency = Histogram(
+            "duplex_turn_latency_seconds",
+            "End of the person's speech received -> first reply frame sent",
+            buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5, 2.0, 5.0),
+            registry=registry,
+        )
 
     async def on_start(self) -> None:
         app = web.Application(client_max_size=256 * 1024)
@@ -130,6 +161,8 @@ class Gateway(Actor):
         kind = command["type"]
         if kind == "session_config":
             client.configure(command)
+            config = SessionConfig(voice=client.voice, dialogue=client.dialogue)
+            await self._to_supervisor(client, config)
         elif kind == "text":
             await self._to_supervisor(client, SessionText(text=command["text"], voice=client.voice))
         elif kind == "control":
@@ -137,7 +170,30 @@ class Gateway(Actor):
         elif kind == "end":
             await client.end("client_end")
         elif kind == "audio_in":
-            client.audio_in_bytes += len(command["pcm"])  # consumed by VAD/ASR (issue 5)
+            await self._microphone(client, command["pcm"])
+
+    async def _microphone(self, client: ClientSession, pcm: bytes) -> None:
+        """Re-frame the client's audio to 16 kHz 20 ms and publish it for VAD and ASR."""
+        now = time.monotonic()
+        if client.audio_started is None:
+            client.audio_started = now
+        ahead = client.mic.stream_ms / 1000 - (now - client.audio_started)
+        if ahead > MAX_AUDIO_AHEAD_S:
+            await client.error("RATE_LIMITED", "microphone audio is far ahead of real time")
+            return
+        client.audio_in_bytes += len(pcm)
+        topic = topics.topic(topics.AUDIO_IN, client.session_id)
+        frames = client.mic.push(pcm)
+        if frames:
+            client.arrivals.append((client.mic.stream_sample, now))
+        for frame in frames:
+            audio = AudioFrame(
+                sample_rate=16_000,
+                sequence=frame.sequence,
+                stream_sample=frame.stream_sample,
+                pcm=frame.pcm,
+            )
+            await self.publish(topic, audio, session=client.session_id)
 
     async def _client_control(self, client: ClientSession, command: str) -> None:
         # Playout acts at once (the next frame); the supervisor then updates the session.
@@ -154,10 +210,12 @@ class Gateway(Actor):
             await self._to_supervisor(client, Stop())
 
     def _utterance_event(self, client: ClientSession) -> Any:
-        async def on_utterance(event: str, utterance_id: str, played: int) -> None:
+        async def on_utterance(event: str, utterance_id: str, played: int, words: int) -> None:
             speaking = self.speaking.get(client.session_id)
             if event == "start":
                 text = speaking.text if speaking and speaking.utterance_id == utterance_id else ""
+                if speaking is not None and speaking.answers_sample >= 0:
+                    await self._timed(client, "turn", speaking.answers_sample)
                 await client.send_json(
                     {"type": "tts_start", "utterance_id": utterance_id, "text": text}
                 )
@@ -174,18 +232,23 @@ class Gateway(Actor):
                     "frames": played,
                 }
             )
+            heard = ""
             if speaking is not None and speaking.utterance_id == utterance_id:
                 self.speaking.pop(client.session_id, None)
                 if not speaking.ended:  # stopped here before the worker finished
                     self.send_or_warn(
                         speaking.worker_id, Stop(utterance_id=utterance_id), client.session_id
                     )
-            await self._to_supervisor(
-                client,
-                PlayoutEvent(
-                    utterance_id=utterance_id, event="ended", reason=reason, frames=played
-                ),
+                complete = reason == "completed"
+                heard = speaking.text if complete else " ".join(speaking.text.split()[:words])
+            ended = PlayoutEvent(
+                utterance_id=utterance_id,
+                event="ended",
+                reason=reason,
+                frames=played,
+                heard=heard[:8192],
             )
+            await self._to_supervisor(client, ended)
 
         return on_utterance
 
@@ -202,20 +265,49 @@ class Gateway(Actor):
             speaking = self.speaking.get(sid)
             if speaking is not None and speaking.utterance_id == msg.utterance_id:
                 speaking.last_frame = time.monotonic()
-                client.playout.add_frame(msg.utterance_id, msg.pcm)
+                client.playout.add_frame(msg.utterance_id, msg.pcm, msg.words)
         elif isinstance(msg, TtsEnd):
             speaking = self.speaking.get(sid)
             if speaking is not None and speaking.utterance_id == msg.utterance_id:
                 speaking.ended = True
                 client.playout.end(msg.utterance_id, msg.reason.value)
+        elif isinstance(msg, SpeechStart | SpeechEnd):
+            event = "speech_start" if isinstance(msg, SpeechStart) else "speech_end"
+            stream_ms = round(1000 * msg.stream_sample / msg.sample_rate)
+            await client.send_json({"type": "vad", "event": event, "stream_ms": stream_ms})
+        elif isinstance(msg, Transcript):
+            if msg.final and msg.rtf:
+                client.stats.asr_rtf = msg.rtf
+            if msg.text:
+                await client.send_json({"type": "transcript", "text": msg.text, "final": msg.final})
         elif isinstance(msg, PlayoutSpeak):
             await self._speak(client, msg)
+        elif isinstance(msg, PlayoutText):
+            self._more_text(client, msg)
         elif isinstance(msg, StateChanged):
             await client.send_json({"type": "state", "state": msg.state})
+        elif isinstance(msg, BargeIn):
+            client.playout.hold()  # silent from the next frame; unplayed lead taken back
+            await client.send_json({"type": "barge_in", "utterance_id": msg.utterance_id})
+            client.stats.barge_ins += 1
+            client.stats.held = True
+            await self._timed(client, "barge_in", msg.stream_sample)
         elif isinstance(msg, Pause):
             client.playout.pause()
         elif isinstance(msg, Resume):
             client.playout.resume()
+            if client.stats.held:
+                client.stats.held = False
+                client.stats.false_interruptions += 1
+                await client.send_json(client.stats.message())
+        elif isinstance(msg, Stop):
+            client.stats.held = False
+            speaking = self.speaking.get(sid)
+            if speaking is not None and msg.utterance_id in ("", speaking.utterance_id):
+                client.playout.end(speaking.utterance_id, msg.reason)  # even before its frames
+                client.playout.flush(speaking.utterance_id, reason=msg.reason)
+        elif isinstance(msg, SessionEvent):
+            await client.send_json({**msg.fields, "type": msg.kind})
         elif isinstance(msg, SessionClosed):
             await client.end(msg.reason)
         elif isinstance(msg, Error):
@@ -226,16 +318,42 @@ class Gateway(Actor):
 
     async def _speak(self, client: ClientSession, msg: PlayoutSpeak) -> None:
         await self._stop_speaking(client.session_id)
-        self.speaking[client.session_id] = Speaking(msg.utterance_id, msg.worker_id, msg.text)
+        self.speaking[client.session_id] = Speaking(
+            msg.utterance_id, msg.worker_id, msg.text, answers_sample=msg.answers_sample
+        )
         start = TtsStart(
             utterance_id=msg.utterance_id,
             voice=msg.voice,
             text=msg.text,
-            final=True,
+            final=msg.final,
             credit=LEAD_FRAMES,
         )
         if not self.send_or_warn(msg.worker_id, start, client.session_id):
             self._fail(client, msg.utterance_id)
+
+    async def _timed(self, client: ClientSession, what: str, stream_sample: int) -> None:
+        """Latency from the client's audio at ``stream_sample`` to now, per session and in
+        Prometheus: ``barge_in`` (playout held) or ``turn`` (first reply frame)."""
+        arrived = client.arrived(stream_sample)
+        if arrived is None:
+            return
+        seconds = time.monotonic() - arrived
+        if what == "barge_in":
+            self.barge_in_latency.observe(seconds)
+            client.stats.barge_in_ms = round(1000 * seconds, 1)
+        else:
+            self.turn_latency.observe(seconds)
+            client.stats.turn_latency_ms = round(1000 * seconds, 1)
+        await client.send_json(client.stats.message())
+
+    def _more_text(self, client: ClientSession, msg: PlayoutText) -> None:
+        """A streamed reply's next sentence(s), for the utterance being spoken."""
+        speaking = self.speaking.get(client.session_id)
+        if speaking is None or speaking.utterance_id != msg.utterance_id or speaking.ended:
+            return
+        speaking.text = f"{speaking.text} {msg.text}".strip()
+        more = TtsText(utterance_id=msg.utterance_id, text=msg.text, final=msg.final)
+        self.send_or_warn(speaking.worker_id, more, client.session_id)
 
     def credit(self, client: ClientSession, utterance_id: str, frames: int) -> None:
         """Playout sent ``frames`` frames: the worker may send as many more."""

@@ -1,14 +1,17 @@
 """The session supervisor: owns every session's state and decides what is spoken when.
 
-Consumes on its inbox, from gateways: ``session.opened``, ``session.text``,
-``control.pause`` / ``control.resume`` / ``control.stop``, ``playout.event``,
-``session.closed``.
-Emits: ``session.state`` on every transition, ``playout.speak`` (after asking the router for a
-worker), ``error`` (``NO_WORKER``) and ``session.closed`` (idle timeout, maximum duration) to the
-session's gateway; ``control.*`` to the worker speaking for the session.
+Consumes on its inbox, from gateways: ``session.opened``, ``session.config``,
+``session.text``, ``control.pause`` / ``control.resume`` / ``control.stop``, ``playout.event``,
+``session.closed``; on the event bus: ``vad.*`` and ``asr.transcript``.
+Emits: ``session.state`` on every transition (to the gateway, and published on
+``session.state.<session>`` for VAD), ``playout.speak`` / ``playout.text`` (after asking the
+router for a worker), ``control.barge_in`` / ``control.*``, ``session.event`` (``reply``),
+``error`` and ``session.closed`` (idle timeout, maximum duration) to the session's gateway;
+``control.*`` to the worker speaking for the session.
 
-Texts queue as utterances and play in order. The state machine itself lives in
-:mod:`actors.session_state`; this actor only wires it to the bus.
+Texts queue as utterances and play in order; spoken turns, replies and barge-in are
+:mod:`actors.conversation`. The state machine itself lives in :mod:`actors.session_state`;
+this actor only wires them to the bus.
 """
 
 from __future__ import annotations
@@ -21,23 +24,28 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
+from actors.conversation import Conversation, Talk
 from actors.session_state import Event, SessionMachine, State
+from bus import topics
 from bus.errors import BusError, RemoteError
 from bus.inbound import Inbound
 from bus.logs import kv
 from bus.runtime import Actor
 from bus.schema import Message
+from bus.schema.asr import Transcript
 from bus.schema.control import Pause, Resume, Stop
 from bus.schema.routing import RouteAssignment, RouteRelease, RouteRequest
 from bus.schema.session import (
     PlayoutEvent,
     PlayoutSpeak,
     SessionClosed,
+    SessionConfig,
     SessionOpened,
     SessionText,
     StateChanged,
 )
 from bus.schema.system import Error
+from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.topology import ActorConfig
 
 MAX_QUEUED_UTTERANCES = 32
@@ -61,6 +69,9 @@ class Session:
     opened: float = field(default_factory=time.monotonic)
     active: float = field(default_factory=time.monotonic)
     """Last sign of the person or of speech."""
+    voice: str = ""
+    """The client's chosen voice (replies use it)."""
+    talk: Talk = field(default_factory=Talk)
 
 
 class Supervisor(Actor):
@@ -76,9 +87,15 @@ class Supervisor(Actor):
             "Session events that made no sense in the session's state (logged, then ignored)",
             registry=self.metrics.registry,
         )
+        self.talk = Conversation(self)
+        self.subscribe(topics.VAD)
+        self.subscribe(topics.ASR)
 
     async def on_start(self) -> None:
         self.spawn(self._expire_loop())
+
+    async def on_stop(self) -> None:
+        await self.talk.close()
 
     async def on_message(self, inbound: Inbound) -> None:
         msg, sid = inbound.message, inbound.env.session
@@ -87,10 +104,20 @@ class Supervisor(Actor):
             return
         session = self.sessions.get(sid)
         if session is None:
-            if not isinstance(msg, SessionClosed | PlayoutEvent):
+            if not isinstance(
+                msg, SessionClosed | PlayoutEvent | SpeechStart | SpeechEnd | Transcript
+            ):
                 await self.reply(inbound, Error(code="UNKNOWN_SESSION", message=sid))
             return
-        if isinstance(msg, SessionText):
+        if isinstance(msg, SpeechStart):
+            self.talk.speech_start(session, msg)
+        elif isinstance(msg, SpeechEnd):
+            self.talk.speech_end(session, msg)
+        elif isinstance(msg, Transcript):
+            self.talk.transcript(session, msg)
+        elif isinstance(msg, SessionConfig):
+            session.voice, session.talk.dialogue = msg.voice, msg.dialogue
+        elif isinstance(msg, SessionText):
             await self._text(session, msg)
         elif isinstance(msg, Pause | Resume | Stop):
             await self._control(session, msg)
@@ -108,16 +135,21 @@ class Supervisor(Actor):
             return
         machine = SessionMachine(sid, on_refused=self.refused.inc)
         session = self.sessions[sid] = Session(sid, gateway, machine)
-        machine.listeners.append(
-            lambda old, new, _event: self._tell_now(
-                session, StateChanged(state=new.value, previous=old.value)
-            )
-        )
+        machine.listeners.append(lambda old, new, _event: self._state_changed(session, old, new))
         machine.fire(Event.OPENED)
         await self.update_registration(load=min(1.0, len(self.sessions) / 1000))
 
+    def _state_changed(self, session: Session, old: State, new: State) -> None:
+        changed = StateChanged(state=new.value, previous=old.value)
+        self.tell(session, changed)
+        topic = topics.topic(topics.STATE, session.session_id)
+        self.spawn(self.publish(topic, changed, session=session.session_id))
+
     async def _close(self, session: Session, reason: str, tell_gateway: bool) -> None:
         self.sessions.pop(session.session_id, None)
+        for task in (session.talk.reply_task, session.talk.barge_task):
+            if task is not None:
+                task.cancel()
         if session.worker_id and session.utterance_id:
             await self._to_worker(session, Stop(utterance_id=session.utterance_id))
         session.machine.fire(Event.CLOSED)
@@ -153,11 +185,12 @@ class Supervisor(Actor):
     async def _route_next(self, session: Session) -> None:
         while session.queue and not session.utterance_id:
             text, voice = session.queue.popleft()
-            assignment = await self._route(session, voice)
+            assignment = await self.route(session, voice)
             if assignment is None or session.session_id not in self.sessions:
                 continue
             session.utterance_id = os.urandom(6).hex()
             session.worker_id = assignment.worker_id
+            session.talk.speaking_text = text
             session.machine.fire(Event.SPEAK)
             await self._tell(
                 session,
@@ -171,7 +204,9 @@ class Supervisor(Actor):
         if not session.utterance_id and session.machine.state is State.SPEAKING:
             session.machine.fire(Event.DONE)
 
-    async def _route(self, session: Session, voice: str) -> RouteAssignment | None:
+    async def route(self, session: Session, voice: str) -> RouteAssignment | None:
+        """Ask the router for a worker (from a task: this waits for the reply); None after
+        telling the client why not."""
         routers = self.registry.alive("router")
         if not routers:
             await self._tell(session, Error(code="NO_WORKER", message="no router is running"))
@@ -196,6 +231,9 @@ class Supervisor(Actor):
         if msg.event != "ended" or msg.utterance_id != session.utterance_id:
             return
         session.utterance_id = ""
+        self.talk.utterance_ended(session, msg.heard, msg.reason)
+        if session.machine.state is State.BARGED_IN:
+            session.machine.fire(Event.DONE)
         if session.machine.state is State.PAUSED:
             session.machine.fire(Event.DONE)
         if session.queue:
@@ -211,6 +249,7 @@ class Supervisor(Actor):
             moved = session.machine.fire(Event.RESUME)
         else:
             session.queue.clear()
+            self.talk.cancel_reply(session)
             moved = session.machine.fire(Event.STOP)
         if moved and session.utterance_id:
             control = type(msg)(utterance_id=session.utterance_id)
@@ -231,9 +270,9 @@ class Supervisor(Actor):
     # ------------------------------------------------------------------ sending
 
     async def _tell(self, session: Session, msg: Message) -> None:
-        self._tell_now(session, msg)
+        self.tell(session, msg)
 
-    def _tell_now(self, session: Session, msg: Message) -> None:
+    def tell(self, session: Session, msg: Message) -> None:
         """To the session's gateway, in order with everything else sent there."""
         try:
             self.send_nowait(session.gateway, msg, session=session.session_id)
@@ -243,4 +282,8 @@ class Supervisor(Actor):
             )
 
     async def _to_worker(self, session: Session, msg: Message) -> None:
-        self.send_or_warn(session.worker_id, msg, session.session_id)
+        self.to_worker(session, msg)
+
+    def to_worker(self, session: Session, msg: Message) -> None:
+        if session.worker_id:
+            self.send_or_warn(session.worker_id, msg, session.session_id)

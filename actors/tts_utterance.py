@@ -109,7 +109,8 @@ class Utterance:
         self._final = False
         self._queued = 0
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
-        self._pcm: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._pcm: asyncio.Queue[tuple[bytes, int, int] | None] = asyncio.Queue()
+        """Rendered audio: (pcm, words spoken before it, words spoken by its end)."""
         self._ahead_bytes = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -174,14 +175,16 @@ class Utterance:
     async def _run(self) -> EndReason:
         producer = asyncio.get_running_loop().create_task(self._produce())
         slicer = FrameSlicer()
-        error = ""
+        error, words = "", 0
         try:
-            while (pcm := await self._next_pcm(producer)) is not None:
-                for frame in slicer.push(pcm):
-                    await self._send_frame(frame)
+            while (chunk := await self._next_pcm(producer)) is not None:
+                pcm, before, words = chunk
+                frames = slicer.push(pcm)
+                for i, frame in enumerate(frames, 1):  # words spread evenly over the chunk
+                    await self._send_frame(frame, before + (words - before) * i // len(frames))
             tail = slicer.flush()
             if tail is not None:
-                await self._send_frame(tail)
+                await self._send_frame(tail, words)
             reason = EndReason.COMPLETED
         except _Stopped:
             reason = self._stop_reason or EndReason.STOPPED
@@ -197,7 +200,7 @@ class Utterance:
         await self._send(end)
         return reason
 
-    async def _next_pcm(self, producer: asyncio.Task[None]) -> bytes | None:
+    async def _next_pcm(self, producer: asyncio.Task[None]) -> tuple[bytes, int, int] | None:
         getter = asyncio.ensure_future(self._pcm.get())
         stopped = asyncio.ensure_future(self._stopped.wait())
         try:
@@ -217,12 +220,14 @@ class Utterance:
         assert self._engine is not None, "_produce() before start()"
         engine = await self._engine
         renderer = Renderer(engine, self.options)
-        first = True
+        first, words = True, 0
         while (sentence := await self._sentences.get()) is not None:
             await self._running.wait()
             units = await asyncio.to_thread(engine.plan, sentence, first)
-            first = False
-            for unit in units:
+            first, sentence_start, sentence_words = False, words, len(sentence.split())
+            for n, unit in enumerate(units, 1):
+                # a unit's words: its share of the sentence (units are cut at word boundaries)
+                before, words = words, sentence_start + sentence_words * n // len(units)
                 while self._ahead_bytes >= MAX_AHEAD_BYTES:
                     self._room.clear()
                     await self._room.wait()
@@ -230,19 +235,19 @@ class Utterance:
                 runs_out = time.monotonic() + self._ahead_bytes / BYTES_PER_SECOND
                 pcm = await self.scheduler.run(runs_out, renderer.render, unit)
                 self._ahead_bytes += len(pcm)
-                await self._pcm.put(pcm)
+                await self._pcm.put((pcm, before, words))
         tail = await asyncio.to_thread(renderer.finish)
         self._ahead_bytes += len(tail)
-        await self._pcm.put(tail)
+        await self._pcm.put((tail, words, words))
         await self._pcm.put(None)
 
-    async def _send_frame(self, pcm: bytes) -> None:
+    async def _send_frame(self, pcm: bytes, words: int) -> None:
         while self.paused or self.credit <= 0 or self._stopped.is_set():
             if self._stopped.is_set():
                 raise _Stopped
             self._wake.clear()
             await self._wake.wait()
-        frame = TtsFrame(utterance_id=self.utterance_id, sequence=self.frames, pcm=pcm)
+        frame = TtsFrame(utterance_id=self.utterance_id, sequence=self.frames, pcm=pcm, words=words)
         if not await self._send(frame):
             raise ConsumerGone(self.utterance_id)
         if self.frames == 0:

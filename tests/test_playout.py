@@ -19,7 +19,9 @@ class Listener:
     async def send(self, utterance_id: str, frame: bytes) -> None:
         self.frames.append((time.monotonic(), utterance_id, frame))
 
-    async def on_utterance(self, event: str, utterance_id: str, played: int) -> None:
+    async def on_utterance(
+        self, event: str, utterance_id: str, played: int, words: int = 0
+    ) -> None:
         self.events.append((event, utterance_id, played))
         if event.startswith("end:"):
             self.ended[utterance_id].set()

@@ -1,8 +1,9 @@
 """The gateway's HTTP endpoints, on the WebSocket's port.
 
 ``GET /`` a short page, ``GET /health``, ``GET /ready`` (200 only when a TTS worker is
-routable), ``GET /metrics``, ``GET /v1/voices``, ``POST /v1/synthesize``
-(``{"text", "voice"?, "format": "wav"}`` → a 48 kHz mono WAV).
+routable; ``voice_in`` says whether VAD and ASR are up too), ``GET /metrics``,
+``GET /v1/voices``, ``POST /v1/synthesize`` (``{"text", "voice"?, "format": "wav"}`` → a
+48 kHz mono WAV).
 """
 
 from __future__ import annotations
@@ -86,9 +87,12 @@ class HttpApi:
         workers = [w for w in registry.alive("tts_worker") if w.load < 1.0]
         if not workers:
             missing.append("tts_worker")
+        # Speech in needs VAD and ASR too; a text-only deployment is ready without them.
+        voice_in = bool(registry.alive("vad") and registry.alive("asr"))
         if missing:
-            return web.json_response({"ready": False, "missing": missing}, status=503)
-        return web.json_response({"ready": True, "tts_workers": len(workers)})
+            body = {"ready": False, "missing": missing, "voice_in": voice_in}
+            return web.json_response(body, status=503)
+        return web.json_response({"ready": True, "tts_workers": len(workers), "voice_in": voice_in})
 
     async def metrics(self, _request: web.Request) -> web.Response:
         body = generate_latest(self.gateway.metrics.registry)

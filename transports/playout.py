@@ -4,7 +4,9 @@ Frame ``n`` of a run goes out at ``start + n * 20 ms - lead``: the schedule neve
 chained sleeps do, and the small ``lead`` keeps the client's buffer fed. Utterances play whole
 and in order (frames of one never interleave with another's). ``pause`` holds the next frame,
 ``resume`` re-anchors the schedule and carries on with it, ``flush`` drops an utterance's
-queued frames; each takes effect on the next frame. When frames do not arrive in time the
+queued frames; each takes effect on the next frame. ``hold`` is the barge-in pause: frames
+already sent but not yet due to play (the lead) go back to the head of the queue, so the client
+may drop its buffer and a resume loses nothing. When frames do not arrive in time the
 schedule waits and counts an underrun, then re-anchors instead of bursting to catch up.
 """
 
@@ -23,10 +25,15 @@ FRAME_S = 0.02
 @dataclass(slots=True)
 class _Utterance:
     utterance_id: str
-    frames: deque[bytes] = field(default_factory=deque)
+    frames: deque[tuple[bytes, int]] = field(default_factory=deque)
+    """(pcm, words spoken by the end of it) waiting to go out."""
     ended: str | None = None
     """The end reason, once the producer has sent its last frame."""
     played: int = 0
+    heard_words: int = 0
+    """Words of the text played by the end of the last frame sent."""
+    recent: deque[tuple[float, bytes, int]] = field(default_factory=lambda: deque(maxlen=16))
+    """(play time, pcm, words) of the last frames sent, for :meth:`Playout.hold`."""
 
 
 @dataclass(slots=True)
@@ -42,8 +49,8 @@ class PlayoutStats:
 
 SendFrame = Callable[[str, bytes], Awaitable[None]]
 """Sends one frame of an utterance to the client."""
-OnUtterance = Callable[[str, str, int], Awaitable[None]]
-"""``(event, utterance_id, frames_played)``, event ``start`` or ``end:REASON``."""
+OnUtterance = Callable[[str, str, int, int], Awaitable[None]]
+"""``(event, utterance_id, frames_played, words_heard)``, event ``start`` or ``end:REASON``."""
 
 
 class Playout:
@@ -66,14 +73,15 @@ class Playout:
 
     # ------------------------------------------------------------------ producer side
 
-    def add_frame(self, utterance_id: str, frame: bytes) -> None:
-        """Queue the next frame of ``utterance_id`` (a new id starts a new utterance)."""
+    def add_frame(self, utterance_id: str, frame: bytes, words: int = 0) -> None:
+        """Queue the next frame of ``utterance_id`` (a new id starts a new utterance); ``words``:
+        words of its text spoken by the end of this frame."""
         utterance = self._by_id.get(utterance_id)
         if utterance is None:
             utterance = self._by_id[utterance_id] = _Utterance(utterance_id)
             self._queue.append(utterance)
         if utterance.ended is None:
-            utterance.frames.append(frame)
+            utterance.frames.append((frame, words))
             self._wake.set()
 
     def end(self, utterance_id: str, reason: str = "completed") -> None:
@@ -92,6 +100,23 @@ class Playout:
         self.paused = True
         self._control.set()
 
+    def hold(self) -> int:
+        """Pause, and take back the frames sent ahead of their play time (the client is told
+        to drop them); returns how many. A resume sends them again."""
+        self.pause()
+        if not self._queue:
+            return 0
+        utterance, now, back = self._queue[0], time.monotonic(), 0
+        while utterance.recent and utterance.recent[-1][0] > now:
+            _, frame, words = utterance.recent.pop()
+            utterance.frames.appendleft((frame, words))
+            utterance.played -= 1
+            self.stats.frames -= 1
+            back += 1
+        if back:
+            utterance.heard_words = utterance.recent[-1][2] if utterance.recent else 0
+        return back
+
     def resume(self) -> None:
         if self.paused:
             self.paused = False
@@ -100,14 +125,16 @@ class Playout:
 
     def flush(self, utterance_id: str | None = None, reason: str = "stopped") -> int:
         """Drop the queued frames of one utterance (all, if None) and end it; returns how many
-        frames were dropped."""
+        frames were dropped. A pause on the dropped utterance is over: the next one plays."""
         dropped = 0
-        for utterance in list(self._queue):
+        for i, utterance in enumerate(list(self._queue)):
             if utterance_id is None or utterance.utterance_id == utterance_id:
                 dropped += len(utterance.frames)
                 utterance.frames.clear()
                 if utterance.ended is None or utterance.ended == "completed":
                     utterance.ended = reason
+                if i == 0 and self.paused:
+                    self.paused, self._anchor = False, None
         self._wake.set()
         self._control.set()
         return dropped
@@ -116,6 +143,10 @@ class Playout:
         """Frames of ``utterance_id`` sent so far (what the person has heard)."""
         utterance = self._by_id.get(utterance_id)
         return utterance.played if utterance is not None else 0
+
+    def playing(self) -> str | None:
+        """The utterance at the head of the queue (playing, or next to play)."""
+        return self._queue[0].utterance_id if self._queue else None
 
     # ------------------------------------------------------------------ the loop
 
@@ -134,16 +165,22 @@ class Playout:
                 self._queue.popleft()
                 self._by_id.pop(utterance.utterance_id, None)
                 await self.on_utterance(
-                    f"end:{utterance.ended}", utterance.utterance_id, utterance.played
+                    f"end:{utterance.ended}",
+                    utterance.utterance_id,
+                    utterance.played,
+                    utterance.heard_words,
                 )
                 continue
             if not await self._wait_for_deadline():
                 continue  # paused or flushed while waiting: the frame stays, or is gone
-            frame = utterance.frames.popleft()
+            frame, words = utterance.frames.popleft()
+            play_at = (self._anchor or 0.0) + (self._sent_in_run - 1) * FRAME_S
             if utterance.played == 0:
-                await self.on_utterance("start", utterance.utterance_id, 0)
+                await self.on_utterance("start", utterance.utterance_id, 0, 0)
             await self.send(utterance.utterance_id, frame)
             utterance.played += 1
+            utterance.heard_words = words
+            utterance.recent.append((play_at, frame, words))
             self.stats.frames += 1
 
     async def _wait_for_deadline(self) -> bool:

@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import WSMsgType
 
+from adapters.dialogue import NAMES as DIALOGUES
+
 MAX_TEXT_MESSAGE_BYTES = 64 * 1024
 """Largest JSON message accepted."""
 MAX_AUDIO_MESSAGE_BYTES = 1024 * 1024
@@ -85,6 +87,6 @@ def _session_config(message: dict[str, Any]) -> dict[str, Any]:
     if message.get("input_sample_rate", 16_000) not in INPUT_RATES:
         raise ClientError("INVALID_MESSAGE", f'"input_sample_rate" must be one of {INPUT_RATES}')
     dialogue = message.get("dialogue")
-    if dialogue is not None and (not isinstance(dialogue, str) or len(dialogue) > 64):
-        raise ClientError("INVALID_MESSAGE", '"dialogue" must be an adapter name')
+    if dialogue is not None and dialogue not in DIALOGUES:
+        raise ClientError("INVALID_MESSAGE", f'"dialogue" must be one of {DIALOGUES}')
     return dict(message)

@@ -23,3 +23,5 @@ class Transcript(Message):
     """Sample after the last of the span in the input stream."""
     language: str = bounded(16, default="")
     """BCP-47 language code, if known."""
+    rtf: float = 0.0
+    """Real-time factor of the recognition that produced it (compute / audio seconds)."""

@@ -66,6 +66,9 @@ class PlayoutSpeak(Message):
     voice: str = bounded(128, default="")
     final: bool = True
     """False when more text follows in :class:`PlayoutText` (a reply still streaming)."""
+    answers_sample: int = -1
+    """For a reply: the input stream sample where the person's turn ended (``speech_end``), so
+    the gateway can time the turn (end of speech → first reply frame); -1 otherwise."""
 
 
 @message

@@ -1,0 +1,248 @@
+"""The ASR actor: what each session's person said.
+
+Consumes, on the event bus, ``audio.frame`` on ``audio.in.<session>`` and ``vad.speech_start`` /
+``vad.speech_end`` on ``vad.<session>``. Emits ``asr.transcript`` on ``asr.<session>``:
+partial transcripts every ``partial_interval_ms`` while the person speaks (only when they
+change), and one final transcript per ``speech_end``, from the speech with its pre-roll, whose
+text is empty when it was noise (the supervisor reads an empty final as "no words").
+
+The model runs in one worker thread; a final never waits behind queued partials. Settings:
+``model_path`` (default: the bundled tiny.en), ``device``, ``compute_type``, ``cpu_threads``,
+``context`` (auto | full, see :mod:`adapters.asr.whisper`), ``language``,
+``partial_interval_ms`` (0: no partials), ``tail_ms``, ``max_sessions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from prometheus_client import Counter, Histogram
+
+from adapters.asr.whisper import SAMPLE_RATE, Recognition, WhisperAsr
+from bus import topics
+from bus.inbound import Inbound
+from bus.logs import kv
+from bus.runtime import Actor
+from bus.schema.asr import Transcript
+from bus.schema.audio import AudioFrame
+from bus.schema.session import StateChanged
+from bus.schema.vad import SpeechEnd, SpeechStart
+from bus.topology import ActorConfig
+
+KEEP_S = 2.0
+"""Audio kept before speech starts (pre-roll reaches back into it)."""
+MAX_SPEECH_S = 30.0
+
+
+@dataclass(slots=True)
+class Stream:
+    """One session's recent audio: ``pcm`` starts at stream sample ``base``."""
+
+    pcm: bytearray = field(default_factory=bytearray)
+    base: int = 0
+    speech_from: int | None = None
+    """Where the current speech (with pre-roll) starts; None between speeches."""
+    last_partial: float = 0.0
+    partial_text: str = ""
+    partial_busy: bool = False
+    last_frame: float = field(default_factory=time.monotonic)
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.pcm) // 2
+
+    def append(self, stream_sample: int, pcm: bytes) -> None:
+        if not self.pcm:
+            self.base = stream_sample
+        elif stream_sample > self.end:  # frames lost: keep stream time honest with silence
+            gap = stream_sample - self.end
+            if gap <= SAMPLE_RATE:
+                self.pcm.extend(bytes(2 * gap))
+            else:
+                self.pcm.clear()
+                self.base = stream_sample
+        elif stream_sample < self.end:
+            return  # a repeat
+        self.pcm.extend(pcm)
+        keep_from = self.end - int(KEEP_S * SAMPLE_RATE)
+        if self.speech_from is not None:
+            keep_from = max(self.speech_from, self.end - int(MAX_SPEECH_S * SAMPLE_RATE))
+        if keep_from > self.base:
+            del self.pcm[: 2 * (keep_from - self.base)]
+            self.base = keep_from
+
+    def audio(self, start: int, end: int | None = None) -> np.ndarray:
+        """Float32 samples ``[start, end)`` of what is kept."""
+        lo = max(0, start - self.base)
+        hi = (
+            len(self.pcm) // 2 if end is None else max(lo, min(len(self.pcm) // 2, end - self.base))
+        )
+        samples = np.frombuffer(bytes(self.pcm[2 * lo : 2 * hi]), dtype="<i2")
+        return samples.astype(np.float32) / 32768.0
+
+
+class Asr(Actor):
+    """Transcribes speech per session; see the module docstring."""
+
+    def __init__(self, config: ActorConfig) -> None:
+        super().__init__(config)
+        s = config.settings
+        self.partial_interval_s = float(s.get("partial_interval_ms", 500)) / 1000
+        self.tail_samples = int(float(s.get("tail_ms", 120)) * SAMPLE_RATE / 1000)
+        self.max_sessions = int(s.get("max_sessions", 200))
+        self.streams: dict[str, Stream] = {}
+        self.engine: WhisperAsr | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
+        self._jobs: asyncio.PriorityQueue[tuple[int, int, float, str, int, int, bool]] = (
+            asyncio.PriorityQueue(maxsize=4 * self.max_sessions)
+        )
+        self._order = itertools.count()
+        self.subscribe(topics.AUDIO_IN)
+        self.subscribe(topics.VAD)
+        self.subscribe(topics.STATE)
+        registry = self.metrics.registry
+        self.rtf = Histogram(
+            "duplex_asr_rtf",
+            "ASR real-time factor (compute seconds per audio second)",
+            ["kind"],
+            buckets=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0),
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "duplex_asr_final_seconds",
+            "speech_end received -> final transcript published",
+            buckets=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0),
+            registry=registry,
+        )
+        self.transcripts = Counter(
+            "duplex_asr_transcripts_total", "Transcripts published", ["kind"], registry=registry
+        )
+        self.noise = Counter(
+            "duplex_asr_no_words_total", "Finals that held no words (noise)", registry=registry
+        )
+
+    async def on_start(self) -> None:
+        s = self.config.settings
+        loop = asyncio.get_running_loop()
+
+        def load() -> tuple[WhisperAsr, float]:
+            engine = WhisperAsr(
+                str(s.get("model_path", "")),
+                device=str(s.get("device", "cpu")),
+                compute_type=str(s.get("compute_type", "int8")),
+                cpu_threads=int(s.get("cpu_threads", 2)),
+                context=str(s.get("context", "auto")),
+                language=str(s.get("language", "en")),
+            )
+            return engine, engine.warm()
+
+        engine, warm_s = await loop.run_in_executor(self._pool, load)
+        self.engine = engine
+        self.capabilities = {"model": engine.model_path, "context": engine.context}
+        self.spawn(self._work())
+        self.spawn(self._partials())
+        self.log.info("asr ready", extra=kv(model=engine.model_path, warm_s=round(warm_s, 3)))
+
+    async def on_stop(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def on_message(self, inbound: Inbound) -> None:
+        msg, sid = inbound.message, inbound.env.session
+        stream = self.streams.get(sid)
+        if isinstance(msg, AudioFrame):
+            if msg.sample_rate != SAMPLE_RATE or msg.channels != 1 or not sid:
+                return
+            if stream is None:
+                if len(self.streams) >= self.max_sessions:
+                    return
+                stream = self.streams[sid] = Stream()
+            stream.append(msg.stream_sample, msg.pcm)
+            stream.last_frame = time.monotonic()
+        elif isinstance(msg, SpeechStart) and stream is not None:
+            stream.speech_from = max(stream.base, msg.preroll_sample)
+            stream.last_partial, stream.partial_text = time.monotonic(), ""
+        elif isinstance(msg, SpeechEnd) and stream is not None and stream.speech_from is not None:
+            start, stream.speech_from = stream.speech_from, None
+            self._queue(0, sid, start, msg.stream_sample + self.tail_samples, final=True)
+        elif isinstance(msg, StateChanged) and msg.state == "ENDED":
+            self.streams.pop(sid, None)
+        elif not isinstance(msg, SpeechStart | SpeechEnd | StateChanged):
+            await super().on_message(inbound)
+
+    def _queue(self, priority: int, sid: str, start: int, end: int, final: bool) -> None:
+        try:
+            job = (priority, next(self._order), time.monotonic(), sid, start, end, final)
+            self._jobs.put_nowait(job)
+        except asyncio.QueueFull:
+            self.log.warning("asr queue full; transcript dropped", extra=kv(session=sid))
+
+    async def _partials(self) -> None:
+        if self.partial_interval_s <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.partial_interval_s / 4)
+            now = time.monotonic()
+            for sid, stream in list(self.streams.items()):
+                if now - stream.last_frame > 60:
+                    self.streams.pop(sid, None)  # a session that went away without ENDED
+                elif (
+                    stream.speech_from is not None
+                    and not stream.partial_busy
+                    and now - stream.last_partial >= self.partial_interval_s
+                ):
+                    stream.partial_busy, stream.last_partial = True, now
+                    self._queue(1, sid, stream.speech_from, stream.end, final=False)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.engine is not None
+        engine = self.engine
+        while True:
+            _, _, queued, sid, start, end, final = await self._jobs.get()
+            stream = self.streams.get(sid)
+            if stream is None:
+                continue
+            if not final and stream.speech_from != start:
+                stream.partial_busy = False
+                continue  # that speech already ended: its final is queued
+            audio = stream.audio(start, end)
+            result: Recognition = await loop.run_in_executor(self._pool, engine.transcribe, audio)
+            self.rtf.labels("final" if final else "partial").observe(result.rtf)
+            if not final:
+                stream.partial_busy = False
+            if final:
+                self.latency.observe(time.monotonic() - queued)
+                if not result.text:
+                    self.noise.inc()
+            elif not result.text or result.text == stream.partial_text:
+                continue
+            else:
+                stream.partial_text = result.text
+            self.transcripts.labels("final" if final else "partial").inc()
+            await self.publish(
+                topics.topic(topics.ASR, sid),
+                Transcript(
+                    text=result.text[:4096],
+                    final=final,
+                    start_sample=start,
+                    end_sample=start + len(audio),
+                    language=engine.language,
+                    rtf=round(result.rtf, 4),
+                ),
+                session=sid,
+            )
+            self.log.info(
+                "transcript",
+                extra=kv(
+                    session=sid,
+                    final=final,
+                    text=result.text[:80],
+                    raw=result.raw_text[:40],
+                    seconds=round(result.seconds, 3),
+                ),
+            )

@@ -1,0 +1,310 @@
+"""Turn-taking for the supervisor: the person's speech, their transcripts, the bot's replies and
+barge-in (DESIGN.md, "Barge-in, as the user experiences it").
+
+- ``vad.speech_start`` while the bot is SPEAKING: the gateway holds playout (silent from the next
+  frame, its unplayed lead taken back), the worker pauses, the client gets ``barge_in``, the
+  state is BARGED_IN, and a window of ``barge_window_ms`` starts.
+- Words (a partial or final transcript that is not the bot's own echo) while BARGED_IN: the
+  utterance is stopped with reason ``barged_in`` and the turn is the person's.
+- No words (an empty final, an echo, or the window running out): playout resumes where it was
+  held (a false interruption).
+- A final transcript with words while LISTENING (or THINKING: the person added to their turn)
+  is a user turn: the dialogue adapter streams a reply, cut into sentences as it arrives; the
+  first sentence starts the utterance and later ones are appended to it.
+- History holds what the person actually heard: the played part of each reply, marked
+  interrupted when they cut it off. That is what the dialogue adapter sees.
+
+Echo: with speakers, the microphone hears the bot. VAD's stricter thresholds while SPEAKING make
+echo work harder to interrupt; a transcript arriving while the bot speaks, or within
+``echo_tail_ms`` after, whose words mostly (``echo_overlap``) follow the bot's recent speech in
+order is taken for echo, not for the person. Not handled: acoustic echo cancellation (the
+client's job: browsers do it), and a person who repeats the bot's words while it speaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter
+
+from actors.session_state import Event, State
+from adapters.dialogue import Dialogue, DialogueError, Turn, load_dialogue
+from adapters.tts.text import SentenceBuffer, TextError
+from bus.logs import kv
+from bus.schema.asr import Transcript
+from bus.schema.control import BargeIn, Pause, Resume, Stop
+from bus.schema.session import PlayoutSpeak, PlayoutText, SessionEvent
+from bus.schema.system import Error
+from bus.schema.vad import SpeechEnd, SpeechStart
+
+if TYPE_CHECKING:
+    from actors.supervisor import Session, Supervisor
+
+MAX_HISTORY = 40
+"""Turns kept per session (oldest dropped)."""
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def is_echo(transcript: str, bot_said: Sequence[str], overlap: float = 0.6) -> bool:
+    """True when most of ``transcript``'s words follow, in order, what the bot just said."""
+    heard = words(transcript)
+    said = [w for text in bot_said for w in words(text)]
+    if not heard or not said:
+        return False
+    matcher = difflib.SequenceMatcher(None, heard, said, autojunk=False)
+    matched = sum(block.size for block in matcher.get_matching_blocks())
+    return matched / len(heard) >= overlap
+
+
+@dataclass(slots=True)
+class Talk:
+    """A session's conversation state (part of the supervisor's :class:`Session`)."""
+
+    dialogue: str = "echo"
+    history: deque[Turn] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY))
+    bot_said: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=8))
+    """(when it stopped playing, or 0 while playing, text) of recent utterances, for echo."""
+    speaking_text: str = ""
+    """Text of the utterance playing now (grows while a reply streams)."""
+    barged: str = ""
+    """The utterance held by a barge-in, until words or no words decide."""
+    barge_task: asyncio.Task[None] | None = None
+    reply_task: asyncio.Task[None] | None = None
+    speech_end_sample: int = -1
+    """Where the person's last speech ended (the turn a reply answers)."""
+    pending_user: list[str] = field(default_factory=list)
+    """User words not yet answered (a turn that came while the bot was still thinking)."""
+
+
+class Conversation:
+    """The supervisor's turn-taking; see the module docstring."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sv = supervisor
+        settings = supervisor.config.settings
+        self.default_dialogue = str(settings.get("dialogue", "echo"))
+        self.dialogue_settings = dict(settings.get("dialogue_openai", {}) or {})
+        self.barge_window_s = float(settings.get("barge_window_ms", 1200)) / 1000
+        self.echo_tail_s = float(settings.get("echo_tail_ms", 1500)) / 1000
+        self.echo_overlap = float(settings.get("echo_overlap", 0.6))
+        self.dialogues: dict[str, Dialogue] = {}
+        registry = supervisor.metrics.registry
+        self.barge_ins = Counter(
+            "duplex_barge_ins_total", "Barge-ins (speech over the bot)", registry=registry
+        )
+        self.false_interruptions = Counter(
+            "duplex_false_interruptions_total",
+            "Barge-ins that held no words: playout resumed",
+            registry=registry,
+        )
+        self.echoes = Counter(
+            "duplex_echo_transcripts_total",
+            "Transcripts taken for the bot's own voice",
+            registry=registry,
+        )
+        self.turns = Counter("duplex_user_turns_total", "User turns answered", registry=registry)
+        self.dialogue_errors = Counter(
+            "duplex_dialogue_errors_total", "Dialogue failures", ["code"], registry=registry
+        )
+
+    async def close(self) -> None:
+        for dialogue in self.dialogues.values():
+            await dialogue.close()
+
+    # ------------------------------------------------------------------ the person
+
+    def speech_start(self, session: Session, msg: SpeechStart) -> None:
+        session.active = time.monotonic()
+        if session.machine.state is not State.SPEAKING or not session.utterance_id:
+            return
+        uid = session.utterance_id
+        session.machine.fire(Event.SPEECH_START)
+        session.talk.barged = uid
+        self.barge_ins.inc()
+        self.sv.tell(session, BargeIn(utterance_id=uid, stream_sample=msg.stream_sample))
+        self.sv.to_worker(session, Pause(utterance_id=uid))
+        session.talk.barge_task = self.sv.spawn(self._barge_window(session, uid))
+        self.sv.log.info("barge-in", extra=kv(session=session.session_id, utterance=uid))
+
+    def speech_end(self, session: Session, msg: SpeechEnd) -> None:
+        session.active = time.monotonic()
+        session.talk.speech_end_sample = msg.stream_sample
+
+    def transcript(self, session: Session, msg: Transcript) -> None:
+        session.active = time.monotonic()
+        talk = session.talk
+        state = session.machine.state
+        has_words = bool(words(msg.text)) and not self._echo(session, msg.text)
+        if state is State.BARGED_IN:
+            if has_words:
+                self._give_floor(session)
+            elif msg.final:
+                self._resume(session)  # a cough, noise or echo
+            if not (has_words and msg.final):
+                return
+        elif state in (State.SPEAKING, State.PAUSED) and has_words and msg.final:
+            self._give_floor(session)  # speech that began before the bot did
+        if not msg.final or not has_words:
+            return
+        talk.pending_user.append(msg.text.strip())
+        if session.machine.state in (State.LISTENING, State.THINKING):
+            self._user_turn(session)
+
+    def _echo(self, session: Session, text: str) -> bool:
+        talk, now = session.talk, time.monotonic()
+        if session.machine.state not in (State.SPEAKING, State.BARGED_IN, State.PAUSED):
+            recent = [t for ended, t in talk.bot_said if ended and now - ended < self.echo_tail_s]
+        else:
+            recent = [talk.speaking_text, *(t for _, t in talk.bot_said)]
+        if is_echo(text, recent, self.echo_overlap):
+            self.echoes.inc()
+            self.sv.log.info("echo ignored", extra=kv(session=session.session_id, text=text[:80]))
+            return True
+        return False
+
+    # ------------------------------------------------------------------ barge-in outcomes
+
+    async def _barge_window(self, session: Session, uid: str) -> None:
+        await asyncio.sleep(self.barge_window_s)
+        if session.talk.barged == uid and session.machine.state is State.BARGED_IN:
+            self._resume(session)
+
+    def _resume(self, session: Session) -> None:
+        uid, session.talk.barged = session.talk.barged, ""
+        self._cancel(session.talk.barge_task)
+        if session.machine.fire(Event.NO_WORDS) and uid == session.utterance_id:
+            self.false_interruptions.inc()
+            self.sv.to_worker(session, Resume(utterance_id=uid))
+            self.sv.tell(session, Resume(utterance_id=uid))
+
+    def _give_floor(self, session: Session) -> None:
+        """Stop and discard the bot's utterance (and any reply still streaming)."""
+        talk, uid = session.talk, session.utterance_id
+        talk.barged = ""
+        self._cancel(talk.barge_task)
+        self._cancel(talk.reply_task)
+        session.queue.clear()
+        moved = session.machine.fire(
+            Event.WORDS if session.machine.state is State.BARGED_IN else Event.STOP
+        )
+        if moved and uid:
+            self.sv.tell(session, Stop(utterance_id=uid, reason="barged_in"))
+            self.sv.to_worker(session, Stop(utterance_id=uid, reason="barged_in"))
+
+    def cancel_reply(self, session: Session) -> None:
+        """The client stopped the bot: a reply still streaming is dropped too."""
+        self._cancel(session.talk.reply_task)
+
+    @staticmethod
+    def _cancel(task: asyncio.Task[None] | None) -> None:
+        """Cancel ``task`` unless it is done or is the one running (it returns by itself)."""
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+
+    # ------------------------------------------------------------------ the bot's turn
+
+    def _user_turn(self, session: Session) -> None:
+        talk = session.talk
+        text = " ".join(talk.pending_user)
+        talk.pending_user.clear()
+        if session.machine.state is State.THINKING and talk.reply_task is not None:
+            self._cancel(talk.reply_task)  # they said more: answer all of it
+            if talk.history and talk.history[-1].role == "user":
+                text = f"{talk.history.pop().text} {text}"
+        talk.history.append(Turn("user", text))
+        session.machine.fire(Event.USER_TURN)
+        self.turns.inc()
+        talk.reply_task = self.sv.spawn(self._reply(session, list(talk.history)))
+
+    async def _reply(self, session: Session, history: list[Turn]) -> None:
+        talk = session.talk
+        name = talk.dialogue or self.default_dialogue
+        reply: list[str] = []
+        uid = ""
+        try:
+            dialogue = self._dialogue(name)
+            cutter = SentenceBuffer()
+            async for chunk in dialogue.reply(history):
+                reply.append(chunk)
+                for sentence in cutter.push(chunk):
+                    uid = await self._say(session, uid, sentence)
+            for sentence in cutter.flush():
+                uid = await self._say(session, uid, sentence)
+        except (DialogueError, TextError) as exc:
+            self.dialogue_errors.labels(exc.code).inc()
+            self.sv.tell(session, Error(code=exc.code, message=str(exc)))
+            self.sv.log.warning(
+                "dialogue failed",
+                extra=kv(session=session.session_id, code=exc.code, error=str(exc)),
+            )
+        finally:
+            if uid and uid == session.utterance_id:
+                self.sv.tell(session, PlayoutText(utterance_id=uid, text="", final=True))
+        text = "".join(reply).strip()
+        if text:
+            self.sv.tell(session, SessionEvent(kind="reply", fields={"text": text[:4000]}))
+        if not uid and session.machine.state is State.THINKING:
+            session.machine.fire(Event.NOTHING_TO_SAY)
+
+    async def _say(self, session: Session, uid: str, sentence: str) -> str:
+        """The first sentence starts the reply's utterance; later ones are appended to it."""
+        talk = session.talk
+        if uid:
+            if uid == session.utterance_id:
+                talk.speaking_text = f"{talk.speaking_text} {sentence}"
+                self.sv.tell(session, PlayoutText(utterance_id=uid, text=sentence))
+            return uid
+        waited = time.monotonic()
+        while session.utterance_id or session.routing:  # a text utterance still playing
+            if time.monotonic() - waited > 60:
+                raise DialogueError("DIALOGUE_FAILED", "the previous utterance never ended")
+            await asyncio.sleep(0.02)
+        assignment = await self.sv.route(session, session.voice)
+        if assignment is None or session.session_id not in self.sv.sessions:
+            raise DialogueError("NO_WORKER", "no TTS worker for the reply")
+        uid = session.utterance_id = os.urandom(6).hex()
+        session.worker_id = assignment.worker_id
+        talk.speaking_text = sentence
+        session.machine.fire(Event.SPEAK)
+        self.sv.tell(
+            session,
+            PlayoutSpeak(
+                utterance_id=uid,
+                text=sentence,
+                worker_id=assignment.worker_id,
+                voice=assignment.voice,
+                final=False,
+                answers_sample=talk.speech_end_sample,
+            ),
+        )
+        return uid
+
+    def _dialogue(self, name: str) -> Dialogue:
+        if name not in self.dialogues:
+            self.dialogues[name] = load_dialogue(name, self.dialogue_settings)
+        return self.dialogues[name]
+
+    # ------------------------------------------------------------------ playout
+
+    def utterance_ended(self, session: Session, heard: str, reason: str) -> None:
+        """Remember what the person heard of it (history and echo)."""
+        talk = session.talk
+        talk.bot_said.append((time.monotonic(), talk.speaking_text))
+        talk.speaking_text = ""
+        if talk.barged:
+            talk.barged = ""
+            self._cancel(talk.barge_task)
+        if heard or reason != "completed":
+            talk.history.append(Turn("assistant", heard, interrupted=reason != "completed"))
