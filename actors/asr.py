@@ -34,6 +34,8 @@ from bus.schema.session import StateChanged
 from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.topology import ActorConfig
 
+Job = tuple[int, int, float, str, int, "np.ndarray | None", bool]
+"""(priority, order, queued at, session, start sample, audio or None, final)."""
 KEEP_S = 2.0
 """Audio kept before speech starts (pre-roll reaches back into it)."""
 MAX_SPEECH_S = 30.0
@@ -98,8 +100,8 @@ class Asr(Actor):
         self.streams: dict[str, Stream] = {}
         self.engine: WhisperAsr | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
-        self._jobs: asyncio.PriorityQueue[tuple[int, int, float, str, int, int, bool]] = (
-            asyncio.PriorityQueue(maxsize=4 * self.max_sessions)
+        self._jobs: asyncio.PriorityQueue[Job] = asyncio.PriorityQueue(
+            maxsize=4 * self.max_sessions
         )
         self._order = itertools.count()
         self.subscribe(topics.AUDIO_IN)
@@ -167,16 +169,22 @@ class Asr(Actor):
             stream.speech_from = max(stream.base, msg.preroll_sample)
             stream.last_partial, stream.partial_text = time.monotonic(), ""
         elif isinstance(msg, SpeechEnd) and stream is not None and stream.speech_from is not None:
+            # The audio is taken now: once speech has ended the buffer shrinks to the last
+            # seconds. It is all here (VAD waited out the minimum silence, longer than the tail).
             start, stream.speech_from = stream.speech_from, None
-            self._queue(0, sid, start, msg.stream_sample + self.tail_samples, final=True)
+            audio = stream.audio(start, msg.stream_sample + self.tail_samples)
+            self._queue(0, sid, start, audio, final=True)
         elif isinstance(msg, StateChanged) and msg.state == "ENDED":
             self.streams.pop(sid, None)
         elif not isinstance(msg, SpeechStart | SpeechEnd | StateChanged):
             await super().on_message(inbound)
 
-    def _queue(self, priority: int, sid: str, start: int, end: int, final: bool) -> None:
+    def _queue(
+        self, priority: int, sid: str, start: int, audio: np.ndarray | None, final: bool
+    ) -> None:
+        """A recognition job; a partial's ``audio`` (None) is taken when it runs."""
         try:
-            job = (priority, next(self._order), time.monotonic(), sid, start, end, final)
+            job = (priority, next(self._order), time.monotonic(), sid, start, audio, final)
             self._jobs.put_nowait(job)
         except asyncio.QueueFull:
             self.log.warning("asr queue full; transcript dropped", extra=kv(session=sid))
@@ -196,21 +204,22 @@ class Asr(Actor):
                     and now - stream.last_partial >= self.partial_interval_s
                 ):
                     stream.partial_busy, stream.last_partial = True, now
-                    self._queue(1, sid, stream.speech_from, stream.end, final=False)
+                    self._queue(1, sid, stream.speech_from, None, final=False)
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         assert self.engine is not None
         engine = self.engine
         while True:
-            _, _, queued, sid, start, end, final = await self._jobs.get()
+            _, _, queued, sid, start, audio, final = await self._jobs.get()
             stream = self.streams.get(sid)
             if stream is None:
                 continue
-            if not final and stream.speech_from != start:
-                stream.partial_busy = False
-                continue  # that speech already ended: its final is queued
-            audio = stream.audio(start, end)
+            if audio is None:
+                if stream.speech_from != start:
+                    stream.partial_busy = False
+                    continue  # that speech already ended: its final is queued
+                audio = stream.audio(start)
             result: Recognition = await loop.run_in_executor(self._pool, engine.transcribe, audio)
             self.rtf.labels("final" if final else "partial").observe(result.rtf)
             if not final:

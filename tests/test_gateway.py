@@ -59,10 +59,12 @@ class Stack:
         data = status(self.ports.endpoint) or {"actors": []}
         return {a["actor_id"] for a in data["actors"]}
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, voice_in: bool = False) -> None:
         def ready() -> bool:
             try:
-                return bool(urllib.request.urlopen(self.http + "/ready", timeout=2).status == 200)
+                with urllib.request.urlopen(self.http + "/ready", timeout=2) as response:
+                    body = json.loads(response.read())
+                return response.status == 200 and (body["voice_in"] or not voice_in)
             except (urllib.error.URLError, ConnectionError):
                 return False
 

@@ -77,9 +77,11 @@ class EndReason(enum.StrEnum):
 
 @message
 class TtsEnd(Message):
-    """The last message of an utterance."""
+    """The last message of an utterance. It rides with the frames (data priority), so it never
+    overtakes the last of them in a receiver's queue."""
 
     TYPE: ClassVar[str] = "tts.end"
+    PRIORITY: ClassVar[Priority] = Priority.DATA
 
     utterance_id: str = bounded(128)
     reason: EndReason

@@ -1,0 +1,212 @@
+"""A spoken conversation end to end: real actors (gateway, VAD, ASR, supervisor, router, Piper
+worker) on real sockets; speech synthesized with Piper and streamed over the WebSocket in real
+time, the way a microphone client sends it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Processes, free_port, metric, transcribe, word_error_rate
+from tests.test_gateway import Stack
+from tests.voicekit import FakeLlm, Talker, noise, silence, speech
+
+LONG = (
+    "Once upon a time there was a lighthouse keeper who counted the waves every night. "
+    "He wrote each number into a big blue book, and he never missed a single wave."
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class VoiceStack(Stack):
+    llm: FakeLlm
+    worker_metrics: str
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoiceStack]:
+    tmp: Path = tmp_path_factory.mktemp("voice")
+    procs = Processes(tmp)
+    llm = FakeLlm()
+    worker_port = free_port()
+    extra = (
+        "  supervisor:\n"
+        "    dialogue_openai:\n"
+        f"      base_url: {llm.base_url}\n"
+        "      first_token_timeout_s: 1.5\n"
+        "      idle_timeout_s: 1.5\n"
+        f"  tts_worker:\n    metrics_port: {worker_port}\n"
+    )
+    try:
+        s = VoiceStack(
+            procs, tmp, extra, ["gateway", "supervisor", "router", "vad", "asr", "tts_worker"]
+        )
+        s.llm, s.worker_metrics = llm, f"http://127.0.0.1:{worker_port}/metrics"
+        s.wait_ready(voice_in=True)
+        yield s
+    finally:
+        procs.close()
+        llm.close()
+
+
+@pytest.fixture
+def talker(stack: VoiceStack) -> Iterator[Talker]:
+    t = Talker(stack.url)
+    yield t
+    t.close()
+
+
+def kind(name: str, **fields: object) -> object:
+    return lambda m: m.get("type") == name and all(m.get(k) == v for k, v in fields.items())
+
+
+def audio_between(t: Talker, start: float, end: float) -> bytes:
+    return b"".join(m for at, m in t.timed(start) if isinstance(m, bytes) and at <= end)
+
+
+def test_a_spoken_question_gets_a_final_transcript_a_reply_and_reply_audio(talker: Talker) -> None:
+    question = "What is the weather like in Paris today?"
+    talker.say(silence(0.3) + speech(question) + silence(1.0))
+    _, final = talker.wait_for(kind("transcript", final=True), 10, "a final transcript")
+    assert word_error_rate(question, final["text"]) < 0.3, final
+    _, reply = talker.wait_for(kind("reply"), 10, "the reply")
+    assert reply["text"] == final["text"]  # the echo dialogue
+    started, _tts_start = talker.wait_for(kind("tts_start"), 10, "the reply's audio")
+    ended, tts_end = talker.wait_for(kind("tts_end"), 20, "the end of the reply")
+    pcm = audio_between(talker, started, ended)
+    assert tts_end["reason"] == "completed" and tts_end["frames"] == len(pcm) // 1920 > 30
+    assert word_error_rate(question, transcribe(pcm)) < 0.35
+    states = [e["state"] for e in talker.events("state")]
+    assert states == ["LISTENING", "THINKING", "SPEAKING", "LISTENING"]
+    vad = talker.events("vad")
+    assert [v["event"] for v in vad] == ["speech_start", "speech_end"]
+    assert 250 <= vad[0]["stream_ms"] < vad[1]["stream_ms"] <= 300 + len(speech(question)) / 32
+    figures = talker.events("metrics")[-1]
+    assert 0 < figures["turn_latency_ms"] < 3000 and 0 < figures["asr_rtf"] < 1
+
+
+def test_speaking_over_the_bot_silences_it_and_the_next_turn_works(talker: Talker) -> None:
+    talker.send({"type": "text", "text": LONG})
+    talker.wait_for(kind("tts_start"), 10, "the bot to start")
+    talker.say(silence(1.0))
+    spoke = talker.say(speech("Stop. What time is it?") + silence(1.2))
+    barged_at, barge = talker.wait_for(kind("barge_in"), 10, "barge_in")
+    _, end = talker.wait_for(kind("tts_end", utterance_id=barge["utterance_id"]), 10, "its end")
+    assert end["reason"] == "barged_in"
+    assert "BARGED_IN" in [e["state"] for e in talker.events("state")]
+    # The bot fell silent: no frame of it after the barge-in (the held lead is not sent).
+    frames = [at for at, m in talker.timed(spoke) if isinstance(m, bytes)]
+    for at, m in talker.timed(spoke - 0.5):
+        print(round(at - barged_at, 3), "audio" if isinstance(m, bytes) else m)
+    last_bot_frame = max(at for at in frames if at <= barged_at + 0.1)
+    assert not [at for at in frames if barged_at + 0.1 < at < barged_at + 1.0]
+    assert last_bot_frame - spoke < 1.0  # generous; scripts/bench_voice measures it
+    # The person's words became the next turn, answered in full.
+    _, final = talker.wait_for(kind("transcript", final=True), 10, "the final transcript")
+    assert "time" in final["text"].lower()
+    _, second = talker.wait_for(
+        lambda m: m.get("type") == "tts_end" and m["utterance_id"] != barge["utterance_id"],
+        20,
+        "the reply to finish",
+    )
+    assert second["reason"] == "completed" and second["frames"] > 20
+
+
+def test_a_noise_burst_over_the_bot_resumes_it_with_no_audio_lost(
+    stack: VoiceStack, talker: Talker
+) -> None:
+    before = metric(stack.worker_metrics, "duplex_tts_frames_total")
+    text = "This sentence keeps going while somebody coughs near the microphone, and it ends."
+    talker.send({"type": "text", "text": text})
+    started, _tts_start = talker.wait_for(kind("tts_start"), 10, "the bot to start")
+    talker.say(silence(0.8) + noise(0.25, -18) + silence(0.2))
+    _, barge = talker.wait_for(kind("barge_in"), 5, "the burst to hold the bot")
+    talker.wait_for(kind("state", state="SPEAKING"), 5, "playout to resume", since=started + 0.5)
+    ended, end = talker.wait_for(kind("tts_end"), 20, "the utterance to complete")
+    assert end["reason"] == "completed" and end["utterance_id"] == barge["utterance_id"]
+    produced = metric(stack.worker_metrics, "duplex_tts_frames_total") - before
+    assert end["frames"] == produced  # every frame the worker made was played
+    received = len(audio_between(talker, started, ended)) // 1920
+    assert produced <= received <= produced + 5  # the held lead is sent again after the resume
+    assert talker.events("metrics")[-1]["false_interruptions"] == 1
+    assert word_error_rate(text, transcribe(audio_between(talker, started, ended))) < 0.5
+
+
+def test_silence_and_steady_noise_start_no_turn_and_the_gate_ends_speech(talker: Talker) -> None:
+    talker.say(silence(1.5) + noise(2.5, -42, seed=3))
+    assert not talker.events("transcript") and not talker.events("tts_start")
+    assert "THINKING" not in [e["state"] for e in talker.events("state")]
+    # Speech, then a quiet room (noise under the gate) that never goes digitally silent.
+    quiet = noise(2.0, -62, seed=4)
+    talker.say(speech("Good morning to you.") + quiet)
+    _, _end = talker.wait_for(kind("vad", event="speech_end"), 5, "speech_end behind the gate")
+    _, final = talker.wait_for(kind("transcript", final=True), 5, "the turn")
+    assert "morning" in final["text"].lower()
+
+
+def test_the_dialogue_endpoint_slow_failing_or_down_is_reported_and_the_session_goes_on(
+    stack: VoiceStack,
+) -> None:
+    llm = stack.llm
+    talker = Talker(stack.url, dialogue="openai")
+    try:
+        for mode, code in (("slow", "DIALOGUE_TIMEOUT"), ("error", "DIALOGUE_FAILED")):
+            llm.mode, llm.delay_s = mode, 3.0
+            asked = talker.say(speech("Are you there?") + silence(0.8))
+            _, error = talker.wait_for(kind("error"), 10, f"{mode}: an error", since=asked)
+            assert error["code"] == code, error
+            talker.wait_for(kind("state", state="LISTENING"), 5, "listening again", since=asked)
+        talker.send({"type": "session_config", "dialogue": "echo"})
+        asked = talker.say(speech("Still here?") + silence(0.8))
+        _, end = talker.wait_for(kind("tts_end"), 15, "an echo reply", since=asked)
+        assert end["reason"] == "completed"
+    finally:
+        talker.close()
+
+
+def test_a_streamed_reply_speaks_its_first_sentence_before_it_is_complete(
+    stack: VoiceStack,
+) -> None:
+    llm = stack.llm
+    llm.mode, llm.delay_s = "stream", 0.25
+    llm.reply = "Sure thing. Here is a longer second sentence that takes a while to stream in."
+    talker = Talker(stack.url, dialogue="openai")
+    try:
+        asked = talker.say(speech("Tell me something.") + silence(0.8))
+        started, tts_start = talker.wait_for(kind("tts_start"), 10, "speech", since=asked)
+        assert tts_start["text"] == "Sure thing."
+        _, reply = talker.wait_for(kind("reply"), 15, "the whole reply", since=asked)
+        assert started < llm.finished[-1]  # it spoke while the model was still writing
+        assert reply["text"] == llm.reply
+        _, end = talker.wait_for(kind("tts_end"), 20, "the end", since=asked)
+        assert end["reason"] == "completed"
+        sent = llm.requests[-1]
+        assert sent["stream"] is True and sent["messages"][-1]["role"] == "user"
+    finally:
+        talker.close()
+
+
+def test_the_history_keeps_what_the_person_heard_marked_interrupted(stack: VoiceStack) -> None:
+    llm = stack.llm
+    llm.mode, llm.delay_s = "stream", 0.0
+    llm.reply = LONG
+    talker = Talker(stack.url, dialogue="openai")
+    try:
+        asked = talker.say(speech("Tell me a story.") + silence(0.8))
+        talker.wait_for(kind("tts_start"), 10, "the story", since=asked)
+        talker.say(silence(2.0))
+        interrupted = talker.say(speech("Thanks, that is enough.") + silence(0.8))
+        talker.wait_for(kind("tts_end", reason="barged_in"), 10, "the barge-in", since=interrupted)
+        talker.wait_for(kind("reply"), 10, "the next reply", since=interrupted)
+        messages = llm.requests[-1]["messages"]
+        heard = [m for m in messages if m["role"] == "assistant"][-1]["content"]
+        assert heard.endswith(" [interrupted]")
+        words = heard.removesuffix(" [interrupted]").split()
+        assert 2 <= len(words) < len(LONG.split()) and LONG.startswith(" ".join(words))
+        assert messages[-1] == {"role": "user", "content": messages[-1]["content"]}
+        assert "enough" in messages[-1]["content"].lower()
+    finally:
+        talker.close()
