@@ -264,7 +264,7 @@ class Conversation:
         if uid:
             if uid == session.utterance_id:
                 talk.speaking_text = f"{talk.speaking_text} {sentence}"
-                self.sv.tell(session, PlayoutText(utterance_id=uid, text=sentence))
+                self.sv.tell(session, PlayoutText(utterance_id=uid, text=f"{sentence} "))
             return uid
         waited = time.monotonic()
         while session.utterance_id or session.routing:  # a text utterance still playing
@@ -282,7 +282,7 @@ class Conversation:
             session,
             PlayoutSpeak(
                 utterance_id=uid,
-                text=sentence,
+                text=f"{sentence} ",  # the space ends the sentence for the worker: speak it now
                 worker_id=assignment.worker_id,
                 voice=assignment.voice,
                 final=False,

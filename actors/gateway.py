@@ -319,7 +319,7 @@ class Gateway(Actor):
     async def _speak(self, client: ClientSession, msg: PlayoutSpeak) -> None:
         await self._stop_speaking(client.session_id)
         self.speaking[client.session_id] = Speaking(
-            msg.utterance_id, msg.worker_id, msg.text, answers_sample=msg.answers_sample
+            msg.utterance_id, msg.worker_id, msg.text.strip(), answers_sample=msg.answers_sample
         )
         start = TtsStart(
             utterance_id=msg.utterance_id,

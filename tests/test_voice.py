@@ -99,8 +99,6 @@ def test_speaking_over_the_bot_silences_it_and_the_next_turn_works(talker: Talke
     assert "BARGED_IN" in [e["state"] for e in talker.events("state")]
     # The bot fell silent: no frame of it after the barge-in (the held lead is not sent).
     frames = [at for at, m in talker.timed(spoke) if isinstance(m, bytes)]
-    for at, m in talker.timed(spoke - 0.5):
-        print(round(at - barged_at, 3), "audio" if isinstance(m, bytes) else m)
     last_bot_frame = max(at for at in frames if at <= barged_at + 0.1)
     assert not [at for at in frames if barged_at + 0.1 < at < barged_at + 1.0]
     assert last_bot_frame - spoke < 1.0  # generous; scripts/bench_voice measures it
@@ -147,7 +145,7 @@ def test_silence_and_steady_noise_start_no_turn_and_the_gate_ends_speech(talker:
     assert "morning" in final["text"].lower()
 
 
-def test_the_dialogue_endpoint_slow_failing_or_down_is_reported_and_the_session_goes_on(
+def test_a_slow_or_failing_dialogue_endpoint_is_reported_and_the_session_goes_on(
     stack: VoiceStack,
 ) -> None:
     llm = stack.llm
@@ -177,7 +175,7 @@ def test_a_streamed_reply_speaks_its_first_sentence_before_it_is_complete(
     try:
         asked = talker.say(speech("Tell me something.") + silence(0.8))
         started, tts_start = talker.wait_for(kind("tts_start"), 10, "speech", since=asked)
-        assert tts_start["text"] == "Sure thing."
+        assert tts_start["text"].startswith("Sure thing.")  # (the text known at its first frame)
         _, reply = talker.wait_for(kind("reply"), 15, "the whole reply", since=asked)
         assert started < llm.finished[-1]  # it spoke while the model was still writing
         assert reply["text"] == llm.reply

@@ -68,7 +68,8 @@ class Talker:
     records ``(monotonic time, message)`` for everything received."""
 
     def __init__(self, url: str, **config: Any) -> None:
-        self.ws: ClientConnection = connect(url, max_size=2**21)
+        self._connection = connect(url, max_size=2**21)
+        self.ws: ClientConnection = self._connection.__enter__()
         self.got: list[tuple[float, Any]] = []
         self._lock = threading.Lock()
         start = json.loads(self.ws.recv(timeout=10))
@@ -132,7 +133,7 @@ class Talker:
 
     def close(self) -> None:
         try:
-            self.ws.close()
+            self._connection.__exit__(None, None, None)
         finally:
             self._reader.join(timeout=5)
 
@@ -140,7 +141,8 @@ class Talker:
 class FakeLlm:
     """An OpenAI-compatible ``/v1/chat/completions`` on a real socket, in its own thread.
     ``mode``: ``stream`` (the reply in chunks, ``delay_s`` apart), ``slow`` (says nothing for
-    ``delay_s``), ``error`` (HTTP 500). Requests and when each finished streaming are recorded."""
+    ``delay_s``), ``error`` (HTTP 500), ``garbage`` (an event that is not JSON). Requests and
+    when each finished streaming are recorded."""
 
     def __init__(self) -> None:
         self.mode = "stream"
@@ -151,6 +153,7 @@ class FakeLlm:
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
+        self._runner: web.AppRunner
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         assert self._ready.wait(10), "the fake LLM server did not start"
@@ -163,7 +166,7 @@ class FakeLlm:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
-        runner = web.AppRunner(app)
+        runner = self._runner = web.AppRunner(app)
         self._loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
@@ -180,6 +183,9 @@ class FakeLlm:
             await asyncio.sleep(self.delay_s)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if self.mode == "garbage":
+            await response.write(b"data: {not json\n\n")
+            return response
         words = self.reply.split(" ")
         for i, word in enumerate(words):
             delta = {
@@ -192,5 +198,7 @@ class FakeLlm:
         return response
 
     def close(self) -> None:
+        cleanup = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        cleanup.result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)

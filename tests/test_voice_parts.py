@@ -1,0 +1,236 @@
+"""The parts of speech in, one at a time, with the real models: microphone re-framing, VAD
+(webrtcvad and Silero), Whisper, echo matching, playout's barge-in hold, and the
+OpenAI-compatible dialogue adapter against a real HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from actors.conversation import is_echo
+from adapters.asr.whisper import WhisperAsr
+from adapters.dialogue import DialogueError, Turn, load_dialogue
+from adapters.dialogue.openai import OpenAiDialogue
+from adapters.vad.detector import Boundary, Detector, DetectorConfig
+from adapters.vad.models import FRAME_BYTES, load_model
+from tests.support import free_port, word_error_rate
+from tests.voicekit import FakeLlm, mix, noise, silence, speech
+from transports.mic import MicInput
+from transports.playout import Playout
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_48k_microphone_audio_in_any_chunks_matches_one_continuous_resampling() -> None:
+    t = np.arange(48_000 * 2) / 48_000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2").tobytes()
+    whole = MicInput(48_000)
+    reference = b"".join(f.pcm for f in whole.push(tone))
+    chunked, out, rng, i = MicInput(48_000), [], np.random.default_rng(1), 0
+    while i < len(tone):
+        n = 2 * int(rng.integers(1, 2000))
+        out += chunked.push(tone[i : i + n])
+        i += n
+    pcm = b"".join(f.pcm for f in out)
+    assert len(reference) - FRAME_BYTES <= len(pcm) <= len(reference)
+    # The same signal as one continuous resampling, to the last bit or so (float rounding).
+    same = np.frombuffer(reference[: len(pcm)], "<i2").astype(int)
+    assert np.max(np.abs(np.frombuffer(pcm, "<i2").astype(int) - same)) <= 2
+    assert all(len(f.pcm) == FRAME_BYTES for f in out)
+    assert [f.sequence for f in out] == list(range(len(out)))
+    assert [f.stream_sample for f in out] == [320 * n for n in range(len(out))]
+    # No seams: the 16 kHz signal is still a clean 440 Hz tone (no clicks at chunk edges).
+    samples = np.frombuffer(pcm, "<i2").astype(np.float64)[800:]
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    peak = int(np.argmax(spectrum))
+    assert abs(peak * 16_000 / len(samples) - 440) < 2
+    assert spectrum[peak] / np.sort(spectrum)[-50] > 100  # nothing else near its level
+
+
+def test_microphone_input_refuses_odd_bytes_and_unknown_rates() -> None:
+    with pytest.raises(ValueError):
+        MicInput(44_100)
+    with pytest.raises(ValueError):
+        MicInput().push(b"\x00\x01\x02")
+
+
+def run_detector(model: str, pcm: bytes, bot_speaking: bool = False) -> list[Boundary]:
+    settings = {"min_silence_ms": 240, "preroll_ms": 300}
+    detector = Detector(load_model(model, settings), DetectorConfig.from_settings(settings))
+    found = []
+    for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
+        boundary = detector.feed(pcm[i : i + FRAME_BYTES], i // 2, bot_speaking)
+        if boundary is not None:
+            found.append(boundary)
+    return found
+
+
+@pytest.mark.parametrize("model", ["webrtc", "silero"])
+def test_vad_finds_one_utterance_in_silence_stamped_in_stream_time(model: str) -> None:
+    said = speech("The quick brown fox jumps over the lazy dog.")
+    found = run_detector(model, silence(1.0) + said + silence(1.0))
+    assert [b.kind for b in found] == ["start", "end"]
+    start, end = found
+    assert 16_000 <= start.sample < 16_000 + 8_000  # after the second of silence
+    assert start.preroll_sample == start.sample - 4_800  # 300 ms of pre-roll
+    assert 16_000 + len(said) // 2 - 8_000 < end.sample <= 16_000 + len(said) // 2 + 4_000
+
+
+@pytest.mark.parametrize("model", ["webrtc", "silero"])
+def test_vad_ignores_silence_and_quiet_noise(model: str) -> None:
+    assert run_detector(model, silence(2.0)) == []
+    assert run_detector(model, noise(3.0, -60)) == []  # under the noise gate
+
+
+def test_the_noise_gate_counts_quiet_frames_as_silence_so_speech_ends() -> None:
+    found = run_detector("webrtc", speech("Good morning to you.") + noise(2.0, -62))
+    assert [b.kind for b in found] == ["start", "end"]
+
+
+def test_vad_is_stricter_while_the_bot_speaks() -> None:
+    # Moderate noise interrupts a listening bot's VAD more readily than a speaking one's.
+    hum = noise(3.0, -45, seed=7)
+    listening = run_detector("webrtc", hum)
+    speaking = run_detector("webrtc", hum, bot_speaking=True)
+    assert len(speaking) <= len(listening)
+    assert speaking == []  # under the raised gate (-40 dBFS while the bot speaks)
+
+
+def test_a_stream_that_stops_mid_speech_is_ended_where_it_stopped() -> None:
+    settings: dict[str, object] = {}
+    detector = Detector(load_model("webrtc", settings), DetectorConfig.from_settings(settings))
+    said = speech("Hello there I am still talking about the weather")
+    fed = 0
+    for i in range(0, len(said) - FRAME_BYTES, FRAME_BYTES):
+        detector.feed(said[i : i + FRAME_BYTES], i // 2, False)
+        fed += detector.speaking
+        if fed == 10:  # 200 ms into the speech, the client goes quiet (no more audio)
+            break
+    assert detector.speaking
+    end = detector.flush()
+    assert end is not None and end.kind == "end" and end.sample == detector.next_sample
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperAsr:
+    engine = WhisperAsr()
+    engine.warm()
+    return engine
+
+
+def as_float(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
+
+
+def test_whisper_transcribes_speech_and_returns_nothing_for_noise(whisper: WhisperAsr) -> None:
+    text = "Please book a table for two at seven tonight."
+    heard = whisper.transcribe(as_float(silence(0.3) + speech(text) + silence(0.3)))
+    assert word_error_rate(text, heard.text) < 0.35, heard
+    assert 0 < heard.rtf < 1
+    for pcm in (silence(1.0), noise(0.4, -20), noise(1.5, -30, seed=2)):
+        result = whisper.transcribe(as_float(pcm))
+        assert result.text == "", result
+
+
+def test_whisper_hears_speech_through_background_noise(whisper: WhisperAsr) -> None:
+    text = "Turn the lights off in the kitchen."
+    heard = whisper.transcribe(as_float(mix(silence(0.3) + speech(text), noise(3.0, -40))))
+    assert word_error_rate(text, heard.text) < 0.4, heard
+
+
+def test_echo_is_what_the_bot_just_said_and_not_what_the_person_adds() -> None:
+    bot = ["Once upon a time there was a lighthouse keeper who counted the waves."]
+    assert is_echo("a lighthouse keeper who counted the waves", bot)
+    assert is_echo("there was a lighthouse keeper", bot)
+    assert not is_echo("stop, what time is it?", bot)
+    assert not is_echo("tell me about the lighthouse instead please", bot)
+    assert not is_echo("anything", [])
+
+
+async def _held_playout() -> tuple[list[int], int, int]:
+    sent: list[int] = []
+    ended: list[tuple[str, int, int]] = []
+
+    async def send(_uid: str, frame: bytes) -> None:
+        sent.append(frame[0])
+
+    async def on_utterance(event: str, _uid: str, played: int, words: int) -> None:
+        if event.startswith("end"):
+            ended.append((event, played, words))
+
+    playout = Playout(send, on_utterance, lead_s=0.06)
+    task = asyncio.get_running_loop().create_task(playout.run())
+    for i in range(40):
+        playout.add_frame("u", bytes([i]) * 1920, words=i // 4)
+    playout.end("u")
+    await asyncio.sleep(0.2)
+    back = playout.hold()
+    held_at = len(sent)
+    await asyncio.sleep(0.2)
+    assert len(sent) == held_at  # silent while held
+    playout.resume()
+    await asyncio.sleep(1.0)
+    task.cancel()
+    assert ended == [("end:completed", 40, 9)]
+    return sent, back, held_at
+
+
+def test_a_barge_in_hold_takes_back_the_unplayed_lead_and_resume_loses_nothing() -> None:
+    sent, back, held_at = asyncio.run(_held_playout())
+    assert 2 <= back <= 4  # 60 ms of lead: the frames not yet due to play
+    assert sent[:held_at] == list(range(held_at))
+    assert sent[held_at:] == list(range(held_at - back, 40))  # again from the first unheard
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[FakeLlm]:
+    server = FakeLlm()
+    yield server
+    server.close()
+
+
+async def _reply(dialogue: OpenAiDialogue) -> str:
+    try:
+        return "".join([c async for c in dialogue.reply([Turn("user", "hi")])])
+    finally:
+        await dialogue.close()
+
+
+def openai(base_url: str) -> OpenAiDialogue:
+    return OpenAiDialogue(base_url, "m", first_token_timeout_s=1.0, idle_timeout_s=1.0)
+
+
+def test_the_openai_adapter_streams_and_reports_each_failure(llm: FakeLlm) -> None:
+    llm.mode, llm.delay_s, llm.reply = "stream", 0.01, "One. Two three."
+    assert asyncio.run(_reply(openai(llm.base_url))) == "One. Two three."
+    sent = llm.requests[-1]
+    assert sent["stream"] is True and sent["messages"][-1] == {"role": "user", "content": "hi"}
+    for mode, code in (("error", "DIALOGUE_FAILED"), ("garbage", "DIALOGUE_FAILED")):
+        llm.mode = mode
+        with pytest.raises(DialogueError) as failed:
+            asyncio.run(_reply(openai(llm.base_url)))
+        assert failed.value.code == code
+    llm.mode, llm.delay_s = "slow", 2.0
+    with pytest.raises(DialogueError) as slow:
+        asyncio.run(_reply(openai(llm.base_url)))
+    assert slow.value.code == "DIALOGUE_TIMEOUT"
+    with pytest.raises(DialogueError) as down:
+        asyncio.run(_reply(openai(f"http://127.0.0.1:{free_port()}/v1")))
+    assert down.value.code == "DIALOGUE_UNAVAILABLE"
+
+
+def test_interrupted_turns_reach_the_model_marked_and_unknown_adapters_are_refused() -> None:
+    dialogue = OpenAiDialogue("http://127.0.0.1:1/v1", "m", system_prompt="Be brief.")
+    history = [Turn("user", "story?"), Turn("assistant", "Once upon", interrupted=True)]
+    assert dialogue.messages(history) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "story?"},
+        {"role": "assistant", "content": "Once upon [interrupted]"},
+    ]
+    with pytest.raises(DialogueError):
+        load_dialogue("nonsense", {})
+    with pytest.raises(DialogueError):
+        OpenAiDialogue("ftp://example", "m")
