@@ -396,7 +396,21 @@ def _find_worker(topo: Topology, broker_endpoint: str | None, voice: str) -> str
 @click.option(
     "--send-wav",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Stream this WAV as microphone audio in real time.",
+    help="Stream this WAV as microphone audio in real time (a spoken conversation).",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(0, 600),
+    default=30.0,
+    show_default=True,
+    help="After --send-wav: seconds at most to wait for the answers.",
+)
+@click.option(
+    "--dialogue",
+    type=click.Choice(["echo", "openai"]),
+    default=None,
+    help="Reply adapter for this session (default: the supervisor's).",
 )
 @click.option(
     "--out",
@@ -417,6 +431,8 @@ def chat(
     url: str,
     say: tuple[str, ...],
     send_wav: Path | None,
+    wait_s: float,
+    dialogue: str | None,
     out_dir: Path | None,
     voice: str,
     audio_format: str,
@@ -437,6 +453,8 @@ def chat(
                 as_json=as_json,
                 voice=voice,
                 audio_format=audio_format,
+                wait_s=wait_s,
+                dialogue=dialogue,
             )
         )
     except OSError as exc:

@@ -11,6 +11,11 @@ barge-in (DESIGN.md, "Barge-in, as the user experiences it").
 - A final transcript with words while LISTENING (or THINKING: the person added to their turn)
   is a user turn: the dialogue adapter streams a reply, cut into sentences as it arrives; the
   first sentence starts the utterance and later ones are appended to it.
+- A person who pauses mid-sentence (a comma) ends a turn in VAD's eyes. A reply never starts
+  while they speak again; their next words continue the turn (the reply in the making is
+  dropped). If the reply had started and they go on within ``continuation_ms`` of their turn,
+  the reply is cut (barge-in) and both pieces are answered as one turn, the cut reply left out
+  of the history.
 - History holds what the person actually heard: the played part of each reply, marked
   interrupted when they cut it off. That is what the dialogue adapter sees.
 
@@ -24,6 +29,7 @@ client's job: browsers do it), and a person who repeats the bot's words while it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import os
 import re
@@ -86,6 +92,19 @@ class Talk:
     """Where the person's last speech ended (the turn a reply answers)."""
     pending_user: list[str] = field(default_factory=list)
     """User words not yet answered (a turn that came while the bot was still thinking)."""
+    reply_uid: str = ""
+    """The utterance answering the person's last turn."""
+    turn_at: float = 0.0
+    """When the person's last turn was taken."""
+    continuing: str = ""
+    """A reply cut because the person went on with their turn: left out of the history."""
+    merge_next: bool = False
+    """The person's next turn continues their last one: answer both as one."""
+    quiet: asyncio.Event = field(default_factory=asyncio.Event)
+    """Clear between the person's speech_start and speech_end."""
+
+    def __post_init__(self) -> None:
+        self.quiet.set()
 
 
 class Conversation:
@@ -99,6 +118,7 @@ class Conversation:
         self.barge_window_s = float(settings.get("barge_window_ms", 1200)) / 1000
         self.echo_tail_s = float(settings.get("echo_tail_ms", 1500)) / 1000
         self.echo_overlap = float(settings.get("echo_overlap", 0.6))
+        self.continuation_s = float(settings.get("continuation_ms", 2000)) / 1000
         self.dialogues: dict[str, Dialogue] = {}
         registry = supervisor.metrics.registry
         self.barge_ins = Counter(
@@ -127,6 +147,7 @@ class Conversation:
 
     def speech_start(self, session: Session, msg: SpeechStart) -> None:
         session.active = time.monotonic()
+        session.talk.quiet.clear()
         if session.machine.state is not State.SPEAKING or not session.utterance_id:
             return
         uid = session.utterance_id
@@ -141,6 +162,7 @@ class Conversation:
     def speech_end(self, session: Session, msg: SpeechEnd) -> None:
         session.active = time.monotonic()
         session.talk.speech_end_sample = msg.stream_sample
+        session.talk.quiet.set()
 
     def transcript(self, session: Session, msg: Transcript) -> None:
         session.active = time.monotonic()
@@ -193,6 +215,8 @@ class Conversation:
         """Stop and discard the bot's utterance (and any reply still streaming)."""
         talk, uid = session.talk, session.utterance_id
         talk.barged = ""
+        if uid and uid == talk.reply_uid and time.monotonic() - talk.turn_at < self.continuation_s:
+            talk.continuing, talk.merge_next = uid, True
         self._cancel(talk.barge_task)
         self._cancel(talk.reply_task)
         session.queue.clear()
@@ -219,10 +243,13 @@ class Conversation:
         talk = session.talk
         text = " ".join(talk.pending_user)
         talk.pending_user.clear()
-        if session.machine.state is State.THINKING and talk.reply_task is not None:
+        thinking = session.machine.state is State.THINKING and talk.reply_task is not None
+        if thinking or talk.merge_next:
             self._cancel(talk.reply_task)  # they said more: answer all of it
+            talk.merge_next = False
             if talk.history and talk.history[-1].role == "user":
                 text = f"{talk.history.pop().text} {text}"
+        talk.turn_at = time.monotonic()
         talk.history.append(Turn("user", text))
         session.machine.fire(Event.USER_TURN)
         self.turns.inc()
@@ -267,6 +294,11 @@ class Conversation:
                 self.sv.tell(session, PlayoutText(utterance_id=uid, text=f"{sentence} "))
             return uid
         waited = time.monotonic()
+        # Not over the person: if they went on after a pause, their words will come as a
+        # final that continues this turn (and cancels this reply, still THINKING).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.continuation_s * 5):
+                await talk.quiet.wait()
         while session.utterance_id or session.routing:  # a text utterance still playing
             if time.monotonic() - waited > 60:
                 raise DialogueError("DIALOGUE_FAILED", "the previous utterance never ended")
@@ -274,7 +306,7 @@ class Conversation:
         assignment = await self.sv.route(session, session.voice)
         if assignment is None or session.session_id not in self.sv.sessions:
             raise DialogueError("NO_WORKER", "no TTS worker for the reply")
-        uid = session.utterance_id = os.urandom(6).hex()
+        uid = session.utterance_id = talk.reply_uid = os.urandom(6).hex()
         session.worker_id = assignment.worker_id
         talk.speaking_text = sentence
         session.machine.fire(Event.SPEAK)
@@ -298,9 +330,13 @@ class Conversation:
 
     # ------------------------------------------------------------------ playout
 
-    def utterance_ended(self, session: Session, heard: str, reason: str) -> None:
+    def utterance_ended(self, session: Session, uid: str, heard: str, reason: str) -> None:
         """Remember what the person heard of it (history and echo)."""
         talk = session.talk
+        if uid == talk.continuing:
+            talk.bot_said.append((time.monotonic(), talk.speaking_text))
+            talk.speaking_text, talk.continuing = "", ""
+            return  # cut so the person could finish their turn: not part of the history
         talk.bot_said.append((time.monotonic(), talk.speaking_text))
         talk.speaking_text = ""
         if talk.barged:

@@ -231,7 +231,7 @@ class Supervisor(Actor):
         if msg.event != "ended" or msg.utterance_id != session.utterance_id:
             return
         session.utterance_id = ""
-        self.talk.utterance_ended(session, msg.heard, msg.reason)
+        self.talk.utterance_ended(session, msg.utterance_id, msg.heard, msg.reason)
         if session.machine.state is State.BARGED_IN:
             session.machine.fire(Event.DONE)
         if session.machine.state is State.PAUSED:

@@ -104,14 +104,14 @@ class Processes:
             proc.wait(timeout=10)
 
 
-def duplex(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run a ``duplex`` command to completion (30 s at most) and capture its output."""
+def duplex(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run a ``duplex`` command to completion (``timeout`` s at most) and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "actors.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout,
     )
 
 

@@ -2,8 +2,10 @@
 
 Type a line and hear it (saved as WAV files with ``--out``; this client plays no sound device),
 or pass ``--say TEXT`` (repeatable) to speak and exit, or ``--send-wav FILE`` to stream a WAV as
-microphone audio in real time. Prints one line per event with timings (first audio after the
-text was sent), or the raw JSON events with ``--json``.
+microphone audio in real time: a spoken conversation (transcripts, replies, barge-in when the
+WAV talks over the bot); the microphone then stays open, sending silence, until the stack has
+answered and been quiet for a moment (``--wait`` seconds at most). Prints one line per event
+with timings (first audio after the text was sent), or the raw JSON events with ``--json``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class ChatState:
     """Utterances to wait for before leaving (``--say``)."""
     all_ended: asyncio.Event = field(default_factory=asyncio.Event)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    state: str = "LISTENING"
+    last_event: float = field(default_factory=time.monotonic)
+    speaking: bool = False
+    """The person is speaking (between VAD's speech_start and speech_end)."""
 
 
 async def chat(
@@ -48,6 +54,8 @@ async def chat(
     as_json: bool,
     voice: str,
     audio_format: str,
+    wait_s: float = 30.0,
+    dialogue: str | None = None,
 ) -> int:
     """Run the client; returns the process exit code."""
     state = ChatState(expected=len(say))
@@ -55,6 +63,8 @@ async def chat(
         config: dict[str, Any] = {"type": "session_config", "audio_format": audio_format}
         if voice:
             config["voice"] = voice
+        if dialogue:
+            config["dialogue"] = dialogue
         if send_wav is not None:
             config["input_sample_rate"] = 16000
         await ws.send(json.dumps(config))
@@ -62,6 +72,7 @@ async def chat(
         try:
             if send_wav is not None:
                 await _stream_wav(ws, send_wav)
+                await _listen_for_answers(ws, state, wait_s)
             for text in say:
                 state.sent_at.append(time.monotonic())
                 await ws.send(json.dumps({"type": "text", "text": text}))
@@ -72,7 +83,7 @@ async def chat(
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 else:
-                    await asyncio.sleep(0.3)  # the tail of what the stack says back
+                    await asyncio.sleep(0.3)  # the tail of the last event
             else:
                 await _interactive(ws, state)
             await ws.send(json.dumps({"type": "end"}))
@@ -113,6 +124,11 @@ async def _receive(ws: Any, state: ChatState, out_dir: Path | None, as_json: boo
 
             _audio(state, base64.b64decode(event["pcm"]))
             continue
+        state.last_event = time.monotonic()
+        if kind == "state":
+            state.state = event["state"]
+        elif kind == "vad":
+            state.speaking = event["event"] == "speech_start"
         if kind == "tts_start":
             state.current = event["utterance_id"]
             state.audio[state.current] = bytearray()
@@ -177,6 +193,21 @@ def _print(event: dict[str, Any], state: ChatState, as_json: bool) -> None:
     else:
         line = f"{kind:10} {json.dumps({k: v for k, v in event.items() if k != 'type'})}"
     print(line, flush=True)
+
+
+async def _listen_for_answers(ws: Any, state: ChatState, wait_s: float) -> None:
+    """Keep the microphone open (silence, in real time) until the stack is LISTENING with
+    nothing said for 1.5 s, or ``wait_s`` passed: the last turn gets its answer."""
+    quiet = bytes(int(32_000 * CHUNK_S))
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < wait_s:
+        idle = time.monotonic() - state.last_event
+        if state.state == "LISTENING" and not state.speaking and idle > 1.5:
+            return
+        i += 1
+        await asyncio.sleep(max(0.0, start + i * CHUNK_S - time.monotonic()))
+        await ws.send(quiet)
 
 
 async def _stream_wav(ws: Any, path: Path) -> None:
