@@ -8,7 +8,8 @@ text is empty when it was noise (the supervisor reads an empty final as "no word
 
 The model runs in one worker thread; a final never waits behind queued partials. Settings:
 ``model_path`` (default: the bundled tiny.en), ``device``, ``compute_type``, ``cpu_threads``,
-``context`` (auto | full, see :mod:`adapters.asr.whisper`), ``language``,
+``context`` (auto | full, see :mod:`adapters.asr.whisper`), ``language``, ``beam_size``
+(finals; partials are greedy),
 ``partial_interval_ms`` (0: no partials), ``tail_ms``, ``max_sessions``.
 """
 
@@ -39,6 +40,9 @@ Job = tuple[int, int, float, str, int, "np.ndarray | None", bool]
 KEEP_S = 2.0
 """Audio kept before speech starts (pre-roll reaches back into it)."""
 MAX_SPEECH_S = 30.0
+PAUSE_SAMPLES = int(0.12 * SAMPLE_RATE)
+QUIET = 32768 * 10 ** (-45 / 20)
+"""RMS under -45 dBFS: a pause."""
 
 
 @dataclass(slots=True)
@@ -77,6 +81,12 @@ class Stream:
         if keep_from > self.base:
             del self.pcm[: 2 * (keep_from - self.base)]
             self.base = keep_from
+
+    def pausing(self) -> bool:
+        """The last 120 ms are quiet: speech may be ending. A partial now would make the final
+        that may follow wait behind it (one model thread), so it is skipped."""
+        tail = np.frombuffer(bytes(self.pcm[-2 * PAUSE_SAMPLES :]), dtype="<i2")
+        return bool(len(tail)) and float(np.sqrt(np.mean(tail.astype(np.float32) ** 2))) < QUIET
 
     def audio(self, start: int, end: int | None = None) -> np.ndarray:
         """Float32 samples ``[start, end)`` of what is kept."""
@@ -140,6 +150,7 @@ class Asr(Actor):
                 cpu_threads=int(s.get("cpu_threads", 2)),
                 context=str(s.get("context", "auto")),
                 language=str(s.get("language", "en")),
+                beam_size=int(s.get("beam_size", 5)),
             )
             return engine, engine.warm()
 
@@ -202,6 +213,7 @@ class Asr(Actor):
                     stream.speech_from is not None
                     and not stream.partial_busy
                     and now - stream.last_partial >= self.partial_interval_s
+                    and not stream.pausing()
                 ):
                     stream.partial_busy, stream.last_partial = True, now
                     self._queue(1, sid, stream.speech_from, None, final=False)
@@ -220,7 +232,10 @@ class Asr(Actor):
                     stream.partial_busy = False
                     continue  # that speech already ended: its final is queued
                 audio = stream.audio(start)
-            result: Recognition = await loop.run_in_executor(self._pool, engine.transcribe, audio)
+            beam = None if final else 1  # partials are greedy: they only need to be quick
+            result: Recognition = await loop.run_in_executor(
+                self._pool, engine.transcribe, audio, beam
+            )
             self.rtf.labels("final" if final else "partial").observe(result.rtf)
             if not final:
                 stream.partial_busy = False

@@ -70,6 +70,7 @@ class WhisperAsr:
         cpu_threads: int = 2,
         context: str = "auto",
         language: str = "en",
+        beam_size: int = 5,
         no_speech_threshold: float = 0.6,
         logprob_threshold: float = -1.0,
     ) -> None:
@@ -84,6 +85,9 @@ class WhisperAsr:
         )
         self.context = context
         self.language = language
+        if not 1 <= beam_size <= 10:
+            raise ValueError(f"ASR beam_size {beam_size} outside 1..10")
+        self.beam_size = beam_size
         self.no_speech_threshold = no_speech_threshold
         self.logprob_threshold = logprob_threshold
         tokenizer = Tokenizer(
@@ -101,14 +105,16 @@ class WhisperAsr:
         tone = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
         return self.transcribe(tone).seconds
 
-    def transcribe(self, audio: np.ndarray) -> Recognition:
-        """Transcribe mono float32 16 kHz ``audio`` (at most 30 s; longer is cut)."""
+    def transcribe(self, audio: np.ndarray, beam_size: int | None = None) -> Recognition:
+        """Transcribe mono float32 16 kHz ``audio`` (at most 30 s; longer is cut), with the
+        model's beam size unless ``beam_size`` says otherwise (1 is greedy: partials)."""
         audio = np.asarray(audio, dtype=np.float32)[:MAX_SAMPLES]
+        beam = beam_size or self.beam_size
         started = time.perf_counter()
         if self.context == "full":
-            text, no_speech, logprob = self._full(audio)
+            text, no_speech, logprob = self._full(audio, beam)
         else:
-            text, no_speech, logprob = self._auto(audio)
+            text, no_speech, logprob = self._auto(audio, beam)
         kept = self._keep(text, no_speech, logprob)
         return Recognition(
             text=text.strip() if kept else "",
@@ -126,7 +132,7 @@ class WhisperAsr:
             return False
         return not (no_speech > self.no_speech_threshold and logprob < self.logprob_threshold)
 
-    def _auto(self, audio: np.ndarray) -> tuple[str, float, float]:
+    def _auto(self, audio: np.ndarray, beam_size: int) -> tuple[str, float, float]:
         import ctranslate2
 
         speech_frames = math.ceil(len(audio) / HOP)
@@ -139,7 +145,7 @@ class WhisperAsr:
         result: Any = self.model.model.generate(
             features,
             [self._prompt],
-            beam_size=1,
+            beam_size=beam_size,
             max_length=max_length,
             return_scores=True,
             return_no_speech_prob=True,
@@ -148,11 +154,11 @@ class WhisperAsr:
         text = self._tokenizer.decode(tokens)
         return text, float(result.no_speech_prob), float(result.scores[0])
 
-    def _full(self, audio: np.ndarray) -> tuple[str, float, float]:
+    def _full(self, audio: np.ndarray, beam_size: int) -> tuple[str, float, float]:
         segments, _ = self.model.transcribe(
             audio,
             language=self.language,
-            beam_size=1,
+            beam_size=beam_size,
             without_timestamps=True,
             condition_on_previous_text=False,
         )
