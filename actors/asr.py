@@ -233,9 +233,16 @@ class Asr(Actor):
                     continue  # that speech already ended: its final is queued
                 audio = stream.audio(start)
             beam = None if final else 1  # partials are greedy: they only need to be quick
-            result: Recognition = await loop.run_in_executor(
-                self._pool, engine.transcribe, audio, beam
-            )
+            try:
+                result: Recognition = await loop.run_in_executor(
+                    self._pool, engine.transcribe, audio, beam
+                )
+            except Exception:  # one bad recognition must not end every session's
+                self.log.exception("recognition failed", extra=kv(session=sid, final=final))
+                if not final:
+                    stream.partial_busy = False
+                    continue
+                result = Recognition("", "", 1.0, -10.0, 0.0, len(audio) / SAMPLE_RATE)
             self.rtf.labels("final" if final else "partial").observe(result.rtf)
             if not final:
                 stream.partial_busy = False

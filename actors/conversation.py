@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
 MAX_HISTORY = 40
 """Turns kept per session (oldest dropped)."""
+MAX_TURN_CHARS = 4000
+"""A person's turn is cut here (turns that continue each other are joined)."""
 _WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -250,6 +252,7 @@ class Conversation:
             if talk.history and talk.history[-1].role == "user":
                 text = f"{talk.history.pop().text} {text}"
         talk.turn_at = time.monotonic()
+        text = text[:MAX_TURN_CHARS]
         talk.history.append(Turn("user", text))
         session.machine.fire(Event.USER_TURN)
         self.turns.inc()
@@ -269,12 +272,12 @@ class Conversation:
                     uid = await self._say(session, uid, sentence)
             for sentence in cutter.flush():
                 uid = await self._say(session, uid, sentence)
-        except (DialogueError, TextError) as exc:
-            self.dialogue_errors.labels(exc.code).inc()
-            self.sv.tell(session, Error(code=exc.code, message=str(exc)))
+        except Exception as exc:  # the session must go on, whatever the adapter did
+            code = exc.code if isinstance(exc, DialogueError | TextError) else "DIALOGUE_FAILED"
+            self.dialogue_errors.labels(code).inc()
+            self.sv.tell(session, Error(code=code, message=f"{exc}"[:1000] or type(exc).__name__))
             self.sv.log.warning(
-                "dialogue failed",
-                extra=kv(session=session.session_id, code=exc.code, error=str(exc)),
+                "dialogue failed", extra=kv(session=session.session_id, code=code, error=str(exc))
             )
         finally:
             if uid and uid == session.utterance_id:
