@@ -4,7 +4,10 @@ Consumes, on the event bus, ``audio.frame`` on ``audio.in.<session>`` and ``vad.
 ``vad.speech_end`` on ``vad.<session>``. Emits ``asr.transcript`` on ``asr.<session>``:
 partial transcripts every ``partial_interval_ms`` while the person speaks (only when they
 change), and one final transcript per ``speech_end``, from the speech with its pre-roll, whose
-text is empty when it was noise (the supervisor reads an empty final as "no words").
+text is empty when it was noise (the supervisor reads an empty final as "no words"). The final
+is computed early: as soon as the audio has been quiet for 120 ms, while VAD still waits out its
+minimum silence; if speech ends there with nothing loud since, that result is published the
+moment ``speech_end`` arrives (otherwise the audio to ``speech_end`` is transcribed then).
 
 The model runs in one worker thread; a final never waits behind queued partials. Settings:
 ``model_path`` (default: the bundled tiny.en), ``device``, ``compute_type``, ``cpu_threads``,
@@ -35,14 +38,38 @@ from bus.schema.session import StateChanged
 from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.topology import ActorConfig
 
-Job = tuple[int, int, float, str, int, "np.ndarray | None", bool]
-"""(priority, order, queued at, session, start sample, audio or None, final)."""
 KEEP_S = 2.0
 """Audio kept before speech starts (pre-roll reaches back into it)."""
 MAX_SPEECH_S = 30.0
 PAUSE_SAMPLES = int(0.12 * SAMPLE_RATE)
 QUIET = 32768 * 10 ** (-45 / 20)
 """RMS under -45 dBFS: a pause."""
+
+
+@dataclass(slots=True)
+class Job:
+    """One recognition: ``partial``, ``early`` (a final computed while VAD still waits out the
+    silence) or ``final``. A partial's audio is taken when it runs."""
+
+    kind: str
+    sid: str
+    start: int
+    audio: np.ndarray | None
+    early: Early | None = None
+    """For an early final: the record its result goes to."""
+    queued: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class Early:
+    """A final computed in a pause: valid if speech ends there with nothing loud after."""
+
+    start: int
+    end: int
+    """Stream sample after the audio it heard."""
+    result: Recognition | None = None
+    wanted: float | None = None
+    """When speech_end asked for it while it was still running."""
 
 
 @dataclass(slots=True)
@@ -53,9 +80,12 @@ class Stream:
     base: int = 0
     speech_from: int | None = None
     """Where the current speech (with pre-roll) starts; None between speeches."""
+    loud_end: int = 0
+    """Stream sample after the last frame above -45 dBFS."""
     last_partial: float = 0.0
     partial_text: str = ""
     partial_busy: bool = False
+    early: Early | None = None
     last_frame: float = field(default_factory=time.monotonic)
 
     @property
@@ -75,6 +105,9 @@ class Stream:
         elif stream_sample < self.end:
             return  # a repeat
         self.pcm.extend(pcm)
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+        if len(samples) and float(np.sqrt(np.mean(samples * samples))) >= QUIET:
+            self.loud_end = self.end
         keep_from = self.end - int(KEEP_S * SAMPLE_RATE)
         if self.speech_from is not None:
             keep_from = max(self.speech_from, self.end - int(MAX_SPEECH_S * SAMPLE_RATE))
@@ -83,10 +116,8 @@ class Stream:
             self.base = keep_from
 
     def pausing(self) -> bool:
-        """The last 120 ms are quiet: speech may be ending. A partial now would make the final
-        that may follow wait behind it (one model thread), so it is skipped."""
-        tail = np.frombuffer(bytes(self.pcm[-2 * PAUSE_SAMPLES :]), dtype="<i2")
-        return bool(len(tail)) and float(np.sqrt(np.mean(tail.astype(np.float32) ** 2))) < QUIET
+        """The last 120 ms are quiet: speech may be ending."""
+        return self.end - self.loud_end >= PAUSE_SAMPLES
 
     def audio(self, start: int, end: int | None = None) -> np.ndarray:
         """Float32 samples ``[start, end)`` of what is kept."""
@@ -110,7 +141,7 @@ class Asr(Actor):
         self.streams: dict[str, Stream] = {}
         self.engine: WhisperAsr | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
-        self._jobs: asyncio.PriorityQueue[Job] = asyncio.PriorityQueue(
+        self._jobs: asyncio.PriorityQueue[tuple[int, int, Job]] = asyncio.PriorityQueue(
             maxsize=4 * self.max_sessions
         )
         self._order = itertools.count()
@@ -180,100 +211,123 @@ class Asr(Actor):
             stream.speech_from = max(stream.base, msg.preroll_sample)
             stream.last_partial, stream.partial_text = time.monotonic(), ""
         elif isinstance(msg, SpeechEnd) and stream is not None and stream.speech_from is not None:
+            start, stream.speech_from = stream.speech_from, None
+            early, stream.early = stream.early, None
+            if early is not None and early.start == start and stream.loud_end <= early.end:
+                # Computed in this very pause, with nothing loud since: it is the final.
+                if early.result is not None:
+                    await self._publish(sid, start, early.result, "final", time.monotonic())
+                else:
+                    early.wanted, stream.early = time.monotonic(), early
+                return
             # The audio is taken now: once speech has ended the buffer shrinks to the last
             # seconds. It is all here (VAD waited out the minimum silence, longer than the tail).
-            start, stream.speech_from = stream.speech_from, None
             audio = stream.audio(start, msg.stream_sample + self.tail_samples)
-            self._queue(0, sid, start, audio, final=True)
+            self._queue(Job("final", sid, start, audio))
         elif isinstance(msg, StateChanged) and msg.state == "ENDED":
             self.streams.pop(sid, None)
         elif not isinstance(msg, SpeechStart | SpeechEnd | StateChanged):
             await super().on_message(inbound)
 
-    def _queue(
-        self, priority: int, sid: str, start: int, audio: np.ndarray | None, final: bool
-    ) -> None:
-        """A recognition job; a partial's ``audio`` (None) is taken when it runs."""
+    def _queue(self, job: Job) -> None:
+        """Finals (early or not) before partials, each kind in order."""
         try:
-            job = (priority, next(self._order), time.monotonic(), sid, start, audio, final)
-            self._jobs.put_nowait(job)
+            self._jobs.put_nowait((int(job.kind == "partial"), next(self._order), job))
         except asyncio.QueueFull:
-            self.log.warning("asr queue full; transcript dropped", extra=kv(session=sid))
+            self.log.warning("asr queue full; transcript dropped", extra=kv(session=job.sid))
 
     async def _partials(self) -> None:
-        if self.partial_interval_s <= 0:
-            return
+        """Partials while the person speaks; an early final as soon as they pause (VAD still
+        waits out its minimum silence; if speech ends there, the final is already done)."""
         while True:
-            await asyncio.sleep(self.partial_interval_s / 4)
+            await asyncio.sleep(0.04)
             now = time.monotonic()
             for sid, stream in list(self.streams.items()):
                 if now - stream.last_frame > 60:
                     self.streams.pop(sid, None)  # a session that went away without ENDED
+                    continue
+                start = stream.speech_from
+                if start is None:
+                    continue
+                if stream.pausing():
+                    early = stream.early
+                    if early is None or early.start != start or early.end < stream.loud_end:
+                        stream.early = early = Early(start, stream.end)
+                        self._queue(Job("early", sid, start, stream.audio(start), early))
                 elif (
-                    stream.speech_from is not None
+                    self.partial_interval_s > 0
                     and not stream.partial_busy
                     and now - stream.last_partial >= self.partial_interval_s
-                    and not stream.pausing()
                 ):
                     stream.partial_busy, stream.last_partial = True, now
-                    self._queue(1, sid, stream.speech_from, None, final=False)
+                    self._queue(Job("partial", sid, start, None))
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         assert self.engine is not None
         engine = self.engine
         while True:
-            _, _, queued, sid, start, audio, final = await self._jobs.get()
-            stream = self.streams.get(sid)
+            _, _, job = await self._jobs.get()
+            stream = self.streams.get(job.sid)
             if stream is None:
                 continue
-            if audio is None:
-                if stream.speech_from != start:
+            audio = job.audio
+            if audio is None:  # a partial
+                if stream.speech_from != job.start:
                     stream.partial_busy = False
                     continue  # that speech already ended: its final is queued
-                audio = stream.audio(start)
-            beam = None if final else 1  # partials are greedy: they only need to be quick
+                audio = stream.audio(job.start)
+            beam = 1 if job.kind == "partial" else None  # partials are greedy: quick
             try:
                 result: Recognition = await loop.run_in_executor(
                     self._pool, engine.transcribe, audio, beam
                 )
             except Exception:  # one bad recognition must not end every session's
-                self.log.exception("recognition failed", extra=kv(session=sid, final=final))
-                if not final:
-                    stream.partial_busy = False
-                    continue
+                self.log.exception("recognition failed", extra=kv(session=job.sid))
                 result = Recognition("", "", 1.0, -10.0, 0.0, len(audio) / SAMPLE_RATE)
-            self.rtf.labels("final" if final else "partial").observe(result.rtf)
-            if not final:
+            self.rtf.labels(job.kind).observe(result.rtf)
+            if job.kind == "partial":
                 stream.partial_busy = False
-            if final:
-                self.latency.observe(time.monotonic() - queued)
-                if not result.text:
-                    self.noise.inc()
-            elif not result.text or result.text == stream.partial_text:
-                continue
-            else:
-                stream.partial_text = result.text
-            self.transcripts.labels("final" if final else "partial").inc()
-            await self.publish(
-                topics.topic(topics.ASR, sid),
-                Transcript(
-                    text=result.text[:4096],
-                    final=final,
-                    start_sample=start,
-                    end_sample=start + len(audio),
-                    language=engine.language,
-                    rtf=round(result.rtf, 4),
-                ),
+                if result.text and result.text != stream.partial_text:
+                    stream.partial_text = result.text
+                    await self._publish(job.sid, job.start, result, "partial", job.queued)
+            elif job.kind == "final":
+                await self._publish(job.sid, job.start, result, "final", job.queued)
+            elif (early := job.early) is not None and early is stream.early:
+                early.result = result
+                if early.wanted is not None:  # speech_end came while it ran
+                    stream.early = None
+                    await self._publish(job.sid, job.start, result, "final", early.wanted)
+
+    async def _publish(
+        self, sid: str, start: int, result: Recognition, kind: str, since: float
+    ) -> None:
+        final = kind == "final"
+        if final:
+            self.latency.observe(time.monotonic() - since)
+            if not result.text:
+                self.noise.inc()
+        self.transcripts.labels(kind).inc()
+        assert self.engine is not None
+        await self.publish(
+            topics.topic(topics.ASR, sid),
+            Transcript(
+                text=result.text[:4096],
+                final=final,
+                start_sample=start,
+                end_sample=start + round(result.audio_s * SAMPLE_RATE),
+                language=self.engine.language,
+                rtf=round(result.rtf, 4),
+            ),
+            session=sid,
+        )
+        self.log.info(
+            "transcript",
+            extra=kv(
                 session=sid,
-            )
-            self.log.info(
-                "transcript",
-                extra=kv(
-                    session=sid,
-                    final=final,
-                    text=result.text[:80],
-                    raw=result.raw_text[:40],
-                    seconds=round(result.seconds, 3),
-                ),
-            )
+                final=final,
+                text=result.text[:80],
+                raw=result.raw_text[:40],
+                seconds=round(result.seconds, 3),
+            ),
+        )
