@@ -313,9 +313,10 @@ def main() -> None:
             "offline_faster_whisper": wer(list(zip(questions, offline, strict=True))),
             "words": sum(len(q.split()) for q in questions),
         },
-        "examples": [
+        "misheard": [
             {"said": q, "stack": t["heard"], "offline": o}
-            for q, t, o in list(zip(questions, turns, offline, strict=True))[:5]
+            for q, t, o in zip(questions, turns, offline, strict=True)
+            if wer([(q, t["heard"])]) or wer([(q, o)])
         ],
     }
     result["barge_in"]["met"] = result["barge_in"]["p95_ms"] <= 150

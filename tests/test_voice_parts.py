@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from actors.conversation import is_echo
-from adapters.asr.whisper import WhisperAsr
+from adapters.asr.whisper import WhisperAsr, trim_repeats
 from adapters.dialogue import DialogueError, Turn, load_dialogue
 from adapters.dialogue.openai import OpenAiDialogue
 from adapters.vad.detector import Boundary, Detector, DetectorConfig
@@ -133,6 +133,15 @@ def test_whisper_transcribes_speech_and_returns_nothing_for_noise(whisper: Whisp
     for pcm in (silence(1.0), noise(0.4, -20), noise(1.5, -30, seed=2)):
         result = whisper.transcribe(as_float(pcm))
         assert result.text == "", result
+
+
+def test_a_decoder_loop_is_cut_and_real_repetition_kept() -> None:
+    assert trim_repeats("Where did I leave my car keys? Where did I leave my") == (
+        "Where did I leave my car keys?"
+    )
+    assert trim_repeats("Yes. Yes. Yes. Yes.") == "Yes. Yes. Yes. Yes."  # rounds under 3 words
+    assert trim_repeats("stop stop stop it now") == "stop stop stop it now"
+    assert trim_repeats("one two three one two three one two") == "one two three"
 
 
 def test_whisper_hears_speech_through_background_noise(whisper: WhisperAsr) -> None:

@@ -7,7 +7,7 @@ voice-to-voice latency. CTranslate2 encodes any even number of mel frames, and e
 with them, so the ``auto`` context (the default) encodes the speech plus at least 5 s of
 silence, in 5 s steps (10 s minimum): ~0.15 s for a short turn, the same words on our tests.
 With less trailing silence Whisper loops ("Yes. Yes. Yes."), hence the margin; the token limit
-also grows with the audio's length. ``full`` uses faster-whisper's own ``transcribe`` (30 s
+grows with the audio's length, and a loop that still happens is cut (:func:`trim_repeats`). ``full`` uses faster-whisper's own ``transcribe`` (30 s
 windows, Whisper's fallbacks) when accuracy matters more than time. ``scripts/bench_voice``
 reports the word error rate of both on the same audio.
 
@@ -49,6 +49,17 @@ class Recognition:
     def rtf(self) -> float:
         """Real-time factor: seconds of compute per second of audio."""
         return self.seconds / self.audio_s if self.audio_s else 0.0
+
+
+def trim_repeats(text: str) -> str:
+    """Cut a decoder loop: text whose words, from some point on, only repeat the words before it
+    ("Where is it? Where is it? Where is") keeps its first round. Rounds of 3 words or more,
+    repeated for 3 words or more, so "very very" stays."""
+    words = text.split()
+    for k in range(3, len(words) - 2):
+        if all(words[i] == words[i - k] for i in range(k, len(words))):
+            return " ".join(words[:k])
+    return text
 
 
 def default_model_path() -> str:
@@ -115,6 +126,7 @@ class WhisperAsr:
             text, no_speech, logprob = self._full(audio, beam)
         else:
             text, no_speech, logprob = self._auto(audio, beam)
+        text = trim_repeats(text)
         kept = self._keep(text, no_speech, logprob)
         return Recognition(
             text=text.strip() if kept else "",
