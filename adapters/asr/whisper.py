@@ -7,9 +7,10 @@ voice-to-voice latency. CTranslate2 encodes any even number of mel frames, and e
 with them, so the ``auto`` context (the default) encodes the speech plus at least 5 s of
 silence, in 5 s steps (10 s minimum): ~0.15 s for a short turn, the same words on our tests.
 With less trailing silence Whisper loops ("Yes. Yes. Yes."), hence the margin; the token limit
-grows with the audio's length, and a loop that still happens is cut (:func:`trim_repeats`). ``full`` uses faster-whisper's own ``transcribe`` (30 s
-windows, Whisper's fallbacks) when accuracy matters more than time. ``scripts/bench_voice``
-reports the word error rate of both on the same audio.
+grows with the audio's length, and a loop that still happens is cut (:func:`trim_repeats`).
+``full`` uses faster-whisper's own ``transcribe`` (30 s windows, Whisper's fallbacks) when
+accuracy matters more than time. ``scripts/bench_voice`` reports the word error rate of the
+stack beside offline faster-whisper on the same audio.
 
 Noise is not speech: a result whose no-speech probability is high and whose average token
 log-probability is low (Whisper's own rule), or whose no-speech probability alone is very high,
