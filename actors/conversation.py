@@ -21,8 +21,8 @@ barge-in (DESIGN.md, "Barge-in, as the user experiences it").
 
 Echo: with speakers, the microphone hears the bot. VAD's stricter thresholds while SPEAKING make
 echo work harder to interrupt; a transcript arriving while the bot speaks, or within
-``echo_tail_ms`` after, whose words mostly (``echo_overlap``) follow the bot's recent speech in
-order is taken for echo, not for the person. Not handled: acoustic echo cancellation (the
+``echo_tail_ms`` after, made mostly (``echo_overlap`` of its letter trigrams) of the bot's recent
+words is taken for echo, not for the person. Not handled: acoustic echo cancellation (the
 client's job: browsers do it), and a person who repeats the bot's words while it speaks.
 """
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import os
 import re
 import time
@@ -65,15 +64,19 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def _trigrams(text: str) -> set[str]:
+    letters = "".join(words(text))
+    return {letters[i : i + 3] for i in range(len(letters) - 2)}
+
+
 def is_echo(transcript: str, bot_said: Sequence[str], overlap: float = 0.6) -> bool:
-    """True when most of ``transcript``'s words follow, in order, what the bot just said."""
-    heard = words(transcript)
-    said = [w for text in bot_said for w in words(text)]
+    """True when most of ``transcript`` is what the bot just said: the share of its letter
+    trigrams (spaces ignored, so "light house" matches "lighthouse") found in the bot's text."""
+    heard = _trigrams(transcript)
+    said = set().union(*(_trigrams(text) for text in bot_said)) if bot_said else set()
     if not heard or not said:
         return False
-    matcher = difflib.SequenceMatcher(None, heard, said, autojunk=False)
-    matched = sum(block.size for block in matcher.get_matching_blocks())
-    return matched / len(heard) >= overlap
+    return len(heard & said) / len(heard) >= overlap
 
 
 @dataclass(slots=True)

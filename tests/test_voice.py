@@ -236,3 +236,23 @@ def test_duplex_chat_send_wav_holds_a_spoken_conversation(
     assert [e["text"] for e in got if e["type"] == "reply"] == finals
     ends = [e for e in got if e["type"] == "tts_end"]
     assert len(ends) == 1 and ends[0]["reason"] == "completed" and ends[0]["frames"] > 30
+
+
+def test_the_bots_own_voice_coming_back_is_echo_not_a_turn(stack: VoiceStack) -> None:
+    talker = Talker(stack.url)
+    try:
+        talker.send({"type": "text", "text": LONG})
+        talker.wait_for(kind("tts_start"), 10, "the bot to start")
+        # What a speaker next to the microphone would feed back: the bot's own words, late.
+        talker.say(silence(0.5) + speech("a lighthouse keeper who counted the waves") + silence(1))
+        _, end = talker.wait_for(kind("tts_end"), 30, "the story to finish")
+        assert end["reason"] == "completed"
+        assert not talker.events("reply") and "THINKING" not in [
+            e["state"] for e in talker.events("state")
+        ]
+        # Loud echo passes the gate: it paused the bot until ASR said it was echo, then the
+        # bot carried on.
+        barged = talker.events("barge_in")
+        assert barged and talker.events("metrics")[-1]["false_interruptions"] == len(barged)
+    finally:
+        talker.close()
