@@ -1,0 +1,31 @@
+"""scripts/bench_voice runs end to end and reports every figure it promises (small run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+
+
+@pytest.mark.timeout(200)
+def test_bench_voice_quick_run_prints_all_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_voice.py"), "--trials", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=190,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    for kind in ("barge_in", "voice_to_voice"):
+        assert data[kind]["samples"] == 2 and data[kind]["server_side"]["samples"] == 2
+        assert 0 < data[kind]["p50_ms"] <= data[kind]["max_ms"] < 5000
+        assert isinstance(data[kind]["met"], bool)
+    wer = data["asr_wer"]
+    assert wer["words"] > 5 and 0 <= wer["stack"] < 0.5 and 0 <= wer["offline_faster_whisper"] < 0.5
+    assert data["machine"]["cpus"] >= 1
