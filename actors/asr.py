@@ -41,6 +41,8 @@ from bus.topology import ActorConfig
 KEEP_S = 2.0
 """Audio kept before speech starts (pre-roll reaches back into it)."""
 MAX_SPEECH_S = 30.0
+MAX_QUEUED_FOR_PARTIALS = 2
+"""With this many recognitions waiting, partials are skipped: finals first when busy."""
 PAUSE_SAMPLES = int(0.12 * SAMPLE_RATE)
 QUIET = 32768 * 10 ** (-45 / 20)
 """RMS under -45 dBFS: a pause."""
@@ -258,6 +260,7 @@ class Asr(Actor):
                     self.partial_interval_s > 0
                     and not stream.partial_busy
                     and now - stream.last_partial >= self.partial_interval_s
+                    and self._jobs.qsize() < MAX_QUEUED_FOR_PARTIALS
                 ):
                     stream.partial_busy, stream.last_partial = True, now
                     self._queue(Job("partial", sid, start, None))

@@ -86,7 +86,7 @@ class Talk:
     dialogue: str = "echo"
     history: deque[Turn] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY))
     bot_said: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=8))
-    """(when it stopped playing, or 0 while playing, text) of recent utterances, for echo."""
+    """(when it stopped playing, text) of recent utterances, for echo."""
     speaking_text: str = ""
     """Text of the utterance playing now (grows while a reply streams)."""
     barged: str = ""
@@ -191,10 +191,9 @@ class Conversation:
 
     def _echo(self, session: Session, text: str) -> bool:
         talk, now = session.talk, time.monotonic()
-        if session.machine.state not in (State.SPEAKING, State.BARGED_IN, State.PAUSED):
-            recent = [t for ended, t in talk.bot_said if ended and now - ended < self.echo_tail_s]
-        else:
-            recent = [talk.speaking_text, *(t for _, t in talk.bot_said)]
+        recent = [t for ended, t in talk.bot_said if now - ended < self.echo_tail_s]
+        if session.machine.state in (State.SPEAKING, State.BARGED_IN, State.PAUSED):
+            recent.append(talk.speaking_text)
         if is_echo(text, recent, self.echo_overlap):
             self.echoes.inc()
             self.sv.log.info("echo ignored", extra=kv(session=session.session_id, text=text[:80]))
