@@ -246,6 +246,21 @@ async def turn_trial(url: str, speech: bytes) -> dict[str, Any]:
     return result
 
 
+async def concurrent_turns(
+    url: str, clips: list[bytes], sessions: int, round_: int
+) -> list[dict[str, Any]]:
+    """``sessions`` people asking at the same instant (then a pause before the next round)."""
+    chosen = [clips[(round_ * sessions + n) % len(clips)] for n in range(sessions)]
+    results = await asyncio.gather(
+        *(turn_trial(url, clip) for clip in chosen), return_exceptions=True
+    )
+    await asyncio.sleep(2.0)
+    return [
+        r if isinstance(r, dict) else {"latency_s": None, "error": type(r).__name__}
+        for r in results
+    ]
+
+
 def wer(pairs: list[tuple[str, str]]) -> float:
     """Word error rate over all pairs (total edits / total reference words)."""
     sys.path.insert(0, str(ROOT))
@@ -259,6 +274,12 @@ def wer(pairs: list[tuple[str, str]]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20, help="trials of each kind (>= 20)")
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=0,
+        help="also ask this many questions at the same instant, in as many sessions",
+    )
     args = parser.parse_args()
     speaker = Speaker()
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.trials)]
@@ -276,6 +297,10 @@ def main() -> None:
         for i in range(args.trials):
             turns.append(asyncio.run(turn_trial(url, clips[i])))
             log(f"voice-to-voice {i + 1}/{args.trials}: {turns[-1]['latency_s'] * 1000:.0f} ms")
+        together: list[dict[str, Any]] = []
+        for round_ in range(3 if args.sessions > 1 else 0):
+            together += asyncio.run(concurrent_turns(url, clips, args.sessions, round_))
+            log(f"{args.sessions} sessions at once, round {round_ + 1}/3")
     finally:
         stack.close()
     log("offline faster-whisper on the same audio")
@@ -319,6 +344,13 @@ def main() -> None:
             if wer([(q, t["heard"])]) or wer([(q, o)])
         ],
     }
+    if together:
+        answered = [t["latency_s"] for t in together if t["latency_s"] is not None]
+        result["voice_to_voice_concurrent"] = {
+            "sessions": args.sessions,
+            **ms(answered),
+            "unanswered": len(together) - len(answered),
+        }
     result["barge_in"]["met"] = result["barge_in"]["p95_ms"] <= 150
     result["voice_to_voice"]["met"] = result["voice_to_voice"]["p50_ms"] <= 700
     print(json.dumps(result, indent=2))
