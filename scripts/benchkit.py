@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 NUMBER_WORDS = [
     *[
@@ -47,10 +49,26 @@ NUMBER_WORDS = [
 
 
 def free_port() -> int:
-    """A TCP port on loopback that is free now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on loopback that is free now, below the kernel's ephemeral range: actors
+    that bind port 0 (inboxes, metrics) draw from that range, and a port picked there could be
+    handed to one of them before its owner binds it."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def percentile(values: Sequence[float], q: float) -> float:

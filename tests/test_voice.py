@@ -14,8 +14,8 @@ import pytest
 from tests.support import (
     Processes,
     duplex,
-    free_port,
     metric,
+    status,
     transcribe,
     word_error_rate,
 )
@@ -40,21 +40,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoiceStack]:
     tmp: Path = tmp_path_factory.mktemp("voice")
     procs = Processes(tmp)
     llm = FakeLlm()
-    worker_port = free_port()
     extra = (
         "  supervisor:\n"
         "    dialogue_openai:\n"
         f"      base_url: {llm.base_url}\n"
         "      first_token_timeout_s: 1.5\n"
         "      idle_timeout_s: 1.5\n"
-        f"  tts_worker:\n    metrics_port: {worker_port}\n"
     )
     try:
         s = VoiceStack(
             procs, tmp, extra, ["gateway", "supervisor", "router", "vad", "asr", "tts_worker"]
         )
-        s.llm, s.worker_metrics = llm, f"http://127.0.0.1:{worker_port}/metrics"
         s.wait_ready(voice_in=True)
+        described = status(s.ports.endpoint) or {"actors": []}
+        (worker,) = [a for a in described["actors"] if a["kind"] == "tts_worker"]
+        s.llm, s.worker_metrics = llm, worker["endpoints"]["metrics"]
         yield s
     finally:
         procs.close()
@@ -117,7 +117,8 @@ def test_speaking_over_the_bot_silences_it_and_the_next_turn_works(talker: Talke
     _, reply = talker.wait_for(
         lambda m: m.get("type") == "reply" and "time" in m["text"].lower(), 15, "the answer"
     )
-    assert "hold on" in reply["text"].lower()
+    seen = [m for m in talker.events() if m["type"] not in ("metrics",)]
+    assert "hold on" in reply["text"].lower(), seen
     _, last = talker.wait_for(kind("tts_end", reason="completed"), 20, "the answer to finish")
     assert last["frames"] > 20
 
