@@ -106,7 +106,7 @@ class Talk:
     merge_next: bool = False
     """The person's next turn continues their last one: answer both as one."""
     quiet: asyncio.Event = field(default_factory=asyncio.Event)
-    """Clear between the person's speech_start and speech_end."""
+    """Clear from the person's speech_start until its final transcript (words or not)."""
 
     def __post_init__(self) -> None:
         self.quiet.set()
@@ -167,11 +167,12 @@ class Conversation:
     def speech_end(self, session: Session, msg: SpeechEnd) -> None:
         session.active = time.monotonic()
         session.talk.speech_end_sample = msg.stream_sample
-        session.talk.quiet.set()
 
     def transcript(self, session: Session, msg: Transcript) -> None:
         session.active = time.monotonic()
         talk = session.talk
+        if msg.final:
+            talk.quiet.set()
         state = session.machine.state
         has_words = bool(words(msg.text)) and not self._echo(session, msg.text)
         if state is State.BARGED_IN:
@@ -300,7 +301,8 @@ class Conversation:
             return uid
         waited = time.monotonic()
         # Not over the person: if they went on after a pause, their words will come as a
-        # final that continues this turn (and cancels this reply, still THINKING).
+        # final that continues this turn (and cancels this reply, still THINKING). So wait
+        # until what they are saying now has been transcribed.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.continuation_s * 5):
                 await talk.quiet.wait()
