@@ -11,12 +11,20 @@ import numpy as np
 import pytest
 
 from actors.conversation import is_echo
+from actors.vad import Vad
 from adapters.asr.whisper import WhisperAsr, trim_repeats
 from adapters.dialogue import DialogueError, Turn, load_dialogue
 from adapters.dialogue.openai import OpenAiDialogue
 from adapters.vad.detector import Boundary, Detector, DetectorConfig
 from adapters.vad.models import FRAME_BYTES, load_model
+from bus import topics
+from bus.broker import Broker
+from bus.runtime import Actor, Inbound
+from bus.schema.audio import AudioFrame
+from bus.schema.vad import SpeechEnd, SpeechStart
+from bus.topology import ActorConfig
 from tests.support import free_port, word_error_rate
+from tests.test_runtime import configs, run, running, until
 from tests.voicekit import FakeLlm, mix, noise, silence, speech
 from transports.mic import MicInput
 from transports.playout import Playout
@@ -243,3 +251,49 @@ def test_interrupted_turns_reach_the_model_marked_and_unknown_adapters_are_refus
         load_dialogue("nonsense", {})
     with pytest.raises(DialogueError):
         OpenAiDialogue("ftp://example", "m")
+
+
+class Listener(Actor):
+    """Publishes microphone frames and records the VAD's speech boundaries."""
+
+    def __init__(self, config: ActorConfig) -> None:
+        super().__init__(config)
+        self.boundaries: list[SpeechStart | SpeechEnd] = []
+        self.subscribe(topics.VAD)
+
+    async def on_message(self, inbound: Inbound) -> None:
+        if isinstance(inbound.message, SpeechStart | SpeechEnd):
+            self.boundaries.append(inbound.message)
+
+
+def test_the_vad_actor_refuses_bad_frames_and_keeps_hearing_good_ones() -> None:
+    broker_cfg, actor = configs()
+    vad, mic = Vad(actor("vad")), Listener(actor("mic"))
+    said = silence(0.5) + speech("Are you still listening to me?") + silence(1.0)
+    topic = topics.topic(topics.AUDIO_IN, "s-1")
+
+    async def body() -> None:
+        async with running(Broker(broker_cfg), vad, mic):
+            await until(lambda: vad.registered.is_set() and mic.registered.is_set(), 10, "up")
+            await asyncio.sleep(0.3)  # subscriptions reach the proxy
+            bad = [
+                AudioFrame(sample_rate=48_000, sequence=0, stream_sample=0, pcm=bytes(1920)),
+                AudioFrame(sample_rate=16_000, sequence=0, stream_sample=0, pcm=bytes(100)),
+                AudioFrame(sample_rate=16_000, sequence=0, stream_sample=0, pcm=bytes(1280)),
+            ]
+            for frame in bad:
+                await mic.publish(topic, frame, session="s-1")
+            await mic.publish(topic, bad[0], session="")  # no session
+            for n, i in enumerate(range(0, len(said) - FRAME_BYTES + 1, FRAME_BYTES)):
+                frame = AudioFrame(
+                    sample_rate=16_000, sequence=n, stream_sample=i // 2, pcm=said[i : i + 640]
+                )
+                await mic.publish(topic, frame, session="s-1")
+                await asyncio.sleep(0.002)
+            await until(lambda: len(mic.boundaries) >= 2, 10, "speech start and end")
+            assert [type(b) for b in mic.boundaries] == [SpeechStart, SpeechEnd]
+            assert 8_000 <= mic.boundaries[0].stream_sample < 16_000
+            rejected = vad.metrics.registry.get_sample_value("duplex_vad_frames_rejected_total")
+            assert rejected == 4
+
+    run(body)
