@@ -5,7 +5,8 @@ Whisper's encoder is built for 30 s windows, and faster-whisper's ``transcribe``
 short audio to 30 s: on a 2-core CPU that is ~0.45 s per call even for a one-word answer, most of
 voice-to-voice latency. CTranslate2 encodes any even number of mel frames, and encoder cost grows
 with them, so the ``auto`` context (the default) encodes the speech plus at least 5 s of
-silence, in 5 s steps (10 s minimum): ~0.15 s for a short turn, the same words on our tests.
+silence, in 2.5 s steps (7.5 s minimum): ~0.15 s for a short turn, the same words on our
+tests (less than 5 s of silence doubled the word error rate).
 With less trailing silence Whisper loops ("Yes. Yes. Yes."), hence the margin; the token limit
 grows with the audio's length, and a loop that still happens is cut (:func:`trim_repeats`).
 ``full`` uses faster-whisper's own ``transcribe`` (30 s windows, Whisper's fallbacks) when
@@ -149,7 +150,7 @@ class WhisperAsr:
         import ctranslate2
 
         speech_frames = math.ceil(len(audio) / HOP)
-        frames = min(3000, max(1000, 500 * math.ceil((speech_frames + 500) / 500)))
+        frames = min(3000, max(750, 250 * math.ceil((speech_frames + 500) / 250)))
         padded = np.zeros(frames * HOP, dtype=np.float32)
         padded[: len(audio)] = audio[: len(padded)]
         mel = self.model.feature_extractor(padded)[:, :frames]
