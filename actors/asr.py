@@ -5,7 +5,7 @@ Consumes, on the event bus, ``audio.frame`` on ``audio.in.<session>`` and ``vad.
 partial transcripts every ``partial_interval_ms`` while the person speaks (only when they
 change), and one final transcript per ``speech_end``, from the speech with its pre-roll, whose
 text is empty when it was noise (the supervisor reads an empty final as "no words"). The final
-is computed early: as soon as the audio has been quiet for 120 ms, while VAD still waits out its
+is computed early: as soon as the audio has been quiet for 100 ms, while VAD still waits out its
 minimum silence; if speech ends there with nothing loud since, that result is published the
 moment ``speech_end`` arrives (otherwise the audio to ``speech_end`` is transcribed then).
 
@@ -43,7 +43,7 @@ KEEP_S = 2.0
 MAX_SPEECH_S = 30.0
 MAX_QUEUED_FOR_PARTIALS = 2
 """With this many recognitions waiting, partials are skipped: finals first when busy."""
-PAUSE_SAMPLES = int(0.12 * SAMPLE_RATE)
+PAUSE_SAMPLES = int(0.1 * SAMPLE_RATE)
 QUIET = 32768 * 10 ** (-45 / 20)
 """RMS under -45 dBFS: a pause."""
 
@@ -118,7 +118,7 @@ class Stream:
             self.base = keep_from
 
     def pausing(self) -> bool:
-        """The last 120 ms are quiet: speech may be ending."""
+        """The last 100 ms are quiet: speech may be ending."""
         return self.end - self.loud_end >= PAUSE_SAMPLES
 
     def audio(self, start: int, end: int | None = None) -> np.ndarray:
@@ -209,6 +209,7 @@ class Asr(Actor):
                 stream = self.streams[sid] = Stream()
             stream.append(msg.stream_sample, msg.pcm)
             stream.last_frame = time.monotonic()
+            self._early(sid, stream)
         elif isinstance(msg, SpeechStart) and stream is not None:
             stream.speech_from = max(stream.base, msg.preroll_sample)
             stream.last_partial, stream.partial_text = time.monotonic(), ""
@@ -238,9 +239,19 @@ class Asr(Actor):
         except asyncio.QueueFull:
             self.log.warning("asr queue full; transcript dropped", extra=kv(session=job.sid))
 
+    def _early(self, sid: str, stream: Stream) -> None:
+        """An early final as soon as the person pauses (VAD still waits out its minimum
+        silence; if speech ends there, the final is already done). Checked on every frame."""
+        start = stream.speech_from
+        if start is None or not stream.pausing():
+            return
+        early = stream.early
+        if early is None or early.start != start or early.end < stream.loud_end:
+            stream.early = early = Early(start, stream.end)
+            self._queue(Job("early", sid, start, stream.audio(start), early))
+
     async def _partials(self) -> None:
-        """Partials while the person speaks; an early final as soon as they pause (VAD still
-        waits out its minimum silence; if speech ends there, the final is already done)."""
+        """Partials every ``partial_interval_s`` while the person speaks (not in pauses)."""
         while True:
             await asyncio.sleep(0.04)
             now = time.monotonic()
@@ -249,14 +260,9 @@ class Asr(Actor):
                     self.streams.pop(sid, None)  # a session that went away without ENDED
                     continue
                 start = stream.speech_from
-                if start is None:
+                if start is None or stream.pausing():
                     continue
-                if stream.pausing():
-                    early = stream.early
-                    if early is None or early.start != start or early.end < stream.loud_end:
-                        stream.early = early = Early(start, stream.end)
-                        self._queue(Job("early", sid, start, stream.audio(start), early))
-                elif (
+                if (
                     self.partial_interval_s > 0
                     and not stream.partial_busy
                     and now - stream.last_partial >= self.partial_interval_s
