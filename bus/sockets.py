@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import socket
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -59,3 +62,26 @@ def host_of(endpoint: str) -> str:
     if endpoint.startswith("tcp://"):
         return urlsplit(endpoint).hostname or "127.0.0.1"
     return "127.0.0.1"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that is free now, below the kernel's ephemeral range: actors
+    that bind port 0 (inboxes, metrics) draw from that range, and a port picked there could be
+    handed to one of them before its owner binds it."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768

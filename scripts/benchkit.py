@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import random
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bus.sockets import free_port as free_port  # the benchmarks import it from here
 
 NUMBER_WORDS = [
     *[
@@ -46,29 +47,6 @@ NUMBER_WORDS = [
     "ninety nine",
 ]
 """Words that make each benchmark text new, so the TTS phrase cache never answers."""
-
-
-def free_port() -> int:
-    """A TCP port on loopback that is free now, below the kernel's ephemeral range: actors
-    that bind port 0 (inboxes, metrics) draw from that range, and a port picked there could be
-    handed to one of them before its owner binds it."""
-    low = _ephemeral_low()
-    for _ in range(200):
-        port = random.randrange(max(1024, low - 12_000), low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from types import TracebackType
 
 from actors.tts_worker import TtsWorker
 from bus.broker import Broker
+from bus.sockets import free_port
 from bus.topology import ActorConfig, BrokerConfig
 
 
 def _free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 class LocalTtsStack:
