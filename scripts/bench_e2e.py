@@ -21,19 +21,15 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import NUMBER_WORDS, free_port, progress
+from benchkit import NUMBER_WORDS, LocalStack, progress
 from benchkit import summary as ms
 
 log = progress("bench_e2e")
@@ -42,61 +38,18 @@ ROOT = Path(__file__).resolve().parent.parent
 WORDS = NUMBER_WORDS
 
 
-class Stack:
-    def __init__(self, workers: int, voice: str) -> None:
-        self.http_port = free_port()
-        self.topology = Path(f"/tmp/bench_e2e_{os.getpid()}.yaml")
-        self.topology.write_text(
-            f"broker:\n  control: tcp://127.0.0.1:{free_port()}\n"
-            f"  events_in: tcp://127.0.0.1:{free_port()}\n"
-            f"  events_out: tcp://127.0.0.1:{free_port()}\n  metrics_port: null\n"
-            "defaults:\n  metrics_port: null\n"
-            f"actors:\n  gateway:\n    http_port: {self.http_port}\n"
-            f"  tts_worker:\n    default_voice: {voice}\n    max_streams: 8\n    nice: 5\n"
-        )
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.workers = workers
+def start_stack(workers: int, voice: str) -> tuple[LocalStack, str]:
+    stack = LocalStack(
+        "bench_e2e",
+        ["gateway", "supervisor", "router", *["tts_worker"] * workers],
+        f"  tts_worker:\n    default_voice: {voice}\n    max_streams: 8\n    nice: 5\n",
+    )
 
-    def start(self) -> str:
-        kinds = [["broker"], ["run", "gateway"], ["run", "supervisor"], ["run", "router"]]
-        kinds += [["run", "tts_worker"]] * self.workers
-        for args in kinds:
-            self.procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "actors.cli",
-                        *args,
-                        "--topology",
-                        str(self.topology),
-                        "--log-level",
-                        "warning",
-                    ],
-                    cwd=ROOT,
-                )
-            )
-        deadline = time.monotonic() + 120
-        url = f"http://127.0.0.1:{self.http_port}/ready"
-        while time.monotonic() < deadline:
-            try:
-                body = json.loads(urllib.request.urlopen(url, timeout=1).read())
-                if body.get("tts_workers") == self.workers:
-                    return f"ws://127.0.0.1:{self.http_port}/ws"
-            except (urllib.error.URLError, ConnectionError, ValueError):
-                pass
-            time.sleep(0.3)
-        raise SystemExit("bench_e2e: the stack did not become ready")
+    def ready() -> str | None:
+        body = stack.gateway_ready()
+        return stack.url if body and body.get("tts_workers") == workers else None
 
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.topology.unlink(missing_ok=True)
+    return stack, stack.start(ready, timeout_s=120)
 
 
 async def utterance(
@@ -201,9 +154,8 @@ def main() -> None:
     sessions = [1, 5, 10]
     if args.quick:
         args.trials, sessions, args.workers = 3, [1, 2], 1
-    stack = Stack(args.workers, args.voice)
+    stack, url = start_stack(args.workers, args.voice)
     try:
-        url = stack.start()
         log(f"stack up at {url} with {args.workers} worker(s)")
         result = asyncio.run(run_all(url, args.trials, sessions))
     finally:

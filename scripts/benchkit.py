@@ -1,13 +1,25 @@
-"""Small helpers the benchmarks share: free ports, percentiles, summaries, progress lines."""
+"""Small helpers the benchmarks share: free ports, a stack of actor processes, percentiles,
+summaries, progress lines."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bus.sockets import free_port as free_port  # the benchmarks import it from here
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 NUMBER_WORDS = [
     *[
@@ -78,3 +90,60 @@ def progress(name: str) -> Callable[[str], None]:
         print(f"{name}: {message}", file=sys.stderr, flush=True)
 
     return log
+
+
+class LocalStack:
+    """A broker and actors as processes on free loopback ports, from a topology written for
+    this run (``actors`` settings are YAML under ``actors:``; every metrics port is off)."""
+
+    def __init__(self, name: str, kinds: Sequence[str], actors: str = "") -> None:
+        self.name = name
+        self.kinds = list(kinds)
+        self.control = f"tcp://127.0.0.1:{free_port()}"
+        self.http_port = free_port()
+        self.topology = Path(tempfile.gettempdir()) / f"{name}_{os.getpid()}.yaml"
+        self.topology.write_text(
+            f"broker:\n  control: {self.control}\n"
+            f"  events_in: tcp://127.0.0.1:{free_port()}\n"
+            f"  events_out: tcp://127.0.0.1:{free_port()}\n  metrics_port: null\n"
+            "defaults:\n  metrics_port: null\n"
+            f"actors:\n  gateway:\n    http_port: {self.http_port}\n{actors}"
+        )
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.http_port}/ws"
+
+    def start(self, ready: Callable[[], T | None], timeout_s: float = 180) -> T:
+        """Start every process, then poll ``ready`` until it returns something."""
+        for args in [["broker"], *(["run", kind] for kind in self.kinds)]:
+            command = [sys.executable, "-m", "actors.cli", *args, "--topology", str(self.topology)]
+            self.procs.append(subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = ready()
+            if found is not None:
+                return found
+            time.sleep(0.3)
+        self.close()
+        raise SystemExit(f"{self.name}: the stack did not become ready")
+
+    def gateway_ready(self) -> dict[str, Any] | None:
+        """The gateway's ``/ready`` answer once it is 200, else None."""
+        url = f"http://127.0.0.1:{self.http_port}/ready"
+        try:
+            body: dict[str, Any] = json.loads(urllib.request.urlopen(url, timeout=1).read())
+            return body
+        except (OSError, ValueError):  # not up yet (URLError, refused, timed out) or not JSON
+            return None
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.topology.unlink(missing_ok=True)
