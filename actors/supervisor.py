@@ -151,10 +151,10 @@ class Supervisor(Actor):
             if task is not None:
                 task.cancel()
         if session.worker_id and session.utterance_id:
-            await self._to_worker(session, Stop(utterance_id=session.utterance_id))
+            self.to_worker(session, Stop(utterance_id=session.utterance_id))
         session.machine.fire(Event.CLOSED)
         if tell_gateway:
-            await self._tell(session, SessionClosed(reason=reason))
+            self.tell(session, SessionClosed(reason=reason))
         routers = self.registry.alive("router")
         if routers:
             self.send_or_warn(routers[0].actor_id, RouteRelease(), session.session_id)
@@ -164,7 +164,7 @@ class Supervisor(Actor):
         session.active = time.monotonic()
         if len(session.queue) >= MAX_QUEUED_UTTERANCES:
             queued = f"{MAX_QUEUED_UTTERANCES} texts already queued"
-            await self._tell(session, Error(code="RATE_LIMITED", message=queued))
+            self.tell(session, Error(code="RATE_LIMITED", message=queued))
             return
         session.queue.append((msg.text, msg.voice))
         self._kick(session)
@@ -192,7 +192,7 @@ class Supervisor(Actor):
             session.worker_id = assignment.worker_id
             session.talk.speaking_text = text
             session.machine.fire(Event.SPEAK)
-            await self._tell(
+            self.tell(
                 session,
                 PlayoutSpeak(
                     utterance_id=session.utterance_id,
@@ -209,7 +209,7 @@ class Supervisor(Actor):
         telling the client why not."""
         routers = self.registry.alive("router")
         if not routers:
-            await self._tell(session, Error(code="NO_WORKER", message="no router is running"))
+            self.tell(session, Error(code="NO_WORKER", message="no router is running"))
             return None
         try:
             reply = await self.request(
@@ -219,10 +219,10 @@ class Supervisor(Actor):
                 timeout=2.0,
             )
         except RemoteError as exc:
-            await self._tell(session, Error(code=exc.code, message=exc.message))
+            self.tell(session, Error(code=exc.code, message=exc.message))
             return None
         except BusError as exc:
-            await self._tell(session, Error(code="NO_WORKER", message=str(exc)))
+            self.tell(session, Error(code="NO_WORKER", message=str(exc)))
             return None
         return reply if isinstance(reply, RouteAssignment) else None
 
@@ -253,9 +253,9 @@ class Supervisor(Actor):
             moved = session.machine.fire(Event.STOP)
         if moved and session.utterance_id:
             control = type(msg)(utterance_id=session.utterance_id)
-            await self._to_worker(session, control)
+            self.to_worker(session, control)
             if not isinstance(msg, Stop):
-                await self._tell(session, control)  # the gateway's playout follows too
+                self.tell(session, control)  # the gateway's playout follows too
 
     async def _expire_loop(self) -> None:
         while True:
@@ -269,9 +269,6 @@ class Supervisor(Actor):
 
     # ------------------------------------------------------------------ sending
 
-    async def _tell(self, session: Session, msg: Message) -> None:
-        self.tell(session, msg)
-
     def tell(self, session: Session, msg: Message) -> None:
         """To the session's gateway, in order with everything else sent there."""
         try:
@@ -280,9 +277,6 @@ class Supervisor(Actor):
             self.log.warning(
                 "gateway unreachable", extra=kv(session=session.session_id, error=str(exc))
             )
-
-    async def _to_worker(self, session: Session, msg: Message) -> None:
-        self.to_worker(session, msg)
 
     def to_worker(self, session: Session, msg: Message) -> None:
         if session.worker_id:
