@@ -181,7 +181,6 @@ class Gateway(Actor):
         if ahead > MAX_AUDIO_AHEAD_S:
             await client.error("RATE_LIMITED", "microphone audio is far ahead of real time")
             return
-        client.audio_in_bytes += len(pcm)
         topic = topics.topic(topics.AUDIO_IN, client.session_id)
         frames = client.mic.push(pcm)
         if frames:

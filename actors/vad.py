@@ -35,7 +35,6 @@ from bus.topology import ActorConfig
 @dataclass(slots=True)
 class Stream:
     detector: Detector
-    bot_speaking: bool = False
     last_frame: float = field(default_factory=time.monotonic)
     next_sequence: int = 0
     stalled: bool = False
@@ -93,9 +92,6 @@ class Vad(Actor):
                 self.bot_speaking.add(sid)
             else:
                 self.bot_speaking.discard(sid)
-            stream = self.streams.get(sid)
-            if stream is not None:
-                stream.bot_speaking = speaking
             if msg.state == "ENDED":
                 self.streams.pop(sid, None)
         else:
@@ -111,15 +107,14 @@ class Vad(Actor):
                 self.rejected.inc()
                 return
             model = load_model(self.model_name, self.config.settings)
-            stream = self.streams[sid] = Stream(
-                Detector(model, self.detector_config), bot_speaking=sid in self.bot_speaking
-            )
+            stream = self.streams[sid] = Stream(Detector(model, self.detector_config))
         if msg.sequence > stream.next_sequence:
             self.gaps.inc(msg.sequence - stream.next_sequence)
         stream.next_sequence = msg.sequence + 1
         stream.last_frame, stream.stalled = time.monotonic(), False
         started = time.perf_counter()
-        boundary = stream.detector.feed(msg.pcm, msg.stream_sample, stream.bot_speaking)
+        bot_speaking = sid in self.bot_speaking
+        boundary = stream.detector.feed(msg.pcm, msg.stream_sample, bot_speaking)
         self.frame_time.observe(time.perf_counter() - started)
         self.frames.inc()
         if boundary is not None:

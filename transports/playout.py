@@ -144,10 +144,6 @@ class Playout:
         utterance = self._by_id.get(utterance_id)
         return utterance.played if utterance is not None else 0
 
-    def playing(self) -> str | None:
-        """The utterance at the head of the queue (playing, or next to play)."""
-        return self._queue[0].utterance_id if self._queue else None
-
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:

@@ -64,7 +64,6 @@ class ClientSession:
         self.supervisor = ""
         self.sequence = 0
         """JSON-audio frames sent, for their ``sequence`` field."""
-        self.audio_in_bytes = 0
         self.mic = MicInput(self.input_sample_rate)
         self.audio_started: float | None = None
         """When the first microphone audio came (to bound how far ahead of real time it runs)."""
