@@ -243,8 +243,16 @@ def test_ready_is_503_without_a_worker(procs: Processes, tmp_path: Path) -> None
             return None
         return 200, {}
 
-    code, body = wait_until(answer, 30, "the gateway to answer")
+    def settled() -> tuple[int, dict[str, Any]] | None:
+        # The gateway answers before it has heard the supervisor and router register.
+        got = answer()
+        if got is None or {"supervisor", "router"} & set(got[1].get("missing", [])):
+            return None
+        return got
+
+    code, body = wait_until(settled, 30, "the gateway to see the supervisor and router")
     assert code == 503 and body["missing"] == ["tts_worker"]
+    assert body["ready"] is False
 
 
 def test_killing_the_serving_worker_ends_the_utterance_within_3_s_and_the_next_works(
