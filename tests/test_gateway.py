@@ -7,13 +7,16 @@ import base64
 import io
 import json
 import os
+import queue
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from tests.support import (
+    ROOT,
     BrokerPorts,
     Processes,
     duplex,
@@ -311,6 +315,77 @@ def test_duplex_chat_speaks_saves_utterances_and_streams_a_wav(
     assert streamed.returncode == 0, streamed.stderr
     kinds = [json.loads(line)["type"] for line in streamed.stdout.splitlines()]
     assert kinds[0] == "session_start" and "error" not in kinds
+
+
+def test_duplex_chat_interactive_lines_speak_and_commands_control_playout(
+    stack: Stack, tmp_path: Path
+) -> None:
+    out = tmp_path / "typed"
+    chat = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "actors.cli",
+            "chat",
+            "--url",
+            stack.url,
+            "--json",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert chat.stdin is not None and chat.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = chat.stdout
+
+    def read_stdout() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=read_stdout, daemon=True).start()
+
+    def type_line(text: str) -> None:
+        assert chat.stdin is not None
+        chat.stdin.write(text + "\n")
+        chat.stdin.flush()
+
+    def until(check: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                event: dict[str, Any] = json.loads(lines.get(timeout=0.2))
+            except queue.Empty:
+                continue
+            if check(event):
+                return event
+        raise AssertionError(f"no {what} within 15 s")
+
+    try:
+        until(lambda e: e["type"] == "session_start", "session_start")
+        type_line("Typed words are spoken, and this sentence is long enough to pause and stop.")
+        until(lambda e: e["type"] == "tts_start", "tts_start")
+        type_line("/pause")
+        until(lambda e: e["type"] == "state" and e["state"] == "PAUSED", "PAUSED")
+        type_line("/resume")
+        until(lambda e: e["type"] == "state" and e["state"] == "SPEAKING", "SPEAKING again")
+        type_line("/stop")
+        ended = until(lambda e: e["type"] == "tts_end", "tts_end")
+        assert ended["reason"] == "stopped"
+        type_line("That is all for now.")
+        last = until(lambda e: e["type"] == "tts_end", "the second tts_end")
+        assert last["reason"] == "completed"
+        type_line("/quit")
+        assert chat.wait(timeout=10) == 0, chat.stderr.read() if chat.stderr else ""
+    finally:
+        chat.kill()
+    assert {p.stem for p in out.glob("*.wav")} == {ended["utterance_id"], last["utterance_id"]}
+    heard = transcribe(out / f"{last['utterance_id']}.wav")
+    assert word_error_rate("That is all for now.", heard) < 0.25, heard
 
 
 def test_client_pause_resume_and_stop_control_playout(stack: Stack) -> None:
