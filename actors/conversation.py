@@ -13,9 +13,9 @@ barge-in (DESIGN.md, "Barge-in, as the user experiences it").
   first sentence starts the utterance and later ones are appended to it.
 - A person who pauses mid-sentence (a comma) ends a turn in VAD's eyes. A reply never starts
   while they speak again; their next words continue the turn (the reply in the making is
-  dropped). If the reply had started and they go on within ``continuation_ms`` of their turn,
-  the reply is cut (barge-in) and both pieces are answered as one turn, the cut reply left out
-  of the history.
+  dropped). If the reply had started and their next speech began within ``continuation_ms``
+  (stream time) of the end of their turn's speech, the reply is cut (barge-in) and both pieces
+  are answered as one turn, the cut reply left out of the history.
 - History holds what the person actually heard: the played part of each reply, marked
   interrupted when they cut it off. That is what the dialogue adapter sees.
 
@@ -93,20 +93,25 @@ class Talk:
     """The utterance held by a barge-in, until words or no words decide."""
     barge_task: asyncio.Task[None] | None = None
     reply_task: asyncio.Task[None] | None = None
+    speech_from_sample: int = -1
+    """Where the person's latest speech began, with its pre-roll (stream samples)."""
+    speech_start_sample: int = -1
+    """Where the person's latest speech began (stream samples)."""
     speech_end_sample: int = -1
     """Where the person's last speech ended (the turn a reply answers)."""
     pending_user: list[str] = field(default_factory=list)
     """User words not yet answered (a turn that came while the bot was still thinking)."""
     reply_uid: str = ""
     """The utterance answering the person's last turn."""
-    turn_at: float = 0.0
-    """When the person's last turn was taken."""
+    turn_end_sample: int = -1
+    """Where the speech of the person's last turn ended (stream samples)."""
     continuing: str = ""
     """A reply cut because the person went on with their turn: left out of the history."""
     merge_next: bool = False
     """The person's next turn continues their last one: answer both as one."""
     quiet: asyncio.Event = field(default_factory=asyncio.Event)
-    """Clear from the person's speech_start until its final transcript (words or not)."""
+    """Clear from the person's speech_start until the final transcript of that speech (words
+    or not); a late final of an earlier speech does not set it."""
 
     def __post_init__(self) -> None:
         self.quiet.set()
@@ -124,6 +129,7 @@ class Conversation:
         self.echo_tail_s = float(settings.get("echo_tail_ms", 1500)) / 1000
         self.echo_overlap = float(settings.get("echo_overlap", 0.6))
         self.continuation_s = float(settings.get("continuation_ms", 2000)) / 1000
+        self.continuation_samples = round(self.continuation_s * 16_000)  # stream time
         self.dialogues: dict[str, Dialogue] = {}
         registry = supervisor.metrics.registry
         self.barge_ins = Counter(
@@ -152,7 +158,9 @@ class Conversation:
 
     def speech_start(self, session: Session, msg: SpeechStart) -> None:
         session.active = time.monotonic()
-        session.talk.quiet.clear()
+        talk = session.talk
+        talk.quiet.clear()
+        talk.speech_start_sample, talk.speech_from_sample = msg.stream_sample, msg.preroll_sample
         if session.machine.state is not State.SPEAKING or not session.utterance_id:
             return
         uid = session.utterance_id
@@ -171,8 +179,9 @@ class Conversation:
     def transcript(self, session: Session, msg: Transcript) -> None:
         session.active = time.monotonic()
         talk = session.talk
-        if msg.final:
-            talk.quiet.set()
+        if msg.final and msg.start_sample >= talk.speech_from_sample:
+            talk.quiet.set()  # the person's latest speech is transcribed (under load, the
+            # final of a speech can come after they began the next one)
         state = session.machine.state
         has_words = bool(words(msg.text)) and not self._echo(session, msg.text)
         if state is State.BARGED_IN:
@@ -220,7 +229,8 @@ class Conversation:
         """Stop and discard the bot's utterance (and any reply still streaming)."""
         talk, uid = session.talk, session.utterance_id
         talk.barged = ""
-        if uid and uid == talk.reply_uid and time.monotonic() - talk.turn_at < self.continuation_s:
+        went_on = talk.speech_start_sample - talk.turn_end_sample  # stream time: load-proof
+        if uid and uid == talk.reply_uid and 0 <= went_on < self.continuation_samples:
             talk.continuing, talk.merge_next = uid, True
         self._cancel(talk.barge_task)
         self._cancel(talk.reply_task)
@@ -254,7 +264,7 @@ class Conversation:
             talk.merge_next = False
             if talk.history and talk.history[-1].role == "user":
                 text = f"{talk.history.pop().text} {text}"
-        talk.turn_at = time.monotonic()
+        talk.turn_end_sample = talk.speech_end_sample
         text = text[:MAX_TURN_CHARS]
         talk.history.append(Turn("user", text))
         session.machine.fire(Event.USER_TURN)

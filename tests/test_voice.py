@@ -4,13 +4,21 @@ time, the way a microphone client sends it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bus import topics
+from bus.runtime import Actor
+from bus.schema.asr import Transcript
+from bus.schema.vad import SpeechEnd, SpeechStart
+from bus.topology import ActorConfig
 from tests.support import (
     Processes,
     duplex,
@@ -257,3 +265,104 @@ def test_the_bots_own_voice_coming_back_is_echo_not_a_turn(stack: VoiceStack) ->
         assert barged and talker.events("metrics")[-1]["false_interruptions"] == len(barged)
     finally:
         talker.close()
+
+
+class Ears(Actor):
+    """Stands in for the VAD and ASR on the bus (its own thread and loop), to deliver speech
+    boundaries and transcripts in an order a loaded machine produces but a test cannot time."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(ActorConfig(kind="test_ears", broker=endpoint, metrics_port=None))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self.run(),))
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.registered.is_set():
+            assert time.monotonic() < deadline, "the test actor did not register"
+            time.sleep(0.02)
+        time.sleep(0.3)  # its publisher reaches the broker's proxy
+
+    def hear(self, sid: str, *messages: SpeechStart | SpeechEnd | Transcript) -> None:
+        async def publish() -> None:
+            for msg in messages:
+                prefix = topics.ASR if isinstance(msg, Transcript) else topics.VAD
+                await self.publish(topics.topic(prefix, sid), msg, session=sid)
+
+        asyncio.run_coroutine_threadsafe(publish(), self._loop).result(timeout=5)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self.stop)
+        self._thread.join(timeout=10)
+
+
+def test_a_late_final_of_the_first_words_does_not_start_a_reply_over_the_person(
+    stack: VoiceStack, talker: Talker
+) -> None:
+    """Under load the final of "Hold on," can come after the person went on: the reply waits for
+    the rest and both are answered as one turn (CI once answered only the second half)."""
+    ears = Ears(stack.ports.endpoint)
+    sid = talker.session_id
+    try:
+        ears.hear(
+            sid,
+            SpeechStart(stream_sample=16_000, preroll_sample=11_200),
+            SpeechEnd(stream_sample=25_600),
+            SpeechStart(stream_sample=30_400, preroll_sample=25_600),
+            Transcript(text="Hold on.", final=True, start_sample=11_200, end_sample=27_500),
+        )
+        heard = time.monotonic()
+        talker.wait_for(kind("state", state="THINKING"), 5, "the first words taken as a turn")
+        time.sleep(1.0)  # a reply to "Hold on." alone would be spoken by now
+        assert not talker.events("tts_start") and not talker.events("reply"), talker.events()
+        ears.hear(
+            sid,
+            SpeechEnd(stream_sample=48_000),
+            Transcript(
+                text="What time is it now?", final=True, start_sample=25_600, end_sample=50_000
+            ),
+        )
+        _, reply = talker.wait_for(kind("reply"), 10, "the answer")
+        assert reply["text"] == "Hold on. What time is it now?"
+        talker.wait_for(kind("tts_end", reason="completed"), 20, "the answer spoken")
+        assert len(talker.events("reply", since=heard)) == 1
+    finally:
+        ears.close()
+
+
+def test_going_on_soon_after_the_turn_in_stream_time_merges_however_late_asr_is(
+    stack: VoiceStack, talker: Talker
+) -> None:
+    """The person went on 0.9 s (stream time) after their turn; their words reach the
+    supervisor 2.5 s after the reply began. It is still one turn: the reply is cut and left out,
+    and both parts are answered together."""
+    first = "Hold on, let me think about what I wanted to ask you."
+    ears = Ears(stack.ports.endpoint)
+    sid = talker.session_id
+    try:
+        ears.hear(
+            sid,
+            SpeechStart(stream_sample=16_000, preroll_sample=11_200),
+            SpeechEnd(stream_sample=64_000),
+            Transcript(text=first, final=True, start_sample=11_200, end_sample=66_000),
+        )
+        _, cut = talker.wait_for(kind("tts_start"), 10, "the reply to start")
+        time.sleep(2.5)
+        ears.hear(
+            sid,
+            SpeechStart(stream_sample=78_400, preroll_sample=73_600),
+            Transcript(text="What time", final=False, start_sample=73_600, end_sample=86_000),
+        )
+        _, end = talker.wait_for(kind("tts_end", utterance_id=cut["utterance_id"]), 5, "the cut")
+        assert end["reason"] == "barged_in"
+        ears.hear(
+            sid,
+            SpeechEnd(stream_sample=100_000),
+            Transcript(
+                text="What time is it now?", final=True, start_sample=73_600, end_sample=102_000
+            ),
+        )
+        both = f"{first} What time is it now?"
+        talker.wait_for(kind("reply", text=both), 10, "one answer to both parts")
+        talker.wait_for(kind("tts_end", reason="completed"), 20, "the answer spoken")
+    finally:
+        ears.close()
