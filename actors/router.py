@@ -1,7 +1,8 @@
 """The router actor: picks the TTS worker that speaks for a session.
 
 Consumes on its inbox: ``route.request`` (answered with ``route.assignment``, or ``error``
-``NO_WORKER`` saying why none fits) and ``route.release`` (the session ended).
+``BUSY`` when every worker that could take it is saturated, the asker may wait and ask again,
+or ``NO_WORKER`` saying why none fits) and ``route.release`` (the session ended).
 Emits nothing else; it follows the broker's registry (every actor keeps a mirror) and pings
 each live TTS worker every second for latency and liveness.
 
@@ -67,8 +68,11 @@ class Selector:
     recent_s: float = 1.0
     _turn: itertools.count[int] = field(default_factory=itertools.count)
 
-    def eligible(self, workers: list[Registration], request: RouteRequest) -> list[Registration]:
-        """Workers that may take the request, whatever the preference."""
+    def eligible(
+        self, workers: list[Registration], request: RouteRequest, *, busy_too: bool = False
+    ) -> list[Registration]:
+        """Workers that may take the request, whatever the preference (``busy_too``: saturated
+        ones as well)."""
         out = []
         for w in workers:
             voices = w.capabilities.get("voices", ())
@@ -77,7 +81,7 @@ class Selector:
                 continue
             if not request.voice and request.language and request.language not in languages:
                 continue
-            if w.actor_id in request.exclude or self.load(w) >= 1.0:
+            if w.actor_id in request.exclude or (self.load(w) >= 1.0 and not busy_too):
                 continue
             if self.health.get(w.actor_id, Health()).failures >= self.stale_after_failures:
                 continue
@@ -154,9 +158,14 @@ class Router(Actor):
     async def on_message(self, inbound: Inbound) -> None:
         msg, session = inbound.message, inbound.env.session
         if isinstance(msg, RouteRequest):
-            choice = self.selector.choose(self.registry.alive(WORKER_KIND), msg, session)
+            workers = self.registry.alive(WORKER_KIND)
+            choice = self.selector.choose(workers, msg, session)
             if choice is None:
-                await self.reply(inbound, Error(code="NO_WORKER", message=self._why_none(msg)))
+                if busy := len(self.selector.eligible(workers, msg, busy_too=True)):
+                    why = f"all {busy} TTS worker(s) that can take it are saturated"
+                    await self.reply(inbound, Error(code="BUSY", message=why))
+                else:
+                    await self.reply(inbound, Error(code="NO_WORKER", message=self._why_none(msg)))
                 return
             inbox = choice.worker.endpoints.get("inbox", "")
             await self.reply(
@@ -184,7 +193,7 @@ class Router(Actor):
             want = f"language {request.language!r}" if request.language else "any voice"
         return (
             f"none of {len(workers)} TTS worker(s) can take {want} now "
-            "(not theirs, saturated, stale or excluded)"
+            "(not theirs, stale or excluded)"
         )
 
     def _on_change(self, change: RegistryChange, reg: Registration) -> None:

@@ -81,10 +81,16 @@ class Supervisor(Actor):
         super().__init__(config)
         self.idle_timeout_s = float(config.settings.get("idle_timeout_s", 300))
         self.max_duration_s = float(config.settings.get("max_duration_s", 3600))
+        self.busy_wait_s = float(config.settings.get("busy_wait_ms", 5000)) / 1000
         self.sessions: dict[str, Session] = {}
         self.refused = Counter(
             "duplex_session_transitions_refused_total",
             "Session events that made no sense in the session's state (logged, then ignored)",
+            registry=self.metrics.registry,
+        )
+        self.busy_waits = Counter(
+            "duplex_route_busy_waits_total",
+            "Times a route found every fitting TTS worker saturated and asked again",
             registry=self.metrics.registry,
         )
         self.talk = Conversation(self)
@@ -206,25 +212,32 @@ class Supervisor(Actor):
 
     async def route(self, session: Session, voice: str) -> RouteAssignment | None:
         """Ask the router for a worker (from a task: this waits for the reply); None after
-        telling the client why not."""
-        routers = self.registry.alive("router")
-        if not routers:
-            self.tell(session, Error(code="NO_WORKER", message="no router is running"))
-            return None
-        try:
-            reply = await self.request(
-                routers[0].actor_id,
-                RouteRequest(voice=voice),
-                session=session.session_id,
-                timeout=2.0,
-            )
-        except RemoteError as exc:
-            self.tell(session, Error(code=exc.code, message=exc.message))
-            return None
-        except BusError as exc:
-            self.tell(session, Error(code="NO_WORKER", message=str(exc)))
-            return None
-        return reply if isinstance(reply, RouteAssignment) else None
+        telling the client why not. While every worker that could speak is saturated (``BUSY``)
+        it asks again, for ``busy_wait_ms`` at most: a reply a little late beats none."""
+        deadline = time.monotonic() + self.busy_wait_s
+        while True:
+            routers = self.registry.alive("router")
+            if not routers:
+                self.tell(session, Error(code="NO_WORKER", message="no router is running"))
+                return None
+            try:
+                reply = await self.request(
+                    routers[0].actor_id,
+                    RouteRequest(voice=voice),
+                    session=session.session_id,
+                    timeout=2.0,
+                )
+            except RemoteError as exc:
+                if exc.code == "BUSY" and time.monotonic() < deadline:
+                    self.busy_waits.inc()
+                    await asyncio.sleep(0.1)
+                    continue
+                self.tell(session, Error(code=exc.code, message=exc.message))
+                return None
+            except BusError as exc:
+                self.tell(session, Error(code="NO_WORKER", message=str(exc)))
+                return None
+            return reply if isinstance(reply, RouteAssignment) else None
 
     async def _playout(self, session: Session, msg: PlayoutEvent) -> None:
         session.active = time.monotonic()

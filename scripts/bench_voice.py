@@ -25,6 +25,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,15 @@ async def turn_trial(url: str, speech: bytes) -> dict[str, Any]:
     async def body(client: Client) -> dict[str, Any]:
         sent = await client.stream(speech + bytes(RATE), mark=(last,))
         ended = sent[last] + 0.02
-        started, _ = await client.wait("tts_start", 10, since=ended - 0.5)
+        try:
+            started, _ = await client.wait("tts_start", 10, since=ended - 0.5)
+        except TimeoutError:
+            heard = [
+                (e["type"], e.get("text") or e.get("event") or e.get("state"), e.get("final"))
+                for _, e in client.events
+                if e["type"] in ("transcript", "vad", "state", "error")
+            ]
+            raise TimeoutError(f"no reply within 10 s; heard {heard}") from None
         first_frame = await client.frame(started - 0.05)
         _, final = await client.wait("transcript", 5)
         finals = [e["text"] for _, e in client.events if e["type"] == "transcript" and e["final"]]
@@ -204,7 +213,7 @@ async def concurrent_turns(
     )
     await asyncio.sleep(2.0)
     return [
-        r if isinstance(r, dict) else {"latency_s": None, "error": type(r).__name__}
+        r if isinstance(r, dict) else {"latency_s": None, "error": f"{type(r).__name__}: {r}"}
         for r in results
     ]
 
@@ -304,6 +313,7 @@ def main() -> None:
             "sessions": args.sessions,
             **ms(answered),
             "unanswered": len(together) - len(answered),
+            "errors": dict(Counter(t["error"] for t in together if "error" in t)),
         }
     result["barge_in"]["met"] = result["barge_in"]["p95_ms"] <= 150
     result["voice_to_voice"]["met"] = result["voice_to_voice"]["p50_ms"] <= 700

@@ -29,6 +29,7 @@ from tests.support import (
     Processes,
     duplex,
     free_port,
+    metric,
     status,
     transcribe,
     wait_until,
@@ -257,6 +258,28 @@ def test_ready_is_503_without_a_worker(procs: Processes, tmp_path: Path) -> None
     code, body = wait_until(settled, 30, "the gateway to see the supervisor and router")
     assert code == 503 and body["missing"] == ["tts_worker"]
     assert body["ready"] is False
+
+
+def test_a_session_waits_for_a_saturated_worker_instead_of_failing(
+    procs: Processes, tmp_path: Path
+) -> None:
+    extra = "  tts_worker:\n    default_voice: mock-440hz\n    max_streams: 1\n"
+    s = Stack(procs, tmp_path, extra, ["gateway", "supervisor", "router", "tts_worker"])
+    s.wait_ready()
+    with connect(s.url) as first, connect(s.url) as second:
+        first.recv(timeout=10)
+        second.recv(timeout=10)
+        first.send(json.dumps({"type": "text", "text": "A tone for a while. " * 4}))
+        receive(first, "tts_start", timeout=10)
+        second.send(json.dumps({"type": "text", "text": "My turn."}))
+        got = receive(second, "tts_end", timeout=20)  # the worker's one stream frees up
+        assert not events(got, "error"), events(got, "error")
+        assert events(got, "tts_end")[0]["reason"] == "completed"
+        ended = receive(first, "tts_end", timeout=10)
+        assert events(ended, "tts_end")[0]["reason"] == "completed"
+    actors = (status(s.ports.endpoint) or {"actors": []})["actors"]
+    (supervisor,) = [a for a in actors if a["kind"] == "supervisor"]
+    assert metric(supervisor["endpoints"]["metrics"], "duplex_route_busy_waits_total") > 0
 
 
 def test_killing_the_serving_worker_ends_the_utterance_within_3_s_and_the_next_works(

@@ -42,6 +42,8 @@ def test_voice_match_saturation_staleness_and_exclusion() -> None:
     assert sel.choose(workers, RouteRequest(voice="tone", exclude=("c",)), "s2") is None
     assert sel.choose(workers, RouteRequest(voice="nobody"), "s3") is None
     assert sel.choose(workers, RouteRequest(language="fr_FR"), "s4") is None
+    everyone = RouteRequest(voice="tone", exclude=("c",))  # only b, saturated, is left
+    assert [w.actor_id for w in sel.eligible(workers, everyone, busy_too=True)] == ["b"]
 
 
 def test_resident_first_then_least_loaded_and_affinity_until_the_worker_leaves() -> None:
