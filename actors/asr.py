@@ -9,13 +9,11 @@ is computed early: as soon as the audio has been quiet for 100 ms, while VAD sti
 minimum silence; if speech ends there with nothing loud since, that result is published the
 moment ``speech_end`` arrives (otherwise the audio to ``speech_end`` is transcribed then).
 
-The model runs in one worker thread; a final never waits behind queued partials, and what
-queued up while the model was busy (several sessions' finals, or their partials) runs as one
-batch of up to ``max_batch``. Settings: ``model_path`` (default: the bundled tiny.en),
-``device``, ``compute_type``, ``cpu_threads``, ``context`` (auto | full, see
-:mod:`adapters.asr.whisper`), ``language``, ``beam_size`` (finals; partials are greedy),
-``partial_interval_ms`` (0: no partials), ``tail_ms``, ``max_sessions``, ``max_batch`` (1: no
-batching).
+The model runs in one worker thread; a final never waits behind queued partials. Settings:
+``model_path`` (default: the bundled tiny.en), ``device``, ``compute_type``, ``cpu_threads``,
+``context`` (auto | full, see :mod:`adapters.asr.whisper`), ``language``, ``beam_size``
+(finals; partials are greedy),
+``partial_interval_ms`` (0: no partials), ``tail_ms``, ``max_sessions``.
 """
 
 from __future__ import annotations
@@ -142,7 +140,6 @@ class Asr(Actor):
         self.partial_interval_s = float(s.get("partial_interval_ms", 500)) / 1000
         self.tail_samples = int(float(s.get("tail_ms", 120)) * SAMPLE_RATE / 1000)
         self.max_sessions = int(s.get("max_sessions", 200))
-        self.max_batch = max(1, int(s.get("max_batch", 8)))
         self.streams: dict[str, Stream] = {}
         self.engine: WhisperAsr | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
@@ -165,12 +162,6 @@ class Asr(Actor):
             "duplex_asr_final_seconds",
             "speech_end received -> final transcript published",
             buckets=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0),
-            registry=registry,
-        )
-        self.batch_size = Histogram(
-            "duplex_asr_batch_size",
-            "Recognitions run together in one model call",
-            buckets=(1, 2, 3, 4, 6, 8, 12, 16),
             registry=registry,
         )
         self.transcripts = Counter(
@@ -280,76 +271,42 @@ class Asr(Actor):
                     stream.partial_busy, stream.last_partial = True, now
                     self._queue(Job("partial", sid, start, None))
 
-    def _next_batch(self, first: Job) -> list[Job]:
-        """``first`` and the jobs of its kind queued behind it (finals and early finals share
-        a beam size; partials are greedy), up to ``max_batch``."""
-        batch, partial = [first], first.kind == "partial"
-        while len(batch) < self.max_batch and not self._jobs.empty():
-            item = self._jobs.get_nowait()
-            if (item[2].kind == "partial") != partial:
-                self._jobs.put_nowait(item)  # finals come first: only partials are left
-                break
-            batch.append(item[2])
-        return batch
-
-    def _audio_for(self, job: Job) -> np.ndarray | None:
-        """The audio ``job`` hears, or None when it is moot (its session or speech is gone)."""
-        stream = self.streams.get(job.sid)
-        if stream is None:
-            return None
-        if job.audio is not None:
-            return job.audio
-        if stream.speech_from != job.start:  # a partial of speech that ended: its final is queued
-            stream.partial_busy = False
-            return None
-        return stream.audio(job.start)
-
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         assert self.engine is not None
         engine = self.engine
         while True:
-            _, _, first = await self._jobs.get()
-            jobs, audios = [], []
-            for job in self._next_batch(first):
-                audio = self._audio_for(job)
-                if audio is not None:
-                    jobs.append(job)
-                    audios.append(audio)
-            if not jobs:
+            _, _, job = await self._jobs.get()
+            stream = self.streams.get(job.sid)
+            if stream is None:
                 continue
-            beam = 1 if first.kind == "partial" else None  # partials are greedy: quick
+            audio = job.audio
+            if audio is None:  # a partial
+                if stream.speech_from != job.start:
+                    stream.partial_busy = False
+                    continue  # that speech already ended: its final is queued
+                audio = stream.audio(job.start)
+            beam = 1 if job.kind == "partial" else None  # partials are greedy: quick
             try:
-                results: list[Recognition] = await loop.run_in_executor(
-                    self._pool, engine.transcribe_many, audios, beam
+                result: Recognition = await loop.run_in_executor(
+                    self._pool, engine.transcribe, audio, beam
                 )
             except Exception:  # one bad recognition must not end every session's
-                self.log.exception("recognition failed", extra=kv(sessions=len(jobs)))
-                results = [
-                    Recognition("", "", 1.0, -10.0, 0.0, len(audio) / SAMPLE_RATE)
-                    for audio in audios
-                ]
-            self.batch_size.observe(len(jobs))
-            for job, result in zip(jobs, results, strict=True):
-                await self._deliver(job, result)
-
-    async def _deliver(self, job: Job, result: Recognition) -> None:
-        self.rtf.labels(job.kind).observe(result.rtf)
-        stream = self.streams.get(job.sid)
-        if stream is None:
-            return
-        if job.kind == "partial":
-            stream.partial_busy = False
-            if result.text and result.text != stream.partial_text:
-                stream.partial_text = result.text
-                await self._publish(job.sid, job.start, result, "partial", job.queued)
-        elif job.kind == "final":
-            await self._publish(job.sid, job.start, result, "final", job.queued)
-        elif (early := job.early) is not None and early is stream.early:
-            early.result = result
-            if early.wanted is not None:  # speech_end came while it ran
-                stream.early = None
-                await self._publish(job.sid, job.start, result, "final", early.wanted)
+                self.log.exception("recognition failed", extra=kv(session=job.sid))
+                result = Recognition("", "", 1.0, -10.0, 0.0, len(audio) / SAMPLE_RATE)
+            self.rtf.labels(job.kind).observe(result.rtf)
+            if job.kind == "partial":
+                stream.partial_busy = False
+                if result.text and result.text != stream.partial_text:
+                    stream.partial_text = result.text
+                    await self._publish(job.sid, job.start, result, "partial", job.queued)
+            elif job.kind == "final":
+                await self._publish(job.sid, job.start, result, "final", job.queued)
+            elif (early := job.early) is not None and early is stream.early:
+                early.result = result
+                if early.wanted is not None:  # speech_end came while it ran
+                    stream.early = None
+                    await self._publish(job.sid, job.start, result, "final", early.wanted)
 
     async def _publish(
         self, sid: str, start: int, result: Recognition, kind: str, since: float

@@ -143,23 +143,6 @@ def test_whisper_transcribes_speech_and_returns_nothing_for_noise(whisper: Whisp
         assert result.text == "", result
 
 
-def test_a_batch_hears_each_clip_as_it_would_alone(whisper: WhisperAsr) -> None:
-    """Clips of different lengths, one of them noise, in one model call (the ASR actor batches
-    the finals of sessions that end at once)."""
-    texts = ["Can you hear me now?", "How far is it to the nearest train station from here?"]
-    clips = [as_float(silence(0.3) + speech(t) + silence(0.3)) for t in texts]
-    clips.insert(1, as_float(noise(1.0, -30, seed=3)))
-    batch = whisper.transcribe_many(clips)
-    assert [r.audio_s for r in batch] == [len(c) / 16_000 for c in clips]
-    assert batch[1].text == "", batch[1]
-    for text, result in zip(texts, (batch[0], batch[2]), strict=True):
-        assert word_error_rate(text, result.text) < 0.25, result
-    for clip, result in zip(clips, batch, strict=True):  # more padding, (nearly) the same words
-        alone = whisper.transcribe(clip).text
-        assert word_error_rate(alone, result.text) <= 0.2 if alone else result.text == ""
-    assert whisper.transcribe_many([]) == []
-
-
 def test_a_decoder_loop_is_cut_and_real_repetition_kept() -> None:
     assert trim_repeats("Where did I leave my car keys? Where did I leave my") == (
         "Where did I leave my car keys?"

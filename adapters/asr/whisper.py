@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +44,7 @@ class Recognition:
     no_speech_prob: float
     avg_logprob: float
     seconds: float
-    """Compute time it took (a batch's wall time, shared out by audio length)."""
+    """Wall time the call took."""
     audio_s: float
 
     @property
@@ -122,40 +121,23 @@ class WhisperAsr:
     def transcribe(self, audio: np.ndarray, beam_size: int | None = None) -> Recognition:
         """Transcribe mono float32 16 kHz ``audio`` (at most 30 s; longer is cut), with the
         model's beam size unless ``beam_size`` says otherwise (1 is greedy: partials)."""
-        return self.transcribe_many([audio], beam_size)[0]
-
-    def transcribe_many(
-        self, audios: Sequence[np.ndarray], beam_size: int | None = None
-    ) -> list[Recognition]:
-        """:meth:`transcribe` for several clips in one batched model call (the ``auto``
-        context; ``full`` runs them one by one). On two cores a batch of 8 questions takes about
-        half the time of 8 calls: the decoder's steps are small and batch well."""
-        clips = [np.asarray(audio, dtype=np.float32)[:MAX_SAMPLES] for audio in audios]
-        if not clips:
-            return []
+        audio = np.asarray(audio, dtype=np.float32)[:MAX_SAMPLES]
         beam = beam_size or self.beam_size
         started = time.perf_counter()
         if self.context == "full":
-            heard = [self._full(clip, beam) for clip in clips]
+            text, no_speech, logprob = self._full(audio, beam)
         else:
-            heard = self._auto(clips, beam)
-        seconds = time.perf_counter() - started
-        total = sum(len(clip) for clip in clips) or 1
-        results = []
-        for clip, (text, no_speech, logprob) in zip(clips, heard, strict=True):
-            text = trim_repeats(text)
-            kept = self._keep(text, no_speech, logprob)
-            results.append(
-                Recognition(
-                    text=text.strip() if kept else "",
-                    raw_text=text.strip(),
-                    no_speech_prob=no_speech,
-                    avg_logprob=logprob,
-                    seconds=seconds * (len(clip) / total if len(clips) > 1 else 1.0),
-                    audio_s=len(clip) / SAMPLE_RATE,
-                )
-            )
-        return results
+            text, no_speech, logprob = self._auto(audio, beam)
+        text = trim_repeats(text)
+        kept = self._keep(text, no_speech, logprob)
+        return Recognition(
+            text=text.strip() if kept else "",
+            raw_text=text.strip(),
+            no_speech_prob=no_speech,
+            avg_logprob=logprob,
+            seconds=time.perf_counter() - started,
+            audio_s=len(audio) / SAMPLE_RATE,
+        )
 
     def _keep(self, text: str, no_speech: float, logprob: float) -> bool:
         if not any(ch.isalnum() for ch in text):
@@ -164,34 +146,27 @@ class WhisperAsr:
             return False
         return not (no_speech > self.no_speech_threshold and logprob < self.logprob_threshold)
 
-    def _auto(self, clips: list[np.ndarray], beam_size: int) -> list[tuple[str, float, float]]:
-        """One batch: every clip padded with silence to the context the longest one needs."""
+    def _auto(self, audio: np.ndarray, beam_size: int) -> tuple[str, float, float]:
         import ctranslate2
 
-        longest = max(len(clip) for clip in clips)
-        speech_frames = math.ceil(longest / HOP)
+        speech_frames = math.ceil(len(audio) / HOP)
         frames = min(3000, max(750, 250 * math.ceil((speech_frames + 500) / 250)))
-        mels = []
-        for clip in clips:
-            padded = np.zeros(frames * HOP, dtype=np.float32)
-            padded[: len(clip)] = clip[: len(padded)]
-            mels.append(self.model.feature_extractor(padded)[:, :frames])
-        features = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(mels)))
-        max_length = min(220, 16 + int(6 * longest / SAMPLE_RATE))
-        results: list[Any] = self.model.model.generate(
+        padded = np.zeros(frames * HOP, dtype=np.float32)
+        padded[: len(audio)] = audio[: len(padded)]
+        mel = self.model.feature_extractor(padded)[:, :frames]
+        features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))
+        max_length = min(220, 16 + int(6 * len(audio) / SAMPLE_RATE))
+        result: Any = self.model.model.generate(
             features,
-            [self._prompt] * len(clips),
+            [self._prompt],
             beam_size=beam_size,
             max_length=max_length,
             return_scores=True,
             return_no_speech_prob=True,
-        )
-        heard = []
-        for result in results:
-            tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
-            text = self._tokenizer.decode(tokens)
-            heard.append((text, float(result.no_speech_prob), float(result.scores[0])))
-        return heard
+        )[0]
+        tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
+        text = self._tokenizer.decode(tokens)
+        return text, float(result.no_speech_prob), float(result.scores[0])
 
     def _full(self, audio: np.ndarray, beam_size: int) -> tuple[str, float, float]:
         segments, _ = self.model.transcribe(
