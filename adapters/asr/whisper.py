@@ -6,7 +6,7 @@ short audio to 30 s, most of voice-to-voice latency on a small CPU. CTranslate2 
 number of mel frames, and encoder cost grows with them, so the ``auto`` context (the default)
 encodes the speech plus at least 5 s of silence, in 2.5 s steps (7.5 s minimum); less silence
 doubled the word error rate in a probe. ``scripts/bench_voice`` times both on the same
-questions (``asr_seconds_per_question``: ~0.16 s against ~0.6 s on two cores).
+questions (``asr_seconds_per_question``: p50 0.15 s against 0.48 s on two cores, 20 questions).
 With less trailing silence Whisper loops ("Yes. Yes. Yes."), hence the margin; the token limit
 grows with the audio's length, and a loop that still happens is cut (:func:`trim_repeats`).
 ``full`` uses faster-whisper's own ``transcribe`` (30 s windows, Whisper's fallbacks) when
