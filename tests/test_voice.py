@@ -295,74 +295,71 @@ class Ears(Actor):
         self._thread.join(timeout=10)
 
 
+@pytest.fixture
+def ears(stack: VoiceStack) -> Iterator[Ears]:
+    e = Ears(stack.ports.endpoint)
+    yield e
+    e.close()
+
+
 def test_a_late_final_of_the_first_words_does_not_start_a_reply_over_the_person(
-    stack: VoiceStack, talker: Talker
+    ears: Ears, talker: Talker
 ) -> None:
     """Under load the final of "Hold on," can come after the person went on: the reply waits for
-    the rest and both are answered as one turn (CI once answered only the second half)."""
-    ears = Ears(stack.ports.endpoint)
+    the rest and both are answered as one turn (a loaded machine answered only the second half)."""
     sid = talker.session_id
-    try:
-        ears.hear(
-            sid,
-            SpeechStart(stream_sample=16_000, preroll_sample=11_200),
-            SpeechEnd(stream_sample=25_600),
-            SpeechStart(stream_sample=30_400, preroll_sample=25_600),
-            Transcript(text="Hold on.", final=True, start_sample=11_200, end_sample=27_500),
-        )
-        heard = time.monotonic()
-        talker.wait_for(kind("state", state="THINKING"), 5, "the first words taken as a turn")
-        time.sleep(1.0)  # a reply to "Hold on." alone would be spoken by now
-        assert not talker.events("tts_start") and not talker.events("reply"), talker.events()
-        ears.hear(
-            sid,
-            SpeechEnd(stream_sample=48_000),
-            Transcript(
-                text="What time is it now?", final=True, start_sample=25_600, end_sample=50_000
-            ),
-        )
-        _, reply = talker.wait_for(kind("reply"), 10, "the answer")
-        assert reply["text"] == "Hold on. What time is it now?"
-        talker.wait_for(kind("tts_end", reason="completed"), 20, "the answer spoken")
-        assert len(talker.events("reply", since=heard)) == 1
-    finally:
-        ears.close()
+    ears.hear(
+        sid,
+        SpeechStart(stream_sample=16_000, preroll_sample=11_200),
+        SpeechEnd(stream_sample=25_600),
+        SpeechStart(stream_sample=30_400, preroll_sample=25_600),
+        Transcript(text="Hold on.", final=True, start_sample=11_200, end_sample=27_500),
+    )
+    heard = time.monotonic()
+    talker.wait_for(kind("state", state="THINKING"), 5, "the first words taken as a turn")
+    time.sleep(1.0)  # a reply to "Hold on." alone would be spoken by now
+    assert not talker.events("tts_start") and not talker.events("reply"), talker.events()
+    ears.hear(
+        sid,
+        SpeechEnd(stream_sample=48_000),
+        Transcript(text="What time is it now?", final=True, start_sample=25_600, end_sample=50_000),
+    )
+    _, reply = talker.wait_for(kind("reply"), 10, "the answer")
+    assert reply["text"] == "Hold on. What time is it now?"
+    talker.wait_for(kind("tts_end", reason="completed"), 20, "the answer spoken")
+    assert len(talker.events("reply", since=heard)) == 1
 
 
 def test_going_on_soon_after_the_turn_in_stream_time_merges_however_late_asr_is(
-    stack: VoiceStack, talker: Talker
+    ears: Ears, talker: Talker
 ) -> None:
     """The person went on 0.9 s (stream time) after their turn; their words reach the
     supervisor 2.5 s after the reply began. It is still one turn: the reply is cut and left out,
     and both parts are answered together."""
     first = "Hold on, let me think about what I wanted to ask you."
-    ears = Ears(stack.ports.endpoint)
     sid = talker.session_id
-    try:
-        ears.hear(
-            sid,
-            SpeechStart(stream_sample=16_000, preroll_sample=11_200),
-            SpeechEnd(stream_sample=64_000),
-            Transcript(text=first, final=True, start_sample=11_200, end_sample=66_000),
-        )
-        _, cut = talker.wait_for(kind("tts_start"), 10, "the reply to start")
-        time.sleep(2.5)
-        ears.hear(
-            sid,
-            SpeechStart(stream_sample=78_400, preroll_sample=73_600),
-            Transcript(text="What time", final=False, start_sample=73_600, end_sample=86_000),
-        )
-        _, end = talker.wait_for(kind("tts_end", utterance_id=cut["utterance_id"]), 5, "the cut")
-        assert end["reason"] == "barged_in"
-        ears.hear(
-            sid,
-            SpeechEnd(stream_sample=100_000),
-            Transcript(
-                text="What time is it now?", final=True, start_sample=73_600, end_sample=102_000
-            ),
-        )
-        both = f"{first} What time is it now?"
-        talker.wait_for(kind("reply", text=both), 10, "one answer to both parts")
-        talker.wait_for(kind("tts_end", reason="completed"), 20, "the answer spoken")
-    finally:
-        ears.close()
+    ears.hear(
+        sid,
+        SpeechStart(stream_sample=16_000, preroll_sample=11_200),
+        SpeechEnd(stream_sample=64_000),
+        Transcript(text=first, final=True, start_sample=11_200, end_sample=66_000),
+    )
+    _, cut = talker.wait_for(kind("tts_start"), 10, "the reply to start")
+    time.sleep(2.5)
+    ears.hear(
+        sid,
+        SpeechStart(stream_sample=78_400, preroll_sample=73_600),
+        Transcript(text="What time", final=False, start_sample=73_600, end_sample=86_000),
+    )
+    _, end = talker.wait_for(kind("tts_end", utterance_id=cut["utterance_id"]), 5, "the cut")
+    assert end["reason"] == "barged_in"
+    ears.hear(
+        sid,
+        SpeechEnd(stream_sample=100_000),
+        Transcript(
+            text="What time is it now?", final=True, start_sample=73_600, end_sample=102_000
+        ),
+    )
+    both = f"{first} What time is it now?"
+    talker.wait_for(kind("reply", text=both), 10, "one answer to both parts")
+    talker.wait_for(kind("tts_end", reason="completed"), 20, "the answer spoken")
