@@ -215,7 +215,7 @@ class Supervisor(Actor):
         telling the client why not. While every worker that could speak is saturated (``BUSY``)
         it asks again, for ``busy_wait_ms`` at most: a reply a little late beats none."""
         deadline = time.monotonic() + self.busy_wait_s
-        while True:
+        while session.session_id in self.sessions:
             routers = self.registry.alive("router")
             if not routers:
                 self.tell(session, Error(code="NO_WORKER", message="no router is running"))
@@ -238,6 +238,7 @@ class Supervisor(Actor):
                 self.tell(session, Error(code="NO_WORKER", message=str(exc)))
                 return None
             return reply if isinstance(reply, RouteAssignment) else None
+        return None  # the session ended while it waited
 
     async def _playout(self, session: Session, msg: PlayoutEvent) -> None:
         session.active = time.monotonic()
