@@ -110,6 +110,20 @@ def duplex(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     )
 
 
+def bench_json(script: str, *args: str, timeout: float) -> dict[str, Any]:
+    """Run ``scripts/<script>`` with ``args`` to completion and parse the JSON it prints."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
 def status(endpoint: str, timeout: float = 1.0) -> dict[str, Any] | None:
     """``duplex status --json`` as data, or None when the broker does not answer."""
     result = subprocess.run(

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.support import ROOT
+from tests.support import bench_json
 
 
 def test_bench_bus_quick_run_prints_all_figures() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_bus.py"), "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+    data = bench_json("bench_bus.py", "--quick", timeout=110)
     for path in ("hop_proxy", "hop_direct"):
         for side in ("duplex", "raw_pyzmq"):
             figures = data[path][side]

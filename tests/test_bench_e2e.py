@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.support import ROOT
+from tests.support import bench_json
 
 
 def test_bench_e2e_quick_run_prints_all_figures() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_e2e.py"), "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=115,
-    )
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+    data = bench_json("bench_e2e.py", "--quick", timeout=115)
     assert data["first_audio"]["samples"] == 3
     assert 0 < data["first_audio"]["p50_ms"] < 5000
     for count in ("1", "2"):

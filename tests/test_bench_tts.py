@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.support import ROOT
+from tests.support import bench_json
 
 
 def test_bench_tts_quick_run_prints_all_figures() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_tts.py"), "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=115,
-    )
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+    data = bench_json("bench_tts.py", "--quick", timeout=115)
     for name in ("short", "medium", "sentence_100"):
         figures = data["first_audio"][name]
         for side in ("duplex_worker", "raw_piper_first_chunk"):

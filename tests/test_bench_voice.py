@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from tests.support import ROOT
+from tests.support import bench_json
 
 
 @pytest.mark.timeout(200)
 def test_bench_voice_quick_run_prints_all_figures() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_voice.py"), "--trials", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=190,
-    )
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+    data = bench_json("bench_voice.py", "--trials", "2", timeout=190)
     for kind in ("barge_in", "voice_to_voice"):
         assert data[kind]["samples"] == 2 and data[kind]["server_side"]["samples"] == 2
         assert 0 < data[kind]["p50_ms"] <= data[kind]["max_ms"] < 5000
