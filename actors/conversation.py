@@ -5,7 +5,9 @@ barge-in (DESIGN.md, "Barge-in, as the user experiences it").
   frame, its unplayed lead taken back), the worker pauses, the client gets ``barge_in``, the
   state is BARGED_IN, and a window of ``barge_window_ms`` starts.
 - Words (a partial or final transcript that is not the bot's own echo) while BARGED_IN: the
-  utterance is stopped with reason ``barged_in`` and the turn is the person's.
+  utterance is stopped with reason ``barged_in`` and the turn is the person's. A partial that
+  is nearly echo (``echo_doubt`` of its trigrams, below ``echo_overlap``) waits for the next
+  transcript: words again stop the bot, echo or no words do not.
 - No words (an empty final, an echo, or the window running out): playout resumes where it was
   held (a false interruption).
 - A final transcript with words while LISTENING (or THINKING: the person added to their turn)
@@ -69,14 +71,19 @@ def _trigrams(text: str) -> set[str]:
     return {letters[i : i + 3] for i in range(len(letters) - 2)}
 
 
-def is_echo(transcript: str, bot_said: Sequence[str], overlap: float = 0.6) -> bool:
-    """True when most of ``transcript`` is what the bot just said: the share of its letter
-    trigrams (spaces ignored, so "light house" matches "lighthouse") found in the bot's text."""
+def echo_share(transcript: str, bot_said: Sequence[str]) -> float:
+    """How much of ``transcript`` is what the bot just said: the share of its letter trigrams
+    (spaces ignored, so "light house" matches "lighthouse") found in the bot's text."""
     heard = _trigrams(transcript)
     said = set().union(*(_trigrams(text) for text in bot_said)) if bot_said else set()
     if not heard or not said:
-        return False
-    return len(heard & said) / len(heard) >= overlap
+        return 0.0
+    return len(heard & said) / len(heard)
+
+
+def is_echo(transcript: str, bot_said: Sequence[str], overlap: float = 0.6) -> bool:
+    """True when at least ``overlap`` of ``transcript`` is the bot's text (:func:`echo_share`)."""
+    return echo_share(transcript, bot_said) >= overlap
 
 
 @dataclass(slots=True)
@@ -92,6 +99,11 @@ class Talk:
     barged: str = ""
     """The utterance held by a barge-in, until words or no words decide."""
     barge_task: asyncio.Task[None] | None = None
+    cut: tuple[str, int] = ("", 0)
+    """The utterance the person cut off, and where in the history its heard part belongs
+    (before their turn, which can be taken before its end comes back from the gateway)."""
+    doubted: bool = False
+    """A partial while BARGED_IN that was nearly echo: the next transcript decides."""
     reply_task: asyncio.Task[None] | None = None
     speech_from_sample: int = -1
     """Where the person's latest speech began, with its pre-roll (stream samples)."""
@@ -128,6 +140,7 @@ class Conversation:
         self.barge_window_s = float(settings.get("barge_window_ms", 1200)) / 1000
         self.echo_tail_s = float(settings.get("echo_tail_ms", 1500)) / 1000
         self.echo_overlap = float(settings.get("echo_overlap", 0.6))
+        self.echo_doubt = float(settings.get("echo_doubt", 0.3))
         self.continuation_s = float(settings.get("continuation_ms", 2000)) / 1000
         self.continuation_samples = round(self.continuation_s * 16_000)  # stream time
         self.dialogues: dict[str, Dialogue] = {}
@@ -165,7 +178,7 @@ class Conversation:
             return
         uid = session.utterance_id
         session.machine.fire(Event.SPEECH_START)
-        session.talk.barged = uid
+        session.talk.barged, session.talk.doubted = uid, False
         self.barge_ins.inc()
         self.sv.tell(session, BargeIn(utterance_id=uid, stream_sample=msg.stream_sample))
         self.sv.to_worker(session, Pause(utterance_id=uid))
@@ -183,12 +196,17 @@ class Conversation:
             talk.quiet.set()  # the person's latest speech is transcribed (under load, the
             # final of a speech can come after they began the next one)
         state = session.machine.state
-        has_words = bool(words(msg.text)) and not self._echo(session, msg.text)
+        share = self._echo_share(session, msg.text) if words(msg.text) else 0.0
+        has_words = bool(words(msg.text)) and share < self.echo_overlap
         if state is State.BARGED_IN:
-            if has_words:
+            # An early partial of the bot's own echo can be misheard ("a like house" for "a
+            # lighthouse"): one that is nearly echo waits for the next transcript to decide.
+            doubted = has_words and not msg.final and share >= self.echo_doubt
+            if has_words and not (doubted and not talk.doubted):
                 self._give_floor(session)
             elif msg.final:
                 self._resume(session)  # a cough, noise or echo
+            talk.doubted = doubted
             if not (has_words and msg.final):
                 return
         elif state in (State.SPEAKING, State.PAUSED) and has_words and msg.final:
@@ -199,21 +217,25 @@ class Conversation:
         if session.machine.state in (State.LISTENING, State.THINKING):
             self._user_turn(session)
 
-    def _echo(self, session: Session, text: str) -> bool:
+    def _echo_share(self, session: Session, text: str) -> float:
+        """:func:`echo_share` against what the bot says now or said within ``echo_tail_ms``;
+        counts and logs the transcripts taken for echo."""
         talk, now = session.talk, time.monotonic()
         recent = [t for ended, t in talk.bot_said if now - ended < self.echo_tail_s]
         if session.machine.state in (State.SPEAKING, State.BARGED_IN, State.PAUSED):
             recent.append(talk.speaking_text)
-        if is_echo(text, recent, self.echo_overlap):
+        share = echo_share(text, recent)
+        if share >= self.echo_overlap:
             self.echoes.inc()
             self.sv.log.info("echo ignored", extra=kv(session=session.session_id, text=text[:80]))
-            return True
-        return False
+        return share
 
     # ------------------------------------------------------------------ barge-in outcomes
 
     async def _barge_window(self, session: Session, uid: str) -> None:
         await asyncio.sleep(self.barge_window_s)
+        if session.talk.doubted:  # the next transcript decides: give it one more window
+            await asyncio.sleep(self.barge_window_s)
         if session.talk.barged == uid and session.machine.state is State.BARGED_IN:
             self._resume(session)
 
@@ -239,6 +261,7 @@ class Conversation:
             Event.WORDS if session.machine.state is State.BARGED_IN else Event.STOP
         )
         if moved and uid:
+            talk.cut = (uid, len(talk.history))
             self.sv.tell(session, Stop(utterance_id=uid, reason="barged_in"))
             self.sv.to_worker(session, Stop(utterance_id=uid, reason="barged_in"))
 
@@ -312,14 +335,19 @@ class Conversation:
         waited = time.monotonic()
         # Not over the person: if they went on after a pause, their words will come as a
         # final that continues this turn (and cancels this reply, still THINKING). So wait
-        # until what they are saying now has been transcribed.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.continuation_s * 5):
-                await talk.quiet.wait()
-        while session.utterance_id or session.routing:  # a text utterance still playing
-            if time.monotonic() - waited > 60:
-                raise DialogueError("DIALOGUE_FAILED", "the previous utterance never ended")
-            await asyncio.sleep(0.02)
+        # until what they are saying now has been transcribed, and again if they began while
+        # the previous utterance (one they cut off, say) was still ending.
+        patience = self.continuation_s * 5  # their final may never come: not for ever
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, waited + patience - time.monotonic())):
+                    await talk.quiet.wait()
+            while session.utterance_id or session.routing:  # an utterance still playing
+                if time.monotonic() - waited > 60:
+                    raise DialogueError("DIALOGUE_FAILED", "the previous utterance never ended")
+                await asyncio.sleep(0.02)
+            if talk.quiet.is_set() or time.monotonic() - waited >= patience:
+                break
         assignment = await self.sv.route(session, session.voice)
         if assignment is None or session.session_id not in self.sv.sessions:
             raise DialogueError("NO_WORKER", "no TTS worker for the reply")
@@ -360,4 +388,12 @@ class Conversation:
             talk.barged = ""
             self._cancel(talk.barge_task)
         if heard or reason != "completed":
-            talk.history.append(Turn("assistant", heard, interrupted=reason != "completed"))
+            turn = Turn("assistant", heard, interrupted=reason != "completed")
+            cut_uid, at = talk.cut
+            if uid == cut_uid and at < len(talk.history):
+                if len(talk.history) == talk.history.maxlen:
+                    talk.history.popleft()
+                    at = max(0, at - 1)
+                talk.history.insert(at, turn)
+            else:
+                talk.history.append(turn)

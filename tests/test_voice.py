@@ -350,6 +350,7 @@ def test_going_on_soon_after_the_turn_in_stream_time_merges_however_late_asr_is(
         sid,
         SpeechStart(stream_sample=78_400, preroll_sample=73_600),
         Transcript(text="What time", final=False, start_sample=73_600, end_sample=86_000),
+        Transcript(text="What time is it", final=False, start_sample=73_600, end_sample=94_000),
     )
     _, end = talker.wait_for(kind("tts_end", utterance_id=cut["utterance_id"]), 5, "the cut")
     assert end["reason"] == "barged_in"
@@ -363,3 +364,69 @@ def test_going_on_soon_after_the_turn_in_stream_time_merges_however_late_asr_is(
     both = f"{first} What time is it now?"
     talker.wait_for(kind("reply", text=both), 10, "one answer to both parts")
     talker.wait_for(kind("tts_end", reason="completed"), 20, "the answer spoken")
+
+
+def test_a_misheard_partial_of_echo_waits_and_a_real_question_still_stops_the_bot(
+    ears: Ears, talker: Talker
+) -> None:
+    """Whisper's first partial of the bot's echoed "a lighthouse keeper" can be "A like house"
+    (half its trigrams are the bot's): the next transcript decides. Echo lets the story go on;
+    words again stop it."""
+    sid = talker.session_id
+    talker.send({"type": "text", "text": LONG})
+    _, story = talker.wait_for(kind("tts_start"), 10, "the bot to start")
+    ears.hear(sid, SpeechStart(stream_sample=16_000, preroll_sample=11_200))
+    talker.wait_for(kind("barge_in"), 5, "the barge-in")
+    ears.hear(sid, Transcript(text="A like house", final=False, start_sample=11_200))
+    time.sleep(0.3)
+    assert not talker.events("tts_end"), "one doubtful partial stopped the bot"
+    ears.hear(
+        sid,
+        Transcript(text="A lighthouse keeper who", final=False, start_sample=11_200),
+        SpeechEnd(stream_sample=40_000),
+        Transcript(
+            text="A lighthouse keeper who counted the waves.", final=True, start_sample=11_200
+        ),
+    )
+    ended, end = talker.wait_for(kind("tts_end", utterance_id=story["utterance_id"]), 30, "end")
+    assert end["reason"] == "completed" and not talker.events("reply")
+
+    talker.send({"type": "text", "text": LONG})
+    _, again = talker.wait_for(kind("tts_start"), 10, "the story again", since=ended)
+    ears.hear(sid, SpeechStart(stream_sample=80_000, preroll_sample=75_200))
+    talker.wait_for(kind("barge_in", utterance_id=again["utterance_id"]), 5, "the barge-in")
+    ears.hear(
+        sid,
+        Transcript(text="What is the number", final=False, start_sample=75_200),
+        Transcript(text="What is the number you wrote, Tom?", final=False, start_sample=75_200),
+    )
+    _, cut = talker.wait_for(kind("tts_end", utterance_id=again["utterance_id"]), 5, "the cut")
+    assert cut["reason"] == "barged_in"
+
+
+def test_a_reply_waits_for_a_person_who_went_on_while_the_cut_utterance_was_ending(
+    ears: Ears, talker: Talker
+) -> None:
+    """ "Hold on," cuts the story and is a turn; the person goes on before the story's end has
+    come back from the gateway. The reply must not start over them once the story is gone."""
+    sid = talker.session_id
+    talker.send({"type": "text", "text": LONG})
+    _, story = talker.wait_for(kind("tts_start"), 10, "the bot to start")
+    ears.hear(
+        sid,
+        SpeechStart(stream_sample=16_000, preroll_sample=11_200),
+        Transcript(text="Hold on", final=False, start_sample=11_200),
+        SpeechEnd(stream_sample=25_600),
+        Transcript(text="Hold on.", final=True, start_sample=11_200, end_sample=27_500),
+        SpeechStart(stream_sample=30_400, preroll_sample=25_600),
+    )
+    talker.wait_for(kind("tts_end", utterance_id=story["utterance_id"]), 5, "the story cut")
+    time.sleep(1.0)
+    assert not talker.events("reply"), talker.events()
+    ears.hear(
+        sid,
+        SpeechEnd(stream_sample=48_000),
+        Transcript(text="What time is it now?", final=True, start_sample=25_600),
+    )
+    _, reply = talker.wait_for(kind("reply"), 10, "the answer")
+    assert reply["text"] == "Hold on. What time is it now?"
