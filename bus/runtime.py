@@ -348,6 +348,8 @@ class Actor:
 
     async def _drain(self, sock: zmq.Socket[bytes], via: Via) -> None:
         for _ in range(DRAIN_LIMIT):
+            if sock.closed:
+                return  # a peer socket closed in this round: its actor left the registry
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

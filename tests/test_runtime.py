@@ -17,6 +17,7 @@ from actors.loopback import TOPIC_IN, TOPIC_OUT, Loopback
 from bus.broker import Broker
 from bus.envelope import decode, encode
 from bus.errors import PeerGone, RemoteError, RequestTimeout
+from bus.inbound import Via
 from bus.runtime import Actor, Inbound
 from bus.schema import decode_message, envelope_for
 from bus.schema.audio import AudioFrame
@@ -248,5 +249,25 @@ def test_bad_messages_to_an_actor_inbox_are_counted_and_refused(zctx: zmq.Contex
             sock.send_multipart(encode(ping))
             await until(lambda: sock.poll(0), 5, "pong")
             assert isinstance(decode_message(decode(sock.recv_multipart())), Pong)
+
+    run(body)
+
+
+def test_a_peer_socket_closed_within_a_serving_round_is_skipped_not_a_crash() -> None:
+    """The serve loop lists the sockets with messages, then drains them one by one; handling
+    one (a registry REMOVED after a stall) can close another's peer socket. Draining that one
+    used to raise ZMQError ENOTSOCK and stop the actor (a router did so in a full run)."""
+
+    async def body() -> None:
+        broker_cfg, actor = configs()
+        a, b = Loopback(actor("loopback")), Loopback(actor("loopback"))
+        async with running(Broker(broker_cfg), a, b):
+            await until(lambda: a.registry.get(b.id), 5, "b visible to a")
+            await a.send(b.id, Ping())
+            sock = a._peers.get(b.id)
+            assert sock is not None
+            a._peers.forget(b.id)  # what a REMOVED does, between listing and draining
+            await a._drain(sock, Via.PEER)
+            assert isinstance(await a.request(b.id, Ping(), timeout=2), Pong)  # a still serves
 
     run(body)
