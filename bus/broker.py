@@ -60,6 +60,8 @@ PEER_RATE = 200.0
 
 PEER_BURST = 1000.0
 """Messages one peer may send the broker in a burst."""
+STALL_NOISE_S = 0.05
+"""Lateness of a serving round below which it is taken as scheduling noise, not a stall."""
 
 
 class BrokerMetrics(BusMetrics):
@@ -87,6 +89,12 @@ class BrokerMetrics(BusMetrics):
         self.curve_refused = Counter(
             "duplex_broker_curve_refused_total",
             "Connections refused by the CURVE allow-list",
+            registry=self.registry,
+        )
+        self.stalled = Counter(
+            "duplex_broker_stalled_seconds_total",
+            "Time the broker's own loop was not running (host or process stall), not counted "
+            "as silence of the actors",
             registry=self.registry,
         )
 
@@ -202,7 +210,8 @@ class Broker:
         router = self._router
         next_beat = time.monotonic() + self.heartbeat_s
         while not self._stopping:
-            timeout_ms = max(0, min(200, int((next_beat - time.monotonic()) * 1000)))
+            began = time.monotonic()
+            timeout_ms = max(0, min(200, int((next_beat - began) * 1000)))
             if await router.poll(timeout_ms):
                 for _ in range(256):
                     try:
@@ -211,6 +220,7 @@ class Broker:
                         break
                     await self._handle(frames)
             now = time.monotonic()
+            self._forgive_stall(now - began - timeout_ms / 1000, now)
             for event in self.registry.expire(now):
                 self.log.info(
                     "actor expired",
@@ -223,6 +233,22 @@ class Broker:
                 beat = Heartbeat(registry_version=self.registry.version)
                 for entry in self.registry.entries():
                     await self._send(entry.identity, beat)
+
+    def _forgive_stall(self, late_s: float, now: float) -> None:
+        """A round that ended ``late_s`` after its poll could have: beyond a little scheduling
+        noise, the broker itself was not running (a stalled host, or a starved process), so it
+        could not hear anybody. That time is not the actors' silence: without this, one stall
+        longer than the expiry expires every actor at once and breaks every stream in flight."""
+        if late_s < STALL_NOISE_S:
+            return
+        self.registry.forgive(late_s, now)
+        self.metrics.stalled.inc(late_s)
+        if late_s >= self.heartbeat_s:
+            self._bad.warning(
+                "stall",
+                "broker stalled; the time is not counted as the actors' silence",
+                stalled_s=round(late_s, 2),
+            )
 
     async def _handle(self, frames: list[bytes]) -> None:
         if len(frames) < 2:

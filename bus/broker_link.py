@@ -119,8 +119,15 @@ class BrokerLink:
         last_rebuild = time.monotonic()
         self._last_heard = time.monotonic()
         while True:
+            slept_at = time.monotonic()
             await asyncio.sleep(self.heartbeat_s)
             now = time.monotonic()
+            # Woken late: this actor was not running (a stalled host or a busy loop) and the
+            # broker's heartbeats of that time may still be unread, so it is not the broker's
+            # silence.
+            late = now - slept_at - self.heartbeat_s
+            if late > 0:
+                self._last_heard = min(now, self._last_heard + late)
             silent = now - self._last_heard
             if silent > self.heartbeat_s * self.liveness:
                 if self.registered.is_set():

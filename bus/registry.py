@@ -80,6 +80,12 @@ class Registry:
         self._entries[actor_id].last_seen = now
         return True
 
+    def forgive(self, seconds: float, now: float) -> None:
+        """Do not count the ``seconds`` before ``now`` as anyone's silence (the broker could
+        not listen then)."""
+        for entry in self._entries.values():
+            entry.last_seen = min(now, entry.last_seen + seconds)
+
     def update(self, identity: bytes, change: Update, now: float) -> RegistryEvent | None:
         """Apply a partial update; None if the routing id is not registered."""
         actor_id = self._by_identity.get(identity)

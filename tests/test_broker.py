@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import msgpack
+import pytest
 import zmq
 
 from bus.envelope import decode, encode
@@ -91,6 +92,33 @@ def test_actors_register_are_purged_when_killed_and_return_after_broker_restart(
     assert loops[1].wait(timeout=5) == 0
     assert actor_ids(ports.endpoint) == set()
     assert "actor stopped" in procs.log_of(loops[1])
+
+
+@pytest.mark.parametrize("woken_first", ["broker", "actors"])
+def test_a_host_stall_longer_than_the_expiry_expires_nobody(
+    procs: Processes, tmp_path: Path, woken_first: str
+) -> None:
+    """Every process stopped for longer than heartbeat x liveness (a stalled VM), then woken one
+    by one in either order: nobody was silent while the others could listen, so the broker
+    expires nobody and no actor drops its link (which would break every stream in flight)."""
+    ports = BrokerPorts.pick()
+    _topo, broker, loops = start_stack(procs, tmp_path, ports, actors=2)
+    wait_until(lambda: actor_ids(ports.endpoint) == {"loop-0", "loop-1"}, 15, "both actors listed")
+    time.sleep(2 * HEARTBEAT_S)
+    for proc in (broker, *loops):
+        proc.send_signal(signal.SIGSTOP)
+    time.sleep(3 * HEARTBEAT_S * LIVENESS)
+    order = (broker, *loops) if woken_first == "broker" else (*loops, broker)
+    for proc in order:
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(HEARTBEAT_S / 2)
+    time.sleep(2 * HEARTBEAT_S * LIVENESS)  # time enough for an expiry or a reconnect to show
+    assert actor_ids(ports.endpoint) == {"loop-0", "loop-1"}
+    assert "actor expired" not in procs.log_of(broker)
+    assert "broker stalled" in procs.log_of(broker)
+    for loop in loops:
+        assert "broker silent" not in procs.log_of(loop)
+        assert procs.log_of(loop).count(" registered ") == 1
 
 
 def test_broker_counts_garbage_and_keeps_serving(
