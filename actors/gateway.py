@@ -45,8 +45,8 @@ from bus.schema.session import (
     SessionText,
     StateChanged,
 )
-from bus.schema.system import Error, Ping
-from bus.schema.tts import TtsCredit, TtsEnd, TtsFrame, TtsStart, TtsText
+from bus.schema.system import Error
+from bus.schema.tts import TtsCredit, TtsEnd, TtsFrame, TtsQuery, TtsStart, TtsText
 from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.topology import ActorConfig
 from transports.http_api import HttpApi
@@ -387,16 +387,18 @@ class Gateway(Actor):
                 if client.playout.paused:
                     speaking.last_frame = now
                     continue
-                alive = self.registry.get(speaking.worker_id) is not None
-                if alive:
-                    try:
-                        await self.request(speaking.worker_id, Ping(), timeout=0.5)
-                        speaking.last_frame = time.monotonic()
-                        continue
-                    except BusError:
-                        pass
+                # Not just "is the worker alive": a live worker may have dropped this utterance
+                # (say its frames found no way back), and pinging it would wait forever.
+                query = TtsQuery(utterance_id=speaking.utterance_id)
+                try:
+                    await self.request(speaking.worker_id, query, session=sid, timeout=0.5)
+                    speaking.last_frame = time.monotonic()
+                    continue
+                except BusError as exc:
+                    why = str(exc)
                 self.log.warning(
-                    "worker lost mid-utterance", extra=kv(session=sid, worker=speaking.worker_id)
+                    "utterance lost mid-way",
+                    extra=kv(session=sid, worker=speaking.worker_id, error=why),
                 )
                 self._fail(client, speaking.utterance_id)
 

@@ -30,7 +30,7 @@ from bus.inbound import Inbound
 from bus.runtime import Actor
 from bus.schema import Message
 from bus.schema.control import Pause, Resume, Stop
-from bus.schema.system import Error
+from bus.schema.system import Error, Pong
 from bus.schema.tts import (
     EndReason,
     ModelList,
@@ -39,6 +39,7 @@ from bus.schema.tts import (
     ModelUnload,
     TtsCredit,
     TtsEnd,
+    TtsQuery,
     TtsStart,
     TtsText,
 )
@@ -160,6 +161,11 @@ class TtsWorker(Actor):
         elif isinstance(msg, TtsCredit):
             if (u := self.utterances.get((inbound.env.session, msg.utterance_id))) is not None:
                 u.grant(msg.frames)
+        elif isinstance(msg, TtsQuery):
+            if (inbound.env.session, msg.utterance_id) in self.utterances:
+                await self.reply(inbound, Pong())
+            else:
+                await self.reply(inbound, Error(code="UNKNOWN_UTTERANCE", message=msg.utterance_id))
         elif isinstance(msg, Pause | Resume | Stop):
             await self._control(inbound, msg)
         elif isinstance(msg, ModelLoad | ModelUnload | ModelList):

@@ -476,9 +476,10 @@ class Actor:
 
     def _on_registry_change(self, change: RegistryChange, reg: Registration) -> None:
         if change is not RegistryChange.REMOVED:
+            self._peers.returned(reg)
             return
         self._pending.fail_peer(reg.actor_id, "left the registry")
-        self._peers.forget(reg.actor_id)
+        self._peers.left(reg.actor_id, time.monotonic())
 
     def _timeout(self, timeout: float | None) -> float:
         return self.config.request_timeout_s if timeout is None else timeout

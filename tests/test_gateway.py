@@ -50,7 +50,7 @@ class Stack:
         )
         self.procs = procs
         self.topology = str(topo)
-        procs.duplex("broker", "--topology", self.topology, name="broker")
+        self.broker = procs.duplex("broker", "--topology", self.topology, name="broker")
         self.actors = {}
         for actor in actors:
             kind, _, actor_id = actor.partition(":")
@@ -318,6 +318,54 @@ def test_killing_the_serving_worker_ends_the_utterance_within_3_s_and_the_next_w
         assert events(got, "tts_end")[0]["reason"] == "completed"
         ended = receive(ws, "session_end", timeout=10)  # then nothing for 4 s: idle timeout
         assert events(ended, "session_end")[0]["reason"] == "idle_timeout"
+
+
+def test_an_utterance_survives_a_broker_restart_while_its_worker_is_frozen(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """The registry loses the worker for a while (a restarted broker's first snapshot lacks the
+    frozen worker), yet the worker and the gateway never failed: the utterance must go on where
+    it was, complete, with every frame; a dropped utterance must not leave the client waiting."""
+    s = Stack(
+        procs,
+        tmp_path,
+        "  tts_worker:\n    default_voice: mock-440hz\n",
+        ["gateway", "supervisor", "router", "tts_worker"],
+    )
+    s.wait_ready()
+    text = "A tone that goes on for a while. " * 6
+    with connect(s.url) as ws:
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"type": "text", "text": text}))
+        got = receive(ws, "tts_start", timeout=15)
+        time.sleep(0.5)
+        ws.send(json.dumps({"type": "control", "command": "PAUSE"}))
+        got += receive(ws, "state", timeout=5)
+        worker = s.actors["tts_worker"]
+        worker.send_signal(signal.SIGSTOP)
+        try:
+            s.broker.send_signal(signal.SIGKILL)
+            s.broker.wait(timeout=5)
+            s.broker = procs.duplex("broker", "--topology", s.topology, name="broker2")
+            wait_until(
+                lambda: s.ids() == {"gateway", "supervisor", "router"}, 15, "the others back"
+            )
+            time.sleep(1.0)  # their first snapshots of the new broker, without the worker
+        finally:
+            worker.send_signal(signal.SIGCONT)
+        wait_until(lambda: "tts_worker" in s.ids(), 15, "the worker back")
+        ws.send(json.dumps({"type": "control", "command": "RESUME"}))
+        got += receive(ws, "tts_end", timeout=30)
+        (end,) = events(got, "tts_end")
+        assert end["reason"] == "completed"
+        frames = sum(1 for _, m in got if isinstance(m, bytes))
+        assert end["frames"] == frames
+        # The same text again, undisturbed: the mock voice is deterministic, so no frame was lost.
+        ws.send(json.dumps({"type": "text", "text": text}))
+        again = receive(ws, "tts_end", timeout=30)
+        assert events(again, "tts_end")[0]["reason"] == "completed"
+        assert sum(1 for _, m in again if isinstance(m, bytes)) == frames
+    assert "utterance lost" not in procs.log_of(s.actors["gateway"])
 
 
 def test_duplex_chat_speaks_saves_utterances_and_streams_a_wav(

@@ -21,6 +21,7 @@ from bus.schema.tts import (
     TtsCredit,
     TtsEnd,
     TtsFrame,
+    TtsQuery,
     TtsText,
 )
 from tests.support import (
@@ -153,6 +154,15 @@ def test_pause_holds_frames_and_resume_continues_without_loss_or_repeat(worker: 
     assert b"".join(f.pcm for _, f in frames) == reference.pcm
 
 
+def query(client: TtsClient, utterance_id: str) -> str:
+    """``pong``, or the error code, that ``tts.query`` for ``utterance_id`` gets."""
+    asked = client.send(TtsQuery(utterance_id=utterance_id))
+    while True:
+        env, msg = client.recv(timeout_s=10)
+        if env.reply_to == asked.id:
+            return msg.code if isinstance(msg, Error) else msg.TYPE
+
+
 def test_stop_ends_with_reason_stopped_and_sessions_do_not_disturb_each_other(worker: str) -> None:
     with TtsClient(worker, session="A") as a, TtsClient(worker, session="B") as b:
         ua = a.start(LONG_TEXT, credit=20)
@@ -160,9 +170,12 @@ def test_stop_ends_with_reason_stopped_and_sessions_do_not_disturb_each_other(wo
         a.send(Pause(utterance_id=ua))
         b_frames, b_end = frames_until_end(b, ub)  # B speaks through A's pause
         assert b_end.reason == "completed" and len(b_frames) > 200
+        # tts.query: A's paused utterance is still there; B's, with the same id, has ended.
+        assert query(a, ua) == "pong" and query(b, ub) == "UNKNOWN_UTTERANCE"
         a.send(Stop(utterance_id=ua))
         a_frames, a_end = frames_until_end(a, ua)
         assert a_end.reason == "stopped" and a_end.frames == len(a_frames) < len(b_frames)
+        assert query(a, ua) == "UNKNOWN_UTTERANCE"
         uid = b.start("Barge in on this one, please, it is long enough to interrupt.", credit=5)
         b.send(Stop(utterance_id=uid, reason="barged_in"))
         _, end = frames_until_end(b, uid)

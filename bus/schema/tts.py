@@ -46,6 +46,18 @@ class TtsText(Message):
 
 
 @message
+class TtsQuery(Message):
+    """Request: is ``utterance_id`` of the envelope's session still being spoken here? Answered
+    with :class:`~bus.schema.system.Pong`, or an ``UNKNOWN_UTTERANCE`` error when this worker
+    has no such utterance (it ended unheard, or never started). A gateway asks when frames stop
+    coming: a live worker is not proof that the utterance is."""
+
+    TYPE: ClassVar[str] = "tts.query"
+
+    utterance_id: str = bounded(128)
+
+
+@message
 class TtsFrame(Message):
     """One 20 ms frame of an utterance: 1920 bytes of 48 kHz mono s16le."""
 
