@@ -376,7 +376,8 @@ class Gateway(Actor):
         client.playout.end(utterance_id, "error")
 
     async def _watchdog(self) -> None:
-        """A worker that died mid-utterance: the utterance ends with ``error`` within seconds."""
+        """A worker that died mid-utterance, or dropped it: the utterance ends with ``error``
+        within seconds, so the client is never left waiting for its ``tts_end``."""
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
