@@ -8,6 +8,8 @@ text is empty when it was noise (the supervisor reads an empty final as "no word
 is computed early: as soon as the audio has been quiet for 100 ms, while VAD still waits out its
 minimum silence; if speech ends there with nothing loud since, that result is published the
 moment ``speech_end`` arrives (otherwise the audio to ``speech_end`` is transcribed then).
+VAD's events are applied in order, a ``speech_end`` only once the audio up to it has come:
+VAD hears the same frames at its own pace and can run ahead (at most ``AUDIO_WAIT_S``).
 
 The model runs in one worker thread; a final never waits behind queued partials. Settings:
 ``model_path`` (default: the bundled tiny.en), ``device``, ``compute_type``, ``cpu_threads``,
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -44,6 +47,9 @@ MAX_SPEECH_S = 30.0
 MAX_QUEUED_FOR_PARTIALS = 2
 """With this many recognitions waiting, partials are skipped: finals first when busy."""
 PAUSE_SAMPLES = int(0.1 * SAMPLE_RATE)
+AUDIO_WAIT_S = 1.0
+"""Longest a ``speech_end`` waits for the audio up to it (VAD and this actor hear the same
+frames, but each at its own pace): past this it is taken with what has come."""
 QUIET = 32768 * 10 ** (-45 / 20)
 """RMS under -45 dBFS: a pause."""
 
@@ -89,6 +95,11 @@ class Stream:
     partial_busy: bool = False
     early: Early | None = None
     last_frame: float = field(default_factory=time.monotonic)
+    boundaries: deque[tuple[SpeechStart | SpeechEnd, float]] = field(
+        default_factory=lambda: deque(maxlen=64)
+    )
+    """VAD's events, in order, with when each came: a speech_end waits here until the audio up
+    to it has come too, and what follows it waits behind it."""
 
     @property
     def end(self) -> int:
@@ -210,27 +221,50 @@ class Asr(Actor):
             stream.append(msg.stream_sample, msg.pcm)
             stream.last_frame = time.monotonic()
             self._early(sid, stream)
-        elif isinstance(msg, SpeechStart) and stream is not None:
-            stream.speech_from = max(stream.base, msg.preroll_sample)
-            stream.last_partial, stream.partial_text = time.monotonic(), ""
-        elif isinstance(msg, SpeechEnd) and stream is not None and stream.speech_from is not None:
-            start, stream.speech_from = stream.speech_from, None
-            early, stream.early = stream.early, None
-            if early is not None and early.start == start and stream.loud_end <= early.end:
-                # Computed in this very pause, with nothing loud since: it is the final.
-                if early.result is not None:
-                    await self._publish(sid, start, early.result, "final", time.monotonic())
-                else:
-                    early.wanted, stream.early = time.monotonic(), early
-                return
-            # The audio is taken now: once speech has ended the buffer shrinks to the last
-            # seconds. It is all here (VAD waited out the minimum silence, longer than the tail).
-            audio = stream.audio(start, msg.stream_sample + self.tail_samples)
-            self._queue(Job("final", sid, start, audio))
+            if stream.boundaries:
+                await self._boundaries(sid, stream)
+        elif isinstance(msg, SpeechStart | SpeechEnd) and stream is not None:
+            stream.boundaries.append((msg, time.monotonic()))
+            await self._boundaries(sid, stream)
         elif isinstance(msg, StateChanged) and msg.state == "ENDED":
             self.streams.pop(sid, None)
         elif not isinstance(msg, SpeechStart | SpeechEnd | StateChanged):
             await super().on_message(inbound)
+
+    async def _boundaries(self, sid: str, stream: Stream) -> None:
+        """Apply VAD's events in order; a speech_end only once the audio up to it (and the tail)
+        is here. On a loaded machine VAD can run ahead of this actor: a final taken then would
+        miss the person's last words (an early final of "Hold on a second," stood for the whole
+        "Hold on a second, what time is it now?")."""
+        while stream.boundaries:
+            msg, came = stream.boundaries[0]
+            if (
+                isinstance(msg, SpeechEnd)
+                and stream.end < msg.stream_sample + self.tail_samples
+                and time.monotonic() - came < AUDIO_WAIT_S
+            ):
+                return
+            stream.boundaries.popleft()
+            if isinstance(msg, SpeechStart):
+                stream.speech_from = max(stream.base, msg.preroll_sample)
+                stream.last_partial, stream.partial_text = time.monotonic(), ""
+            elif stream.speech_from is not None:
+                await self._speech_end(sid, stream, msg, came)
+
+    async def _speech_end(self, sid: str, stream: Stream, msg: SpeechEnd, came: float) -> None:
+        start, stream.speech_from = stream.speech_from, None
+        assert start is not None
+        early, stream.early = stream.early, None
+        if early is not None and early.start == start and stream.loud_end <= early.end:
+            # Computed in this very pause, with nothing loud since: it is the final.
+            if early.result is not None:
+                await self._publish(sid, start, early.result, "final", came)
+            else:
+                early.wanted, stream.early = came, early
+            return
+        # The audio is taken now: once speech has ended the buffer shrinks to the last seconds.
+        audio = stream.audio(start, msg.stream_sample + self.tail_samples)
+        self._queue(Job("final", sid, start, audio, queued=came))
 
     def _queue(self, job: Job) -> None:
         """Finals (early or not) before partials, each kind in order."""
@@ -259,6 +293,8 @@ class Asr(Actor):
                 if now - stream.last_frame > 60:
                     self.streams.pop(sid, None)  # a session that went away without ENDED
                     continue
+                if stream.boundaries:  # a speech_end whose audio stopped coming
+                    await self._boundaries(sid, stream)
                 start = stream.speech_from
                 if start is None or stream.pausing():
                     continue

@@ -148,4 +148,8 @@ class Vad(Actor):
                     stream.stalled = True
                     boundary = stream.detector.flush()
                     if boundary is not None:
+                        self.log.warning(
+                            "audio stalled mid-speech, speech ended",
+                            extra=kv(session=sid, idle_s=round(idle, 2)),
+                        )
                         await self._emit(sid, boundary)

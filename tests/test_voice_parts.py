@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from actors.asr import Asr
 from actors.conversation import is_echo
 from actors.vad import Vad
 from adapters.asr.whisper import WhisperAsr, trim_repeats
@@ -20,6 +21,7 @@ from adapters.vad.models import FRAME_BYTES, load_model
 from bus import topics
 from bus.broker import Broker
 from bus.runtime import Actor, Inbound
+from bus.schema.asr import Transcript
 from bus.schema.audio import AudioFrame
 from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.topology import ActorConfig
@@ -297,3 +299,68 @@ def test_the_vad_actor_refuses_bad_frames_and_keeps_hearing_good_ones() -> None:
             assert rejected == 4
 
     run(body)
+
+
+class Microphone(Actor):
+    """Publishes what the gateway and VAD would for one session, and records the transcripts."""
+
+    def __init__(self, config: ActorConfig) -> None:
+        super().__init__(config)
+        self.transcripts: list[Transcript] = []
+        self.subscribe(topics.ASR)
+
+    async def on_message(self, inbound: Inbound) -> None:
+        if isinstance(inbound.message, Transcript):
+            self.transcripts.append(inbound.message)
+
+    async def frames(self, sid: str, pcm: bytes, first_sample: int) -> None:
+        """``pcm`` as 20 ms frames from ``first_sample`` on, a little faster than real time."""
+        topic = topics.topic(topics.AUDIO_IN, sid)
+        for i in range(0, len(pcm) - 640 + 1, 640):
+            sample = first_sample + i // 2
+            pcm_20ms = pcm[i : i + 640]
+            frame = AudioFrame(
+                sample_rate=16_000, sequence=sample // 320, stream_sample=sample, pcm=pcm_20ms
+            )
+            await self.publish(topic, frame, session=sid)
+            await asyncio.sleep(0.005)
+
+
+@pytest.mark.timeout(120)
+def test_the_asr_waits_for_the_audio_up_to_a_speech_end_that_came_before_it() -> None:
+    """VAD hears the frames at its own pace and on a loaded machine runs ahead of the ASR: its
+    speech_end can arrive before the person's last words have. The final must still hold every
+    word, not the early final taken in the pause before them."""
+    broker_cfg, actor = configs()
+    asr, mic = Asr(actor("asr")), Microphone(actor("mic"))
+    lead, first, pause = silence(0.5), speech("Hold on a second."), silence(0.25)
+    second, tail = speech("What time is it now?"), silence(0.6)
+    split = len(lead + first + pause) // 2  # samples
+    start, end = len(lead) // 2, split + len(second) // 2
+    vad = topics.topic(topics.VAD, "s-1")
+
+    async def body() -> None:
+        async with running(Broker(broker_cfg), asr, mic):
+            await until(lambda: asr.engine is not None and mic.registered.is_set(), 60, "up")
+            await asyncio.sleep(0.3)  # subscriptions reach the proxy
+            await mic.frames("s-1", lead, 0)
+            speech_start = SpeechStart(stream_sample=start, preroll_sample=start - 4800)
+            await mic.publish(vad, speech_start, session="s-1")
+            await mic.frames("s-1", first + pause, start)
+            stream = asr.streams["s-1"]
+            await until(
+                lambda: stream.early is not None and stream.early.result is not None,
+                20,
+                "the early final of the first words",
+            )
+            await mic.publish(vad, SpeechEnd(stream_sample=end), session="s-1")
+            await asyncio.sleep(0.1)  # ... and only then the rest of the audio
+            await mic.frames("s-1", second + tail, split)
+            await until(lambda: any(t.final for t in mic.transcripts), 20, "the final")
+            await asyncio.sleep(1.0)  # no second final
+            finals = [t.text for t in mic.transcripts if t.final]
+            assert len(finals) == 1, finals
+            said = "Hold on a second. What time is it now?"
+            assert word_error_rate(said, finals[0]) < 0.3, finals
+
+    run(body, timeout=110)
