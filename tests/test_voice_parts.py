@@ -152,6 +152,10 @@ def test_a_decoder_loop_is_cut_and_real_repetition_kept() -> None:
     assert trim_repeats("Yes. Yes. Yes. Yes.") == "Yes. Yes. Yes. Yes."  # rounds under 3 words
     assert trim_repeats("stop stop stop it now") == "stop stop stop it now"
     assert trim_repeats("one two three one two three one two") == "one two three"
+    # scripts/bench_voice heard this loop: its second round has no full stop
+    assert trim_repeats("Open the garage door for me. Open the garage door for me") == (
+        "Open the garage door for me."
+    )
 
 
 def test_whisper_hears_speech_through_background_noise(whisper: WhisperAsr) -> None:

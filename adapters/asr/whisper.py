@@ -56,10 +56,12 @@ class Recognition:
 def trim_repeats(text: str) -> str:
     """Cut a decoder loop: text whose words, from some point on, only repeat the words before it
     ("Where is it? Where is it? Where is") keeps its first round. Rounds of 3 words or more,
-    repeated for 3 words or more, so "very very" stays."""
+    repeated for 3 words or more, so "very very" stays. Words are compared without case and
+    punctuation: the round cut off by the token limit lacks its full stop."""
     words = text.split()
+    bare = [w.strip(".,;:!?\"'").lower() for w in words]
     for k in range(3, len(words) - 2):
-        if all(words[i] == words[i - k] for i in range(k, len(words))):
+        if all(bare[i] == bare[i - k] for i in range(k, len(words))):
             return " ".join(words[:k])
     return text
 
