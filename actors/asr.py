@@ -248,12 +248,13 @@ class Asr(Actor):
             if isinstance(msg, SpeechStart):
                 stream.speech_from = max(stream.base, msg.preroll_sample)
                 stream.last_partial, stream.partial_text = time.monotonic(), ""
-            elif stream.speech_from is not None:
-                await self._speech_end(sid, stream, msg, came)
+            elif (start := stream.speech_from) is not None:
+                stream.speech_from = None
+                await self._speech_end(sid, stream, start, msg, came)
 
-    async def _speech_end(self, sid: str, stream: Stream, msg: SpeechEnd, came: float) -> None:
-        start, stream.speech_from = stream.speech_from, None
-        assert start is not None
+    async def _speech_end(
+        self, sid: str, stream: Stream, start: int, msg: SpeechEnd, came: float
+    ) -> None:
         early, stream.early = stream.early, None
         if early is not None and early.start == start and stream.loud_end <= early.end:
             # Computed in this very pause, with nothing loud since: it is the final.

@@ -259,22 +259,39 @@ def test_interrupted_turns_reach_the_model_marked_and_unknown_adapters_are_refus
         OpenAiDialogue("ftp://example", "m")
 
 
-class Listener(Actor):
-    """Publishes microphone frames and records the VAD's speech boundaries."""
+class Microphone(Actor):
+    """Publishes what the gateway (and VAD) would for a session; records VAD's speech boundaries
+    and the ASR's transcripts."""
 
     def __init__(self, config: ActorConfig) -> None:
         super().__init__(config)
         self.boundaries: list[SpeechStart | SpeechEnd] = []
+        self.transcripts: list[Transcript] = []
         self.subscribe(topics.VAD)
+        self.subscribe(topics.ASR)
 
     async def on_message(self, inbound: Inbound) -> None:
         if isinstance(inbound.message, SpeechStart | SpeechEnd):
             self.boundaries.append(inbound.message)
+        elif isinstance(inbound.message, Transcript):
+            self.transcripts.append(inbound.message)
+
+    async def frames(self, sid: str, pcm: bytes, first_sample: int, pace_s: float = 0.005) -> None:
+        """``pcm`` as 20 ms frames from ``first_sample`` on, ``pace_s`` apart."""
+        topic = topics.topic(topics.AUDIO_IN, sid)
+        for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
+            sample = first_sample + i // 2
+            pcm_20ms = pcm[i : i + FRAME_BYTES]
+            frame = AudioFrame(
+                sample_rate=16_000, sequence=sample // 320, stream_sample=sample, pcm=pcm_20ms
+            )
+            await self.publish(topic, frame, session=sid)
+            await asyncio.sleep(pace_s)
 
 
 def test_the_vad_actor_refuses_bad_frames_and_keeps_hearing_good_ones() -> None:
     broker_cfg, actor = configs()
-    vad, mic = Vad(actor("vad")), Listener(actor("mic"))
+    vad, mic = Vad(actor("vad")), Microphone(actor("mic"))
     said = silence(0.5) + speech("Are you still listening to me?") + silence(1.0)
     topic = topics.topic(topics.AUDIO_IN, "s-1")
 
@@ -290,12 +307,7 @@ def test_the_vad_actor_refuses_bad_frames_and_keeps_hearing_good_ones() -> None:
             for frame in bad:
                 await mic.publish(topic, frame, session="s-1")
             await mic.publish(topic, bad[0], session="")  # no session
-            for n, i in enumerate(range(0, len(said) - FRAME_BYTES + 1, FRAME_BYTES)):
-                frame = AudioFrame(
-                    sample_rate=16_000, sequence=n, stream_sample=i // 2, pcm=said[i : i + 640]
-                )
-                await mic.publish(topic, frame, session="s-1")
-                await asyncio.sleep(0.002)
+            await mic.frames("s-1", said, 0, pace_s=0.002)
             await until(lambda: len(mic.boundaries) >= 2, 10, "speech start and end")
             assert [type(b) for b in mic.boundaries] == [SpeechStart, SpeechEnd]
             assert 8_000 <= mic.boundaries[0].stream_sample < 16_000
@@ -303,31 +315,6 @@ def test_the_vad_actor_refuses_bad_frames_and_keeps_hearing_good_ones() -> None:
             assert rejected == 4
 
     run(body)
-
-
-class Microphone(Actor):
-    """Publishes what the gateway and VAD would for one session, and records the transcripts."""
-
-    def __init__(self, config: ActorConfig) -> None:
-        super().__init__(config)
-        self.transcripts: list[Transcript] = []
-        self.subscribe(topics.ASR)
-
-    async def on_message(self, inbound: Inbound) -> None:
-        if isinstance(inbound.message, Transcript):
-            self.transcripts.append(inbound.message)
-
-    async def frames(self, sid: str, pcm: bytes, first_sample: int) -> None:
-        """``pcm`` as 20 ms frames from ``first_sample`` on, a little faster than real time."""
-        topic = topics.topic(topics.AUDIO_IN, sid)
-        for i in range(0, len(pcm) - 640 + 1, 640):
-            sample = first_sample + i // 2
-            pcm_20ms = pcm[i : i + 640]
-            frame = AudioFrame(
-                sample_rate=16_000, sequence=sample // 320, stream_sample=sample, pcm=pcm_20ms
-            )
-            await self.publish(topic, frame, session=sid)
-            await asyncio.sleep(0.005)
 
 
 @pytest.mark.timeout(120)
