@@ -37,7 +37,7 @@ from bus.logs import kv
 from bus.runtime import Actor
 from bus.schema.asr import Transcript
 from bus.schema.audio import AudioFrame
-from bus.schema.session import StateChanged
+from bus.schema.session import SessionState, StateChanged
 from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.topology import ActorConfig
 
@@ -226,7 +226,7 @@ class Asr(Actor):
         elif isinstance(msg, SpeechStart | SpeechEnd) and stream is not None:
             stream.boundaries.append((msg, time.monotonic()))
             await self._boundaries(sid, stream)
-        elif isinstance(msg, StateChanged) and msg.state == "ENDED":
+        elif isinstance(msg, StateChanged) and msg.state is SessionState.ENDED:
             self.streams.pop(sid, None)
         elif not isinstance(msg, SpeechStart | SpeechEnd | StateChanged):
             await super().on_message(inbound)

@@ -7,8 +7,8 @@ Emits nothing else; it follows the broker's registry (every actor keeps a mirror
 each live TTS worker every second for latency and liveness.
 
 How a worker is chosen, in order:
-1. it is a live ``tts_worker`` that has the voice (or speaks the language), was not excluded
-   by the asker, is not saturated (load below 1) and is not stale (answered a recent ping);
+1. it is a live ``tts_worker`` that has the voice (any, if none is named), is not saturated
+   (load below 1) and is not stale (answered a recent ping);
 2. the session's previous worker, if it still qualifies (affinity);
 3. among the rest, those with the voice already loaded come first;
 4. then the strategy: ``least_loaded`` (default), ``round_robin`` or ``least_latency``.
@@ -75,13 +75,9 @@ class Selector:
         ones as well)."""
         out = []
         for w in workers:
-            voices = w.capabilities.get("voices", ())
-            languages = w.capabilities.get("languages", ())
-            if request.voice and request.voice not in voices:
+            if request.voice and request.voice not in w.capabilities.get("voices", ()):
                 continue
-            if not request.voice and request.language and request.language not in languages:
-                continue
-            if w.actor_id in request.exclude or (self.load(w) >= 1.0 and not busy_too):
+            if self.load(w) >= 1.0 and not busy_too:
                 continue
             if self.health.get(w.actor_id, Health()).failures >= self.stale_after_failures:
                 continue
@@ -167,17 +163,8 @@ class Router(Actor):
                 else:
                     await self.reply(inbound, Error(code="NO_WORKER", message=self._why_none(msg)))
                 return
-            inbox = choice.worker.endpoints.get("inbox", "")
-            await self.reply(
-                inbound,
-                RouteAssignment(
-                    worker_id=choice.worker.actor_id,
-                    inbox=inbox,
-                    voice=choice.voice,
-                    resident=choice.resident,
-                    reason=choice.reason,
-                ),
-            )
+            assignment = RouteAssignment(worker_id=choice.worker.actor_id, voice=choice.voice)
+            await self.reply(inbound, assignment)
         elif isinstance(msg, RouteRelease):
             self.selector.affinity.pop(session, None)
         else:
@@ -187,14 +174,8 @@ class Router(Actor):
         workers = self.registry.alive(WORKER_KIND)
         if not workers:
             return "no TTS worker is registered"
-        if request.voice:
-            want = f"voice {request.voice!r}"
-        else:
-            want = f"language {request.language!r}" if request.language else "any voice"
-        return (
-            f"none of {len(workers)} TTS worker(s) can take {want} now "
-            "(not theirs, stale or excluded)"
-        )
+        want = f"voice {request.voice!r}" if request.voice else "any voice"
+        return f"none of {len(workers)} TTS worker(s) can take {want} now (not theirs, or stale)"
 
     def _on_change(self, change: RegistryChange, reg: Registration) -> None:
         if change is RegistryChange.REMOVED and reg.kind == WORKER_KIND:

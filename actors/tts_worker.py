@@ -272,7 +272,7 @@ class TtsWorker(Actor):
             elif isinstance(msg, Resume):
                 utterance.resume()
             else:
-                barged = msg.reason == EndReason.BARGED_IN.value
+                barged = msg.reason is EndReason.BARGED_IN
                 utterance.stop(EndReason.BARGED_IN if barged else EndReason.STOPPED)
 
     async def _refuse_utterance(

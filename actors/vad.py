@@ -27,7 +27,7 @@ from bus.inbound import Inbound
 from bus.logs import kv
 from bus.runtime import Actor
 from bus.schema.audio import AudioFrame
-from bus.schema.session import StateChanged
+from bus.schema.session import SessionState, StateChanged
 from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.topology import ActorConfig
 
@@ -87,12 +87,11 @@ class Vad(Actor):
         if isinstance(msg, AudioFrame):
             await self._frame(sid, msg)
         elif isinstance(msg, StateChanged):
-            speaking = msg.state == "SPEAKING"
-            if speaking:
+            if msg.state is SessionState.SPEAKING:
                 self.bot_speaking.add(sid)
             else:
                 self.bot_speaking.discard(sid)
-            if msg.state == "ENDED":
+            if msg.state is SessionState.ENDED:
                 self.streams.pop(sid, None)
         else:
             await super().on_message(inbound)
@@ -126,7 +125,6 @@ class Vad(Actor):
             event: SpeechStart | SpeechEnd = SpeechStart(
                 stream_sample=boundary.sample,
                 preroll_sample=boundary.preroll_sample,
-                bot_speaking=boundary.strict,
             )
         else:
             event = SpeechEnd(stream_sample=boundary.sample)

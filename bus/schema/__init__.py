@@ -22,7 +22,6 @@ __all__ = [
     "decode_message",
     "envelope_for",
     "message",
-    "priority_of",
     "routing",
     "session",
     "system",
@@ -37,12 +36,6 @@ def decode_message(env: Envelope) -> Message:
     if cls is None:
         raise ValidationError("unknown_type", f"unknown message type {env.type!r}")
     return cls.from_wire(env.body, env.payload)
-
-
-def priority_of(type_: str) -> Priority:
-    """Queue class of a message type; unknown types are control (they are rejected quickly)."""
-    cls = MESSAGE_TYPES.get(type_)
-    return cls.PRIORITY if cls is not None else Priority.CONTROL
 
 
 def envelope_for(msg: Message, *, src: str = "", session: str = "", reply_to: str = "") -> Envelope:

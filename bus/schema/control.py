@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from bus.schema._base import Message, bounded, message
+from bus.schema.tts import EndReason
 
 
 @message
@@ -33,15 +34,16 @@ class Stop(Message):
     TYPE: ClassVar[str] = "control.stop"
 
     utterance_id: str = bounded(128, default="")
-    reason: str = bounded(64, default="stopped")
+    reason: EndReason = EndReason.STOPPED
 
 
 @message
-class BargeIn(Message):
-    """The person cut in while the bot was speaking this utterance."""
+class BargeInOutcome(Message):
+    """Supervisor → gateway: what the speech that held an utterance (``playout.event`` held)
+    turned out to be. Words: the utterance ends ``barged_in`` and the turn is the person's.
+    No words (a cough, noise, the bot's own echo): playout resumes where it was held."""
 
-    TYPE: ClassVar[str] = "control.barge_in"
+    TYPE: ClassVar[str] = "control.barge_in_outcome"
 
-    utterance_id: str = bounded(128, default="")
-    stream_sample: int = 0
-    """Input sample index where the person's speech began."""
+    utterance_id: str = bounded(128)
+    words: bool

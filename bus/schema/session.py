@@ -1,10 +1,37 @@
-"""Session lifecycle messages."""
+"""Session messages between gateways and supervisors: lifecycle, state, what to speak, and
+what playout did (docs/architecture.md, "Who owns what")."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import enum
+from typing import ClassVar
 
 from bus.schema._base import Message, bounded, message
+from bus.schema.tts import EndReason
+
+
+class SessionState(enum.StrEnum):
+    """What the session is doing, as the client sees it in ``state`` events."""
+
+    IDLE = "IDLE"
+    LISTENING = "LISTENING"
+    THINKING = "THINKING"
+    SPEAKING = "SPEAKING"
+    PAUSED = "PAUSED"
+    BARGED_IN = "BARGED_IN"
+    ENDED = "ENDED"
+
+
+class PlayoutEventKind(enum.StrEnum):
+    """What happened to an utterance at the gateway's playout."""
+
+    STARTED = "started"
+    """Its first frame went to the client."""
+    HELD = "held"
+    """The person started speaking over it: playout is silent, the worker paused, until the
+    supervisor's :class:`~bus.schema.control.BargeInOutcome`."""
+    ENDED = "ended"
+    """Its last frame went out, or it was stopped, cut or failed (``reason``)."""
 
 
 @message
@@ -13,12 +40,10 @@ class SessionOpened(Message):
 
     TYPE: ClassVar[str] = "session.opened"
 
-    transport: str = bounded(32)
-    """``websocket`` or ``webrtc``."""
     gateway: str = bounded(128)
     """Actor id of the gateway holding the client connection."""
-    input_sample_rate: int = 16_000
-    """Rate of the microphone audio the gateway puts on the bus, Hertz."""
+    transport: str = bounded(32, default="websocket")
+    """How the client is connected (``websocket``, ``webrtc``), for the supervisor's log."""
 
 
 @message
@@ -28,7 +53,7 @@ class SessionClosed(Message):
     TYPE: ClassVar[str] = "session.closed"
 
     reason: str = bounded(256)
-    """``client_closed``, ``idle_timeout``, ``max_duration``, ``error``..."""
+    """``client_end``, ``client_closed``, ``idle_timeout``, ``max_duration``, ``shutdown``..."""
 
 
 @message
@@ -37,10 +62,7 @@ class StateChanged(Message):
 
     TYPE: ClassVar[str] = "session.state"
 
-    state: str = bounded(32)
-    """New state, e.g. ``LISTENING``, ``SPEAKING``, ``BARGED_IN``."""
-    previous: str = bounded(32, default="")
-    """State before the transition."""
+    state: SessionState
 
 
 @message
@@ -56,14 +78,15 @@ class SessionText(Message):
 
 @message
 class PlayoutSpeak(Message):
-    """Supervisor → gateway: speak this utterance with this worker, into the session's playout."""
+    """Supervisor → gateway: speak this utterance into the session's playout. The gateway asks
+    the router for a worker and owns the utterance's stream from then on."""
 
     TYPE: ClassVar[str] = "playout.speak"
 
     utterance_id: str = bounded(128)
     text: str = bounded(8192)
-    worker_id: str = bounded(128)
     voice: str = bounded(128, default="")
+    """Voice id; empty for the router's choice (a worker's default)."""
     final: bool = True
     """False when more text follows in :class:`PlayoutText` (a reply still streaming)."""
     answers_sample: int = -1
@@ -93,14 +116,12 @@ class SessionConfig(Message):
 
 
 @message
-class SessionEvent(Message):
-    """Supervisor → gateway: something for the client to see (``reply`` text, ``barge_in``).
-    The gateway turns it into ``{"type": kind, **fields}``."""
+class SessionReply(Message):
+    """Supervisor → gateway: the dialogue's reply text, for the client's ``reply`` event."""
 
-    TYPE: ClassVar[str] = "session.event"
+    TYPE: ClassVar[str] = "session.reply"
 
-    kind: str = bounded(32)
-    fields: dict[str, Any] = bounded(16, default={})
+    text: str = bounded(8192)
 
 
 @message
@@ -110,10 +131,9 @@ class PlayoutEvent(Message):
     TYPE: ClassVar[str] = "playout.event"
 
     utterance_id: str = bounded(128)
-    event: str = bounded(16)
-    """``started`` or ``ended``."""
-    reason: str = bounded(32, default="")
-    """For ``ended``: completed, stopped, barged_in or error."""
+    event: PlayoutEventKind
+    reason: EndReason = EndReason.COMPLETED
+    """For ``ended``: why."""
     frames: int = 0
     """Frames the person heard."""
     heard: str = bounded(8192, default="")

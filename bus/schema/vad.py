@@ -17,8 +17,6 @@ class SpeechStart(Message):
     """Sample index in the session's input stream where speech begins."""
     preroll_sample: int = 0
     """Where the speech's audio starts with the pre-roll: what ASR should transcribe from."""
-    bot_speaking: bool = False
-    """The VAD judged this frame with its while-the-bot-speaks thresholds."""
     sample_rate: int = 16_000
     """Rate of the stream the index counts in, Hertz."""
 
