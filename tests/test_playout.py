@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections import defaultdict
 
+from bus.schema.tts import EndReason
 from transports.playout import Playout
 
 
@@ -19,12 +20,14 @@ class Listener:
     async def send(self, utterance_id: str, frame: bytes) -> None:
         self.frames.append((time.monotonic(), utterance_id, frame))
 
-    async def on_utterance(
-        self, event: str, utterance_id: str, played: int, words: int = 0
+    async def on_started(self, utterance_id: str) -> None:
+        self.events.append(("start", utterance_id, 0))
+
+    async def on_ended(
+        self, utterance_id: str, reason: EndReason, played: int, words: int = 0
     ) -> None:
-        self.events.append((event, utterance_id, played))
-        if event.startswith("end:"):
-            self.ended[utterance_id].set()
+        self.events.append((f"end:{reason}", utterance_id, played))
+        self.ended[utterance_id].set()
 
 
 def frame(i: int) -> bytes:
@@ -38,7 +41,7 @@ def run(body, timeout: float = 20.0) -> None:
 def test_frames_go_out_every_20_ms_on_absolute_deadlines() -> None:
     async def body() -> None:
         out = Listener()
-        playout = Playout(out.send, out.on_utterance, lead_s=0.0)
+        playout = Playout(out.send, out.on_started, out.on_ended, lead_s=0.0)
         task = asyncio.create_task(playout.run())
         for i in range(50):
             playout.add_frame("u1", frame(i))
@@ -60,7 +63,7 @@ def test_frames_go_out_every_20_ms_on_absolute_deadlines() -> None:
 def test_pause_holds_the_next_frame_and_resume_continues_without_loss() -> None:
     async def body() -> None:
         out = Listener()
-        playout = Playout(out.send, out.on_utterance)
+        playout = Playout(out.send, out.on_started, out.on_ended)
         task = asyncio.create_task(playout.run())
         for i in range(40):
             playout.add_frame("u1", frame(i))
@@ -82,16 +85,16 @@ def test_pause_holds_the_next_frame_and_resume_continues_without_loss() -> None:
 def test_flush_drops_the_rest_and_utterances_never_interleave() -> None:
     async def body() -> None:
         out = Listener()
-        playout = Playout(out.send, out.on_utterance)
+        playout = Playout(out.send, out.on_started, out.on_ended)
         task = asyncio.create_task(playout.run())
         for i in range(30):  # two utterances arriving interleaved
             playout.add_frame("a", frame(i))
             playout.add_frame("b", frame(100 + i))
         playout.end("b")
         await asyncio.sleep(0.15)
-        dropped = playout.flush("a", reason="barged_in")
+        dropped = playout.flush("a", reason=EndReason.BARGED_IN)
         assert 0 < dropped < 30
-        heard_a = playout.played("a")
+        heard_a = sum(1 for _, u, _ in out.frames if u == "a")
         await out.ended["b"].wait()
         task.cancel()
         assert out.events[-1] == ("end:completed", "b", 30)
@@ -105,7 +108,7 @@ def test_flush_drops_the_rest_and_utterances_never_interleave() -> None:
 def test_late_frames_count_an_underrun_and_the_schedule_re_anchors() -> None:
     async def body() -> None:
         out = Listener()
-        playout = Playout(out.send, out.on_utterance, lead_s=0.0)
+        playout = Playout(out.send, out.on_started, out.on_ended, lead_s=0.0)
         task = asyncio.create_task(playout.run())
         for i in range(5):
             playout.add_frame("u", frame(i))

@@ -23,6 +23,7 @@ from bus.broker import Broker
 from bus.runtime import Actor, Inbound
 from bus.schema.asr import Transcript
 from bus.schema.audio import AudioFrame
+from bus.schema.tts import EndReason
 from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.topology import ActorConfig
 from tests.support import free_port, word_error_rate
@@ -180,11 +181,13 @@ async def _held_playout() -> tuple[list[int], int, int]:
     async def send(_uid: str, frame: bytes) -> None:
         sent.append(frame[0])
 
-    async def on_utterance(event: str, _uid: str, played: int, words: int) -> None:
-        if event.startswith("end"):
-            ended.append((event, played, words))
+    async def on_started(_uid: str) -> None:
+        pass
 
-    playout = Playout(send, on_utterance, lead_s=0.06)
+    async def on_ended(_uid: str, reason: EndReason, played: int, words: int) -> None:
+        ended.append((f"end:{reason}", played, words))
+
+    playout = Playout(send, on_started, on_ended, lead_s=0.06)
     task = asyncio.get_running_loop().create_task(playout.run())
     for i in range(40):
         playout.add_frame("u", bytes([i]) * 1920, words=i // 4)

@@ -9,24 +9,19 @@ routable; ``voice_in`` says whether VAD and ASR are up too), ``GET /metrics``,
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import os
-import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bus.errors import BusError, RemoteError
-from bus.inbound import Inbound
-from bus.schema.routing import RouteAssignment, RouteRequest
-from bus.schema.system import Error
-from bus.schema.tts import TtsCredit, TtsEnd, TtsFrame, TtsStart
-
-if TYPE_CHECKING:
-    from actors.gateway import Gateway
+from bus.audio_format import wav_bytes
+from bus.envelope import new_id
+from bus.schema.tts import EndReason, TtsFrame
+from transports.sessions import SessionHub
+from transports.utterance_stream import Registry, UtteranceStream
 
 SYNTHESIZE_TIMEOUT_S = 60.0
 SYNTHESIZE_CREDIT = 500
@@ -41,12 +36,31 @@ PAGE = """<!doctype html><meta charset="utf-8"><title>Duplex</title>
 
 @dataclass(slots=True)
 class _Synthesis:
-    worker_id: str
-    utterance_id: str
+    """A :class:`~transports.utterance_stream.StreamSink` collecting one HTTP synthesis."""
+
+    hub: SessionHub
     frames: list[bytes] = field(default_factory=list)
-    done: asyncio.Future[TtsEnd | Error] = field(
+    done: asyncio.Future[tuple[EndReason, str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    refused: tuple[str, str] | None = None
+    """(code, message) of a refusal."""
+
+    async def on_frame(self, stream: UtteranceStream, msg: TtsFrame) -> None:
+        self.frames.append(msg.pcm)
+        self.hub.streams.send(stream, stream.used(1))
+
+    async def on_end(self, stream: UtteranceStream, reason: EndReason, error: str) -> None:
+        if not self.done.done():
+            self.done.set_result((reason, error))
+
+    async def on_error(self, stream: UtteranceStream, code: str, message: str) -> None:
+        self.refused = self.refused or (code, message)
+
+    async def on_refused(self, stream: UtteranceStream, code: str, message: str) -> None:
+        self.refused = (code, message)
+        if not self.done.done():
+            self.done.set_result((EndReason.ERROR, message))
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -56,9 +70,17 @@ def _error(status: int, code: str, message: str) -> web.Response:
 class HttpApi:
     """The HTTP side of a gateway."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.pending: dict[str, _Synthesis] = {}
+    def __init__(
+        self,
+        hub: SessionHub,
+        registry: Registry,
+        metrics_registry: Any,
+        health: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.hub = hub
+        self.registry = registry
+        self.metrics_registry = metrics_registry
+        self.health_info = health
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.page)
@@ -72,17 +94,10 @@ class HttpApi:
         return web.Response(text=PAGE, content_type="text/html")
 
     async def health(self, _request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "status": "ok",
-                "actor_id": self.gateway.id,
-                "sessions": len(self.gateway.clients),
-                "registered": self.gateway.registered.is_set(),
-            }
-        )
+        return web.json_response({"status": "ok", **self.health_info()})
 
     async def ready(self, _request: web.Request) -> web.Response:
-        registry = self.gateway.registry
+        registry = self.registry
         missing = [kind for kind in ("supervisor", "router") if not registry.alive(kind)]
         workers = [w for w in registry.alive("tts_worker") if w.load < 1.0]
         if not workers:
@@ -95,12 +110,12 @@ class HttpApi:
         return web.json_response({"ready": True, "tts_workers": len(workers), "voice_in": voice_in})
 
     async def metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(self.gateway.metrics.registry)
+        body = generate_latest(self.metrics_registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def voices(self, _request: web.Request) -> web.Response:
         voices: dict[str, dict[str, Any]] = {}
-        for worker in self.gateway.registry.alive("tts_worker"):
+        for worker in self.registry.alive("tts_worker"):
             for voice in worker.capabilities.get("voices", ()):
                 entry = voices.setdefault(voice, {"id": voice, "workers": 0, "resident": False})
                 entry["workers"] += 1
@@ -113,80 +128,42 @@ class HttpApi:
     async def synthesize(self, request: web.Request) -> web.Response:
         try:
             body = json.loads(await request.read())
-        except ValueError:
+        except (ValueError, RecursionError):
             return _error(400, "INVALID_MESSAGE", "the body must be JSON")
         if not isinstance(body, dict):
             return _error(400, "INVALID_MESSAGE", "the body must be a JSON object")
         text, voice = body.get("text"), body.get("voice", "")
+        max_chars = self.hub.max_text_chars
         if not isinstance(text, str) or not text.strip():
             return _error(400, "INVALID_MESSAGE", '"text" must be a non-empty string')
-        if len(text) > self.gateway.max_text_chars:
-            return _error(
-                413, "TEXT_TOO_LONG", f"text holds at most {self.gateway.max_text_chars} characters"
-            )
+        if len(text) > max_chars:
+            return _error(413, "TEXT_TOO_LONG", f"text holds at most {max_chars} characters")
         if not isinstance(voice, str) or len(voice) > 128:
             return _error(400, "INVALID_MESSAGE", '"voice" must be a voice id')
         if body.get("format", "wav") != "wav":
             return _error(400, "INVALID_MESSAGE", 'only "format": "wav" is served')
-        sid = f"http-{os.urandom(6).hex()}"
-        routers = self.gateway.registry.alive("router")
         try:
-            if not routers:
-                raise RemoteError("NO_WORKER", "no router is running")
-            route = await self.gateway.request(
-                routers[0].actor_id, RouteRequest(voice=voice), session=sid, timeout=2.0
-            )
-            if not isinstance(route, RouteAssignment):
-                raise RemoteError("NO_WORKER", "the router gave no worker")
-            job = self.pending[sid] = _Synthesis(route.worker_id, os.urandom(4).hex())
-            await self.gateway.send(
-                route.worker_id,
-                TtsStart(
-                    utterance_id=job.utterance_id,
-                    voice=route.voice,
-                    text=text,
-                    final=True,
-                    credit=SYNTHESIZE_CREDIT,
-                ),
-                session=sid,
-            )
-            end = await asyncio.wait_for(job.done, SYNTHESIZE_TIMEOUT_S)
-        except RemoteError as exc:
-            return _error(503 if exc.code == "NO_WORKER" else 400, exc.code, exc.message)
-        except (BusError, TimeoutError) as exc:
-            return _error(504, "SYNTHESIS_FAILED", str(exc) or "the worker did not finish")
-        finally:
-            self.pending.pop(sid, None)
-        if isinstance(end, Error):
-            return _error(400, end.code, end.message)
-        if end.reason != "completed":
-            return _error(502, "SYNTHESIS_FAILED", end.error or end.reason)
-        return web.Response(body=_wav(b"".join(job.frames)), content_type="audio/wav")
-
-    async def on_message(self, inbound: Inbound) -> bool:
-        """Frames and ends of HTTP syntheses; False for anything else."""
-        job = self.pending.get(inbound.env.session)
-        if job is None:
-            return False
-        msg = inbound.message
-        if isinstance(msg, TtsFrame) and msg.utterance_id == job.utterance_id:
-            job.frames.append(msg.pcm)
-            if len(job.frames) % (SYNTHESIZE_CREDIT // 2) == 0:
-                await self.gateway.send(
-                    job.worker_id,
-                    TtsCredit(utterance_id=job.utterance_id, frames=SYNTHESIZE_CREDIT // 2),
-                    session=inbound.env.session,
-                )
-        elif isinstance(msg, TtsEnd | Error) and not job.done.done():
-            job.done.set_result(msg)
-        return True
-
-
-def _wav(pcm: bytes) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(48_000)
-        wav.writeframes(pcm)
-    return out.getvalue()
+            (text + voice).encode("utf-8")
+        except UnicodeEncodeError:
+            return _error(400, "INVALID_MESSAGE", "the text is not valid Unicode")
+        stream = UtteranceStream(
+            new_id()[:8],
+            f"http-{new_id()[:12]}",
+            text,
+            voice=voice,
+            lead=SYNTHESIZE_CREDIT,
+            credit_batch=SYNTHESIZE_CREDIT // 2,
+        )
+        job = _Synthesis(self.hub)
+        self.hub.streams.open(stream, job)
+        try:
+            reason, error = await asyncio.wait_for(job.done, SYNTHESIZE_TIMEOUT_S)
+        except TimeoutError:
+            self.hub.streams.stop(stream)
+            return _error(504, "SYNTHESIS_FAILED", "the worker did not finish")
+        if job.refused is not None:
+            code, message = job.refused
+            return _error(503 if code in ("NO_WORKER", "BUSY") else 400, code, message)
+        if reason is not EndReason.COMPLETED:
+            return _error(502, "SYNTHESIS_FAILED", error or reason.value)
+        return web.Response(body=wav_bytes(b"".join(job.frames)), content_type="audio/wav")

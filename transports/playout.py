@@ -19,7 +19,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-FRAME_S = 0.02
+from bus.audio_format import FRAME_S
+from bus.schema.tts import EndReason
 
 
 @dataclass(slots=True)
@@ -27,7 +28,7 @@ class _Utterance:
     utterance_id: str
     frames: deque[tuple[bytes, int]] = field(default_factory=deque)
     """(pcm, words spoken by the end of it) waiting to go out."""
-    ended: str | None = None
+    ended: EndReason | None = None
     """The end reason, once the producer has sent its last frame."""
     played: int = 0
     heard_words: int = 0
@@ -49,16 +50,21 @@ class PlayoutStats:
 
 SendFrame = Callable[[str, bytes], Awaitable[None]]
 """Sends one frame of an utterance to the client."""
-OnUtterance = Callable[[str, str, int, int], Awaitable[None]]
-"""``(event, utterance_id, frames_played, words_heard)``, event ``start`` or ``end:REASON``."""
+OnStarted = Callable[[str], Awaitable[None]]
+"""``(utterance_id)``: its first frame is about to go out."""
+OnEnded = Callable[[str, EndReason, int, int], Awaitable[None]]
+"""``(utterance_id, reason, frames_played, words_heard)``: its last frame went out."""
 
 
 class Playout:
     """One session's paced audio output; see the module docstring."""
 
-    def __init__(self, send: SendFrame, on_utterance: OnUtterance, lead_s: float = 0.04) -> None:
+    def __init__(
+        self, send: SendFrame, on_started: OnStarted, on_ended: OnEnded, lead_s: float = 0.04
+    ) -> None:
         self.send = send
-        self.on_utterance = on_utterance
+        self.on_started = on_started
+        self.on_ended = on_ended
         self.lead_s = lead_s
         self.stats = PlayoutStats()
         self.paused = False
@@ -84,7 +90,7 @@ class Playout:
             utterance.frames.append((frame, words))
             self._wake.set()
 
-    def end(self, utterance_id: str, reason: str = "completed") -> None:
+    def end(self, utterance_id: str, reason: EndReason = EndReason.COMPLETED) -> None:
         """No more frames will come for ``utterance_id``; it ends after those queued."""
         utterance = self._by_id.get(utterance_id)
         if utterance is None:
@@ -123,7 +129,9 @@ class Playout:
             self._anchor = None  # the next frame starts a new run of deadlines
             self._wake.set()
 
-    def flush(self, utterance_id: str | None = None, reason: str = "stopped") -> int:
+    def flush(
+        self, utterance_id: str | None = None, reason: EndReason = EndReason.STOPPED
+    ) -> int:
         """Drop the queued frames of one utterance (all, if None) and end it; returns how many
         frames were dropped. A pause on the dropped utterance is over: the next one plays."""
         dropped = 0
@@ -131,7 +139,7 @@ class Playout:
             if utterance_id is None or utterance.utterance_id == utterance_id:
                 dropped += len(utterance.frames)
                 utterance.frames.clear()
-                if utterance.ended is None or utterance.ended == "completed":
+                if utterance.ended is None or utterance.ended is EndReason.COMPLETED:
                     utterance.ended = reason
                 if i == 0 and self.paused:
                     self.paused, self._anchor = False, None
@@ -139,10 +147,9 @@ class Playout:
         self._control.set()
         return dropped
 
-    def played(self, utterance_id: str) -> int:
-        """Frames of ``utterance_id`` sent so far (what the person has heard)."""
-        utterance = self._by_id.get(utterance_id)
-        return utterance.played if utterance is not None else 0
+    def has(self, utterance_id: str) -> bool:
+        """``utterance_id`` is queued or playing (its end has not been reported)."""
+        return utterance_id in self._by_id
 
     # ------------------------------------------------------------------ the loop
 
@@ -150,21 +157,22 @@ class Playout:
         """Pace frames out until cancelled."""
         while True:
             utterance = self._queue[0] if self._queue else None
-            if utterance is None or self.paused or (not utterance.frames and not utterance.ended):
+            if (
+                utterance is None
+                or self.paused
+                or (not utterance.frames and utterance.ended is None)
+            ):
                 if utterance is not None and not self.paused and self._anchor is not None:
                     self.stats.underruns += 1
                     self._anchor = None  # re-anchor when frames come, do not burst
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if not utterance.frames:  # ended, all played
+            if not utterance.frames and utterance.ended is not None:  # all played
                 self._queue.popleft()
                 self._by_id.pop(utterance.utterance_id, None)
-                await self.on_utterance(
-                    f"end:{utterance.ended}",
-                    utterance.utterance_id,
-                    utterance.played,
-                    utterance.heard_words,
+                await self.on_ended(
+                    utterance.utterance_id, utterance.ended, utterance.played, utterance.heard_words
                 )
                 continue
             if not await self._wait_for_deadline():
@@ -172,7 +180,7 @@ class Playout:
             frame, words = utterance.frames.popleft()
             play_at = (self._anchor or 0.0) + (self._sent_in_run - 1) * FRAME_S
             if utterance.played == 0:
-                await self.on_utterance("start", utterance.utterance_id, 0, 0)
+                await self.on_started(utterance.utterance_id)
             await self.send(utterance.utterance_id, frame)
             utterance.played += 1
             utterance.heard_words = words

@@ -1,9 +1,9 @@
 """A synchronous client of a TTS worker's inbox: start an utterance, grant credit as frames
-arrive, control it, collect the audio. Used by ``duplex say``, the tests and bench_tts."""
+arrive (the credit accounting of :class:`~transports.utterance_stream.UtteranceStream`),
+control it, collect the audio. Used by ``duplex say``, the tests and bench_tts."""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,11 +11,12 @@ from typing import Any
 import zmq
 
 from bus.client import DealerClient
-from bus.envelope import Envelope, decode, encode
+from bus.envelope import Envelope, decode, encode, new_id
 from bus.errors import RemoteError, RequestTimeout
 from bus.schema import Message, decode_message, envelope_for
 from bus.schema.system import Error
-from bus.schema.tts import TtsCredit, TtsEnd, TtsFrame, TtsStart
+from bus.schema.tts import TtsEnd, TtsFrame
+from transports.utterance_stream import UtteranceStream
 
 CREDIT_BATCH = 25
 """Frames received before the client grants that many more."""
@@ -46,8 +47,9 @@ class TtsClient(DealerClient):
 
     def __init__(self, endpoint: str, *, session: str = "", timeout_s: float = 30.0) -> None:
         super().__init__(endpoint, timeout_s=timeout_s)
-        self.session = session or f"say-{os.urandom(4).hex()}"
+        self.session = session or f"say-{new_id()[:8]}"
         self.sock.connect(endpoint)
+        self.streams: dict[str, UtteranceStream] = {}
 
     def send(self, msg: Message, session: str | None = None) -> Envelope:
         env = envelope_for(
@@ -74,37 +76,41 @@ class TtsClient(DealerClient):
         options: dict[str, Any] | None = None,
     ) -> str:
         """Begin an utterance; returns its id."""
-        utterance_id = utterance_id or os.urandom(4).hex()
-        self.send(
-            TtsStart(
-                utterance_id=utterance_id,
-                voice=voice,
-                options=options or {},
-                credit=credit,
-                text=text,
-                final=final,
-            )
+        stream = UtteranceStream(
+            utterance_id or new_id()[:8],
+            self.session,
+            text,
+            voice=voice,
+            final=final,
+            lead=credit,
+            credit_batch=CREDIT_BATCH,
+            options=options or {},
         )
-        return utterance_id
+        self.streams[stream.utterance_id] = stream
+        self.send(stream.start(self.endpoint, voice))
+        return stream.utterance_id
 
     def collect(self, utterance_id: str, spoken: Spoken | None = None) -> Spoken:
         """Receive until the utterance's ``tts.end``, granting credit as frames arrive."""
         spoken = spoken or Spoken(started=time.monotonic())
-        unacknowledged = 0
+        stream = self.streams.get(utterance_id) or UtteranceStream(
+            utterance_id, self.session, "", lead=0, credit_batch=CREDIT_BATCH
+        )
+        stream.worker_id = stream.worker_id or self.endpoint
         while spoken.end is None:
             _env, msg = self.recv()
-            if isinstance(msg, TtsFrame) and msg.utterance_id == utterance_id:
+            if isinstance(msg, TtsFrame) and stream.frame(msg):
                 if spoken.first_frame_at is None:
                     spoken.first_frame_at = time.monotonic()
                 spoken.frames.append(msg)
-                unacknowledged += 1
-                if unacknowledged >= CREDIT_BATCH:
-                    self.send(TtsCredit(utterance_id=utterance_id, frames=unacknowledged))
-                    unacknowledged = 0
-            elif isinstance(msg, TtsEnd) and msg.utterance_id == utterance_id:
+                credit = stream.used(1)
+                if credit is not None:
+                    self.send(credit)
+            elif isinstance(msg, TtsEnd) and stream.end(msg):
                 spoken.end = msg
             elif isinstance(msg, Error):
                 spoken.errors.append(msg)
+        self.streams.pop(utterance_id, None)
         return spoken
 
     def speak(self, text: str, *, voice: str = "", options: dict[str, Any] | None = None) -> Spoken:

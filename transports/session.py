@@ -1,0 +1,473 @@
+"""One client's session at the gateway, whatever carries it (WebSocket today, WebRTC next).
+
+The transport parses what the client sends into :mod:`transports.protocol` commands and hands
+them to :meth:`ClientSession.handle`; it gives the session a :class:`ClientLink` to send
+events and audio back. The session does the rest: microphone audio re-framed to 16 kHz and
+published for VAD and ASR, the bot's audio paced out by its :class:`~transports.playout.Playout`
+against credit to the worker (:mod:`transports.utterance_stream`), the barge-in hold on VAD's
+``speech_start`` (one bus hop), client controls applied at once, and every bus message for the
+session turned into the client's events (docs/architecture.md, "Gateway ⇄ supervisor").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Histogram
+
+from bus import topics
+from bus.audio_format import MIC
+from bus.inbound import Via
+from bus.limits import PeerRateLimit
+from bus.schema import Message
+from bus.schema.asr import Transcript
+from bus.schema.audio import AudioFrame
+from bus.schema.control import BargeInOutcome, Pause, Resume, Stop
+from bus.schema.routing import RouteRelease
+from bus.schema.session import (
+    PlayoutEvent,
+    PlayoutEventKind,
+    PlayoutSpeak,
+    PlayoutText,
+    SessionClosed,
+    SessionConfig,
+    SessionOpened,
+    SessionReply,
+    SessionText,
+    StateChanged,
+)
+from bus.schema.system import Error
+from bus.schema.tts import EndReason, TtsFrame
+from bus.schema.vad import SpeechEnd, SpeechStart
+from transports import protocol as p
+from transports.mic import MicInput
+from transports.playout import Playout
+from transports.utterance_stream import BusPort, StreamClient, UtteranceStream
+
+LEAD_FRAMES = 10
+"""Credit a worker starts an utterance with: 200 ms ahead of playout."""
+CREDIT_BATCH = 5
+"""Frames played before the worker is granted as many more."""
+MESSAGE_RATE = 100.0
+"""Client messages per second allowed on average (50/s is 20 ms audio chunks)."""
+MESSAGE_BURST = 400.0
+MAX_AUDIO_AHEAD_S = 30.0
+"""Microphone audio may run this far ahead of real time (a file sent fast); more is refused."""
+
+
+class ClientLink(Protocol):
+    """A transport's connection to one client."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        """A protocol event (JSON object); dropped silently once the client is gone."""
+
+    async def send_audio(self, pcm: bytes) -> None:
+        """One 20 ms frame of bot audio (48 kHz mono s16le)."""
+
+    async def close(self) -> None: ...
+
+
+class SessionBus(BusPort, Protocol):
+    """What a session needs of the gateway actor (:class:`bus.runtime.Actor` is one)."""
+
+    async def publish(self, topic: bytes, msg: Message, *, session: str = "") -> None: ...
+
+
+class SessionMetrics:
+    """The gateway's session figures in Prometheus."""
+
+    def __init__(self, registry: Any) -> None:
+        self.barge_in = Histogram(
+            "duplex_barge_in_seconds",
+            "The person's first speech sample received -> bot playout held",
+            buckets=(0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 1.0),
+            registry=registry,
+        )
+        self.turn = Histogram(
+            "duplex_turn_latency_seconds",
+            "End of the person's speech received -> first reply frame sent",
+            buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5, 2.0, 5.0),
+            registry=registry,
+        )
+        self.underruns = Counter(
+            "duplex_playout_underruns_total",
+            "Playout deadlines reached with an utterance unfinished and no frame to send",
+            registry=registry,
+        )
+        self.late_frames = Counter(
+            "duplex_playout_late_frames_total",
+            "Frames sent more than one frame after their deadline",
+            registry=registry,
+        )
+
+
+@dataclass(slots=True)
+class SessionStats:
+    """One session's voice figures, sent to its client as ``metrics``."""
+
+    barge_ins: int = 0
+    false_interruptions: int = 0
+    barge_in_ms: float | None = None
+    turn_latency_ms: float | None = None
+    asr_rtf: float | None = None
+
+    def event(self) -> p.MetricsEvent:
+        return p.MetricsEvent(
+            self.barge_ins,
+            self.false_interruptions,
+            self.barge_in_ms,
+            self.turn_latency_ms,
+            self.asr_rtf,
+        )
+
+
+class ClientSession:
+    """A connected client; see the module docstring. It is the sink of its utterance streams."""
+
+    def __init__(
+        self,
+        session_id: str,
+        link: ClientLink,
+        *,
+        transport: str,
+        bus: SessionBus,
+        streams: StreamClient,
+        metrics: SessionMetrics,
+        max_text_chars: int,
+    ) -> None:
+        self.session_id = session_id
+        self.link = link
+        self.transport = transport
+        self.bus = bus
+        self.streams = streams
+        self.metrics = metrics
+        self.max_text_chars = max_text_chars
+        self.voice = ""
+        self.dialogue = "echo"
+        self.audio_format = p.AudioFormat.BINARY
+        self.supervisor = ""
+        self.mic = MicInput()
+        self.stats = SessionStats()
+        self.rate = PeerRateLimit(MESSAGE_RATE, MESSAGE_BURST)
+        self.playout = Playout(self._send_frame, self._started, self._ended)
+        self.speaking: UtteranceStream | None = None
+        """The utterance this session's playout speaks (routing, streaming or draining)."""
+        self.answers_sample = -1
+        """For a reply: the person's end of speech it answers (turn latency), -1 if none."""
+        self.held = False
+        """A barge-in holds playout until the supervisor's outcome."""
+        self.client_paused = False
+        self._sequence = 0
+        """JSON-audio frames sent, for their ``sequence`` field."""
+        self._audio_started: float | None = None
+        self._arrivals: deque[tuple[int, float]] = deque(maxlen=4096)
+        """(stream sample after a chunk, monotonic time it arrived): when did sample N come."""
+        self._player: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """``session_start``, playout running, the supervisor told."""
+        await self.send(p.SessionStart(self.session_id))
+        self._player = self.bus.spawn(self.playout.run())
+        supervisors = self.bus.registry.alive("supervisor")
+        if not supervisors:
+            await self.error("NO_WORKER", "no session supervisor is running")
+            return
+        self.supervisor = supervisors[0].actor_id
+        self.tell(SessionOpened(gateway=self.bus.id, transport=self.transport))
+
+    async def end(self, reason: str) -> None:
+        """``session_end``, then close the connection (the transport then calls :meth:`close`)."""
+        await self.send(p.SessionEnd(self.session_id, reason))
+        await self.link.close()
+
+    def close(self, reason: str = "client_closed") -> None:
+        """The connection is gone: stop speaking, tell the supervisor and the router."""
+        if self._player is not None:
+            self._player.cancel()
+        if self.speaking is not None:
+            self.streams.stop(self.speaking)
+            self.speaking = None
+        self.tell(SessionClosed(reason=reason))
+        routers = self.bus.registry.alive("router")
+        if routers:
+            self.bus.send_or_warn(routers[0].actor_id, RouteRelease(), self.session_id)
+
+    # ------------------------------------------------------------------ from the client
+
+    async def handle(self, command: p.ClientCommand) -> None:
+        """One parsed client command (rate-limited)."""
+        if not self.rate.allow(b"client"):
+            await self.error("RATE_LIMITED", "too many messages; slow down")
+        elif isinstance(command, p.AudioIn):
+            await self._microphone(command.pcm)
+        elif isinstance(command, p.TextCommand):
+            self.tell(SessionText(text=command.text, voice=self.voice))
+        elif isinstance(command, p.ControlCommand):
+            self._control(command.command)
+        elif isinstance(command, p.SessionConfigCommand):
+            self._configure(command)
+        elif isinstance(command, p.EndCommand):
+            await self.end("client_end")
+
+    def _configure(self, config: p.SessionConfigCommand) -> None:
+        if config.voice is not None:
+            self.voice = config.voice
+        if config.audio_format is not None:
+            self.audio_format = config.audio_format
+        if config.input_sample_rate is not None:
+            self.mic.set_rate(config.input_sample_rate)
+        if config.dialogue is not None:
+            self.dialogue = config.dialogue
+        self.tell(SessionConfig(voice=self.voice, dialogue=self.dialogue))
+
+    async def _microphone(self, pcm: bytes) -> None:
+        """Re-frame the client's audio to 16 kHz 20 ms and publish it for VAD and ASR."""
+        now = time.monotonic()
+        if self._audio_started is None:
+            self._audio_started = now
+        if self.mic.stream_ms / 1000 - (now - self._audio_started) > MAX_AUDIO_AHEAD_S:
+            await self.error("RATE_LIMITED", "microphone audio is far ahead of real time")
+            return
+        frames = self.mic.push(pcm)
+        if frames:
+            self._arrivals.append((self.mic.stream_sample, now))
+        topic = topics.topic(topics.AUDIO_IN, self.session_id)
+        for frame in frames:
+            audio = AudioFrame(
+                sample_rate=MIC.sample_rate,
+                sequence=frame.sequence,
+                stream_sample=frame.stream_sample,
+                pcm=frame.pcm,
+            )
+            await self.bus.publish(topic, audio, session=self.session_id)
+
+    def _control(self, command: p.Control) -> None:
+        """Applied here at once (playout and worker); the supervisor follows the state."""
+        speaking = self.speaking
+        if command is p.Control.PAUSE:
+            self.client_paused = True
+            self.playout.pause()
+            self._to_worker(Pause)
+            self.tell(Pause())
+        elif command is p.Control.RESUME:
+            self.client_paused = False
+            if not self.held:
+                self.playout.resume()
+                self._to_worker(Resume)
+            self.tell(Resume())
+        else:
+            if speaking is not None:
+                self._cut(speaking, EndReason.STOPPED)
+            self.tell(Stop())
+
+    # ------------------------------------------------------------------ from the bus
+
+    async def on_bus(self, msg: Message, via: Via) -> None:
+        """A bus message for this session (its utterance streams' are handled before)."""
+        if isinstance(msg, SpeechStart):
+            await self.send(p.VadEvent("speech_start", round(MIC.ms(msg.stream_sample))))
+            if self.speaking is not None and not self.held and not self.client_paused:
+                await self._hold(self.speaking, msg.stream_sample)
+        elif isinstance(msg, SpeechEnd):
+            await self.send(p.VadEvent("speech_end", round(MIC.ms(msg.stream_sample))))
+        elif isinstance(msg, Transcript):
+            if msg.final and msg.rtf:
+                self.stats.asr_rtf = msg.rtf
+            if msg.text:
+                await self.send(p.TranscriptEvent(msg.text, msg.final))
+        elif isinstance(msg, PlayoutSpeak):
+            self._speak(msg)
+        elif isinstance(msg, PlayoutText):
+            if self.speaking is not None and self.speaking.utterance_id == msg.utterance_id:
+                self.streams.send(self.speaking, self.speaking.add_text(msg.text, msg.final))
+        elif isinstance(msg, BargeInOutcome):
+            await self._barge_in_outcome(msg)
+        elif isinstance(msg, Stop):
+            speaking = self.speaking
+            if speaking is not None and msg.utterance_id in ("", speaking.utterance_id):
+                self._cut(speaking, msg.reason)
+        elif isinstance(msg, StateChanged):
+            await self.send(p.StateEvent(msg.state.value))
+        elif isinstance(msg, SessionReply):
+            await self.send(p.ReplyEvent(msg.text))
+        elif isinstance(msg, SessionClosed):
+            await self.end(msg.reason)
+        elif isinstance(msg, Error):
+            # A worker's error for an utterance already forgotten is still a synthesis failure.
+            peer = via is Via.PEER or msg.code == "UNSUPPORTED_TYPE"
+            await self.error("SYNTHESIS_FAILED" if peer else msg.code, msg.message)
+
+    def _speak(self, msg: PlayoutSpeak) -> None:
+        if self.speaking is not None:
+            self._cut(self.speaking, EndReason.STOPPED)
+        self.speaking = UtteranceStream(
+            msg.utterance_id,
+            self.session_id,
+            msg.text,
+            voice=msg.voice,
+            final=msg.final,
+            lead=LEAD_FRAMES,
+            credit_batch=CREDIT_BATCH,
+        )
+        self.answers_sample = msg.answers_sample
+        self.streams.open(self.speaking, self)
+
+    async def _hold(self, speaking: UtteranceStream, stream_sample: int) -> None:
+        """The person spoke over the bot: silent from the next frame, the worker paused, the
+        supervisor asked what the speech was."""
+        self.held = True
+        self.playout.hold()  # the unplayed lead is taken back: the client drops its buffer
+        self._to_worker(Pause)
+        await self.send(p.BargeInEvent(speaking.utterance_id))
+        self.stats.barge_ins += 1
+        held = PlayoutEvent(utterance_id=speaking.utterance_id, event=PlayoutEventKind.HELD)
+        self.tell(held)
+        await self._timed("barge_in", stream_sample)
+
+    async def _barge_in_outcome(self, msg: BargeInOutcome) -> None:
+        speaking = self.speaking
+        if speaking is None or speaking.utterance_id != msg.utterance_id or not self.held:
+            return
+        if msg.words:
+            self._cut(speaking, EndReason.BARGED_IN)
+            return
+        self._release_hold()
+        self.stats.false_interruptions += 1
+        await self.send(self.stats.event())
+
+    def _release_hold(self) -> None:
+        if self.held:
+            self.held = False
+            if not self.client_paused:
+                self.playout.resume()
+                self._to_worker(Resume)
+
+    def _cut(self, speaking: UtteranceStream, reason: EndReason) -> None:
+        """End ``speaking`` now: the worker stops, queued frames are dropped."""
+        self.streams.stop(speaking, reason)
+        self.playout.end(speaking.utterance_id, reason)  # even before its first frame came
+        self.playout.flush(speaking.utterance_id, reason)
+        self._release_hold()
+
+    def _to_worker(self, control: type[Pause] | type[Resume]) -> None:
+        if self.speaking is not None:
+            msg = control(utterance_id=self.speaking.utterance_id)
+            self.streams.send(self.speaking, self.speaking.control(msg))
+
+    # ------------------------------------------------------------------ stream sink
+
+    async def on_frame(self, stream: UtteranceStream, msg: TtsFrame) -> None:
+        if stream is self.speaking:
+            self.playout.add_frame(msg.utterance_id, msg.pcm, msg.words)
+
+    async def on_end(self, stream: UtteranceStream, reason: EndReason, error: str) -> None:
+        if stream is self.speaking:
+            self.playout.end(stream.utterance_id, reason)
+
+    async def on_error(self, stream: UtteranceStream, code: str, message: str) -> None:
+        await self.error("SYNTHESIS_FAILED", message)
+
+    async def on_refused(self, stream: UtteranceStream, code: str, message: str) -> None:
+        """No worker: the client hears of it as an error (no ``tts_start``/``tts_end``)."""
+        await self.error(code, message)
+        if stream is self.speaking:
+            self.speaking = None
+            self._release_hold()
+            ended = PlayoutEvent(
+                utterance_id=stream.utterance_id,
+                event=PlayoutEventKind.ENDED,
+                reason=EndReason.ERROR,
+            )
+            self.tell(ended)
+
+    # ------------------------------------------------------------------ playout
+
+    async def _send_frame(self, utterance_id: str, pcm: bytes) -> None:
+        """One frame to the client, in its audio format; credits the worker."""
+        if self.link.closed:
+            return
+        if self.audio_format is p.AudioFormat.JSON:
+            await self.link.send_event(p.AudioJson.frame(pcm, self._sequence).to_json())
+            self._sequence += 1
+        else:
+            await self.link.send_audio(pcm)
+        speaking = self.speaking
+        if speaking is not None and speaking.utterance_id == utterance_id:
+            self.streams.send(speaking, speaking.used(1))
+
+    async def _started(self, utterance_id: str) -> None:
+        speaking = self.speaking
+        text = ""
+        if speaking is not None and speaking.utterance_id == utterance_id:
+            text = speaking.spoken_text
+            if self.answers_sample >= 0:
+                await self._timed("turn", self.answers_sample)
+        await self.send(p.TtsStarted(utterance_id, text))
+        self.tell(PlayoutEvent(utterance_id=utterance_id, event=PlayoutEventKind.STARTED))
+
+    async def _ended(self, utterance_id: str, reason: EndReason, played: int, words: int) -> None:
+        await self.send(p.TtsEnded(utterance_id, reason.value, played))
+        heard = ""
+        speaking = self.speaking
+        if speaking is not None and speaking.utterance_id == utterance_id:
+            self.speaking = None
+            if not speaking.ended:  # stopped here before the worker finished
+                self.streams.stop(speaking, reason)
+            text = speaking.spoken_text
+            heard = text if reason is EndReason.COMPLETED else " ".join(text.split()[:words])
+            self._release_hold()
+        stats = self.playout.stats
+        self.metrics.underruns.inc(stats.underruns)
+        self.metrics.late_frames.inc(stats.late)
+        stats.underruns = stats.late = 0
+        ended = PlayoutEvent(
+            utterance_id=utterance_id,
+            event=PlayoutEventKind.ENDED,
+            reason=reason,
+            frames=played,
+            heard=heard[:8192],
+        )
+        self.tell(ended)
+
+    async def _timed(self, what: str, stream_sample: int) -> None:
+        """Latency from the client's audio at ``stream_sample`` to now, per session and in
+        Prometheus: ``barge_in`` (playout held) or ``turn`` (first reply frame)."""
+        ends = [end for end, _ in self._arrivals]
+        i = bisect.bisect_right(ends, stream_sample)
+        if i >= len(self._arrivals):
+            return
+        seconds = time.monotonic() - self._arrivals[i][1]
+        if what == "barge_in":
+            self.metrics.barge_in.observe(seconds)
+            self.stats.barge_in_ms = round(1000 * seconds, 1)
+        else:
+            self.metrics.turn.observe(seconds)
+            self.stats.turn_latency_ms = round(1000 * seconds, 1)
+        await self.send(self.stats.event())
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, event: p.ServerEvent) -> None:
+        if not self.link.closed:
+            with contextlib.suppress(ConnectionError):
+                await self.link.send_event(event.to_json())
+
+    async def error(self, code: str, message: str) -> None:
+        await self.send(p.ErrorEvent(code, message[:1000]))
+
+    def tell(self, msg: Message) -> None:
+        """To the session's supervisor, if it has one."""
+        if self.supervisor:
+            self.bus.send_or_warn(self.supervisor, msg, self.session_id)
+
