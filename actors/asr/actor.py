@@ -12,10 +12,7 @@ VAD's events are applied in order, a ``speech_end`` only once the audio up to it
 VAD hears the same frames at its own pace and can run ahead (at most ``AUDIO_WAIT_S``).
 
 The model runs in one worker thread; a final never waits behind queued partials. Settings:
-``model_path`` (default: the bundled tiny.en), ``device``, ``compute_type``, ``cpu_threads``,
-``context`` (auto | full, see :mod:`adapters.asr.whisper`), ``language``, ``beam_size``
-(finals; partials are greedy),
-``partial_interval_ms`` (0: no partials), ``tail_ms``, ``max_sessions``.
+:class:`~actors.asr.settings.AsrSettings` (``actors.asr`` in topology.yaml).
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from prometheus_client import Counter, Histogram
 
 from actors.asr.jobs import Job, JobQueue
+from actors.asr.settings import AsrSettings
 from actors.asr.stream import Early, Stream
 from adapters.asr.whisper import SAMPLE_RATE, Recognition, WhisperAsr
 from bus import topics
@@ -37,6 +35,7 @@ from bus.schema.asr import Transcript
 from bus.schema.audio import AudioFrame
 from bus.schema.session import SessionState, StateChanged
 from bus.schema.vad import SpeechEnd, SpeechStart
+from bus.settings import load_settings
 from bus.topology import ActorConfig
 
 AUDIO_WAIT_S = 1.0
@@ -49,10 +48,10 @@ class Asr(Actor):
 
     def __init__(self, config: ActorConfig) -> None:
         super().__init__(config)
-        s = config.settings
-        self.partial_interval_s = float(s.get("partial_interval_ms", 500)) / 1000
-        self.tail_samples = int(float(s.get("tail_ms", 120)) * SAMPLE_RATE / 1000)
-        self.max_sessions = int(s.get("max_sessions", 200))
+        self.settings = load_settings(AsrSettings, config.settings, kind=config.kind)
+        self.partial_interval_s = self.settings.partial_interval_ms / 1000
+        self.tail_samples = int(self.settings.tail_ms * SAMPLE_RATE / 1000)
+        self.max_sessions = self.settings.max_sessions
         self.streams: dict[str, Stream] = {}
         self.engine: WhisperAsr | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
@@ -82,18 +81,18 @@ class Asr(Actor):
         )
 
     async def on_start(self) -> None:
-        s = self.config.settings
+        s = self.settings
         loop = asyncio.get_running_loop()
 
         def load() -> tuple[WhisperAsr, float]:
             engine = WhisperAsr(
-                str(s.get("model_path", "")),
-                device=str(s.get("device", "cpu")),
-                compute_type=str(s.get("compute_type", "int8")),
-                cpu_threads=int(s.get("cpu_threads", 2)),
-                context=str(s.get("context", "auto")),
-                language=str(s.get("language", "en")),
-                beam_size=int(s.get("beam_size", 5)),
+                s.model_path,
+                device=s.device,
+                compute_type=s.compute_type,
+                cpu_threads=s.cpu_threads,
+                context=s.context,
+                language=s.language,
+                beam_size=s.beam_size,
             )
             return engine, engine.warm()
 

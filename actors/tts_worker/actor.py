@@ -9,6 +9,7 @@ contiguous sequence numbers) and one ``tts.end`` (completed / stopped / barged_i
 ``TEXT_TOO_LONG``, ``INVALID_OPTIONS``, ``BUSY``, ``UNKNOWN_UTTERANCE``...); a model that
 cannot be loaded ends the utterance with ``tts.end`` reason ``error`` saying why.
 Registers its voices, languages and resident models, and its load (active streams / max).
+Settings: :class:`~actors.tts_worker.settings.WorkerSettings` (``actors.tts_worker``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from bus.schema.tts import (
     TtsStart,
     TtsText,
 )
+from bus.settings import load_settings
 from bus.topology import ActorConfig
 
 
@@ -48,7 +50,7 @@ class TtsWorker(Actor):
 
     def __init__(self, config: ActorConfig) -> None:
         super().__init__(config)
-        self.settings = WorkerSettings.from_settings(config.settings)
+        self.settings = load_settings(WorkerSettings, config.settings, kind=config.kind)
         voices = discover_voicepacks(self.settings.voicepacks)
         self.models = ModelManager(
             voices,
@@ -72,7 +74,7 @@ class TtsWorker(Actor):
 
     async def on_start(self) -> None:
         if self.settings.nice:
-            os.nice(max(0, min(19, self.settings.nice)))
+            os.nice(self.settings.nice)  # 0..19, checked by WorkerSettings
         await self.models.start()  # a broken default voice stops the worker unregistered
         self.resident_models = tuple(self.models.resident)
         self.spawn(self._evict_loop())

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from adapters.tts.voicepacks import DEFAULT_DIR
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
-    """``actors.tts_worker`` in topology.yaml."""
+    """``actors.tts_worker`` in topology.yaml, read with :func:`bus.settings.load_settings`."""
 
     voicepacks: tuple[Path, ...] = (DEFAULT_DIR,)
     """Folders of voice packs (each holds one sub-folder per voice)."""
     default_voice: str = "piper-en_US-joe-medium"
+    """Loaded at start and never evicted; what an utterance naming no voice speaks with."""
     preload: tuple[str, ...] = ()
+    """More voices loaded at start."""
     max_resident: int = 4
+    """Voice models held in memory at most (least recently used evicted; never one in use)."""
     ttl_s: float = 600.0
+    """Seconds an idle model stays loaded."""
     min_residency_s: float = 30.0
+    """Seconds a model stays loaded at least, however idle."""
     max_parallel_loads: int = 1
+    """Models loading at once."""
     max_streams: int = 8
     """Utterances spoken at once; more are refused with ``BUSY``."""
     default_credit: int = 50
@@ -32,17 +37,10 @@ class WorkerSettings:
     nice: int = 0
     """Lower the worker's CPU priority by this much (0..19): synthesis runs ahead of playout,
     so it can yield the CPU to the gateway's real-time pacing on a shared machine."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> WorkerSettings:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        unknown = set(settings) - known
-        if unknown:
-            raise ValueError(f"actors.tts_worker: unknown settings {sorted(unknown)}")
-        values = dict(settings)
-        if "voicepacks" in values:
-            values["voicepacks"] = tuple(Path(p) for p in values["voicepacks"])
-        if "preload" in values:
-            values["preload"] = tuple(values["preload"])
-        return cls(**values)
+    def __post_init__(self) -> None:
+        for name in ("max_resident", "max_parallel_loads", "max_streams", "max_credit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)} must be at least 1")
+        if not 0 <= self.nice <= 19:
+            raise ValueError(f"nice {self.nice} is outside 0..19")
