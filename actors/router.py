@@ -13,7 +13,7 @@ How a worker is chosen, in order:
 3. among the rest, those with the voice already loaded come first;
 4. then the strategy: ``least_loaded`` (default), ``round_robin`` or ``least_latency``.
 A worker that leaves the registry loses its sessions' affinity at once, so the next request
-re-routes.
+re-routes. Settings: :class:`RouterSettings` (``actors.router`` in topology.yaml).
 """
 
 from __future__ import annotations
@@ -22,16 +22,34 @@ import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from bus.errors import BusError
 from bus.inbound import Inbound
 from bus.runtime import Actor
 from bus.schema.routing import RouteAssignment, RouteRelease, RouteRequest
 from bus.schema.system import Error, Ping, Registration, RegistryChange
+from bus.settings import load_settings
 from bus.topology import ActorConfig
 
-STRATEGIES = ("least_loaded", "round_robin", "least_latency")
+Strategy = Literal["least_loaded", "round_robin", "least_latency"]
+"""How the router picks among the workers that qualify."""
 WORKER_KIND = "tts_worker"
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """``actors.router`` in topology.yaml."""
+
+    strategy: Strategy = "least_loaded"
+    """How a worker is picked among those that qualify (see the module docstring)."""
+    ping_interval_s: float = 1.0
+    """Seconds between pings of each TTS worker (its liveness and latency); a ping waits half
+    of this for its answer, 0.1 s at least."""
+
+    def __post_init__(self) -> None:
+        if self.ping_interval_s <= 0:
+            raise ValueError(f"ping_interval_s {self.ping_interval_s} must be above 0")
 
 
 @dataclass(slots=True)
@@ -58,7 +76,7 @@ class Choice:
 class Selector:
     """The routing rules as plain data and functions (no sockets), see the module docstring."""
 
-    strategy: str = "least_loaded"
+    strategy: Strategy = "least_loaded"
     stale_after_failures: int = 2
     health: dict[str, Health] = field(default_factory=dict)
     affinity: dict[str, str] = field(default_factory=dict)
@@ -138,14 +156,10 @@ class Router(Actor):
 
     def __init__(self, config: ActorConfig) -> None:
         super().__init__(config)
-        strategy = str(config.settings.get("strategy", "least_loaded"))
-        if strategy not in STRATEGIES:
-            raise ValueError(
-                f"actors.router.strategy must be one of {STRATEGIES}, not {strategy!r}"
-            )
-        self.ping_interval_s = float(config.settings.get("ping_interval_s", 1.0))
-        self.selector = Selector(strategy=strategy)
-        self.capabilities = {"strategy": strategy}
+        self.settings = load_settings(RouterSettings, config.settings, kind=config.kind)
+        self.ping_interval_s = self.settings.ping_interval_s
+        self.selector = Selector(strategy=self.settings.strategy)
+        self.capabilities = {"strategy": self.settings.strategy}
         self.registry.listen(self._on_change)
 
     async def on_start(self) -> None:

@@ -6,10 +6,7 @@ bot is SPEAKING the stricter thresholds apply). Emits ``vad.speech_start`` / ``v
 on ``vad.<session>``, stamped in stream samples. A stream that stops sending mid-speech is ended
 after ``stall_ms``; a session silent for ``forget_s`` (or ENDED) is forgotten.
 
-Settings: ``model`` (webrtc | silero), ``aggressiveness``, ``speaking_aggressiveness``,
-``threshold``, ``speaking_threshold``, ``gate_dbfs``, ``speaking_gate_boost_db``,
-``min_speech_ms``, ``speaking_min_speech_ms``, ``min_silence_ms``, ``preroll_ms``,
-``max_speech_s``, ``stall_ms``, ``forget_s``, ``max_sessions``.
+Settings: :class:`VadSettings` (``actors.vad`` in topology.yaml).
 """
 
 from __future__ import annotations
@@ -17,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from prometheus_client import Counter, Histogram
 
 from adapters.vad.detector import Boundary, Detector, DetectorConfig
-from adapters.vad.models import FRAME_BYTES, SAMPLE_RATE, load_model
+from adapters.vad.models import FRAME_BYTES, SAMPLE_RATE, VadModel, load_model
 from bus import topics
 from bus.inbound import Inbound
 from bus.logs import kv
@@ -29,7 +27,76 @@ from bus.runtime import Actor
 from bus.schema.audio import AudioFrame
 from bus.schema.session import SessionState, StateChanged
 from bus.schema.vad import SpeechEnd, SpeechStart
+from bus.settings import load_settings
 from bus.topology import ActorConfig
+
+
+@dataclass(frozen=True, slots=True)
+class VadSettings:
+    """``actors.vad`` in topology.yaml. While the bot speaks the ``speaking_`` values apply:
+    its own echo and room noise must work harder to interrupt it."""
+
+    model: Literal["webrtc", "silero"] = "webrtc"
+    """``webrtc`` (WebRTC's GMM, microseconds a frame) or ``silero`` (its ONNX file)."""
+    aggressiveness: int = 2
+    """webrtc only, 0 (lenient) to 3 (strict), while listening."""
+    speaking_aggressiveness: int = 2
+    """webrtc only, while the bot speaks (3 hears "st..." onsets ~100 ms late)."""
+    threshold: float = 0.5
+    """Speech score, in (0, 1], at which a frame is voiced while listening (silero's
+    probability; webrtc scores 0 or 1)."""
+    speaking_threshold: float = 0.7
+    """The same while the bot speaks."""
+    gate_dbfs: float = -50.0
+    """Decibels full scale: quieter frames are silence whatever the model says."""
+    speaking_gate_boost_db: float = 10.0
+    """Decibels the gate is raised by while the bot speaks."""
+    min_speech_ms: float = 60.0
+    """Milliseconds of voiced frames that start speech (debounce)."""
+    speaking_min_speech_ms: float = 60.0
+    """The same while the bot speaks (barge-in latency grows with it)."""
+    min_silence_ms: float = 240.0
+    """Milliseconds of silence that end speech (turn latency grows with it)."""
+    preroll_ms: float = 300.0
+    """Milliseconds of audio before the start that ASR transcribes too."""
+    max_speech_s: float = 28.0
+    """Seconds: longer speech is cut (Whisper's window is 30 s)."""
+    stall_ms: float = 400.0
+    """Milliseconds without frames after which a stream's speech is ended."""
+    forget_s: float = 60.0
+    """Seconds without frames after which a session is forgotten."""
+    max_sessions: int = 1000
+    """Sessions judged at once; frames of more are refused."""
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "speaking_threshold"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} {getattr(self, name)} is outside (0, 1]")
+        for name in ("aggressiveness", "speaking_aggressiveness"):
+            if getattr(self, name) not in (0, 1, 2, 3):
+                raise ValueError(f"{name} {getattr(self, name)} is not 0..3")
+
+    def detector_config(self) -> DetectorConfig:
+        """The speech start/end rules these settings describe."""
+        return DetectorConfig.from_ms(
+            threshold=self.threshold,
+            gate_dbfs=self.gate_dbfs,
+            min_speech_ms=self.min_speech_ms,
+            speaking_threshold=self.speaking_threshold,
+            speaking_gate_dbfs=self.gate_dbfs + self.speaking_gate_boost_db,
+            speaking_min_speech_ms=self.speaking_min_speech_ms,
+            min_silence_ms=self.min_silence_ms,
+            preroll_ms=self.preroll_ms,
+            max_speech_s=self.max_speech_s,
+        )
+
+    def new_model(self) -> VadModel:
+        """A fresh model for one stream (models keep per-stream state)."""
+        return load_model(
+            self.model,
+            aggressiveness=self.aggressiveness,
+            speaking_aggressiveness=self.speaking_aggressiveness,
+        )
 
 
 @dataclass(slots=True)
@@ -45,12 +112,12 @@ class Vad(Actor):
 
     def __init__(self, config: ActorConfig) -> None:
         super().__init__(config)
-        settings = config.settings
-        self.model_name = str(settings.get("model", "webrtc"))
-        self.detector_config = DetectorConfig.from_settings(settings)
-        self.stall_s = float(settings.get("stall_ms", 400)) / 1000
-        self.forget_s = float(settings.get("forget_s", 60))
-        self.max_sessions = int(settings.get("max_sessions", 1000))
+        self.settings = load_settings(VadSettings, config.settings, kind=config.kind)
+        self.model_name = self.settings.model
+        self.detector_config = self.settings.detector_config()
+        self.stall_s = self.settings.stall_ms / 1000
+        self.forget_s = self.settings.forget_s
+        self.max_sessions = self.settings.max_sessions
         self.streams: dict[str, Stream] = {}
         self.bot_speaking: set[str] = set()
         """Sessions whose bot is SPEAKING (known before their audio may start)."""
@@ -78,7 +145,7 @@ class Vad(Actor):
         )
 
     async def on_start(self) -> None:
-        load_model(self.model_name, self.config.settings)  # a bad setting fails here, loudly
+        self.settings.new_model()  # a model that cannot load (silero missing) fails here, loudly
         self.spawn(self._sweep())
         self.log.info("vad ready", extra=kv(model=self.model_name))
 
@@ -105,7 +172,7 @@ class Vad(Actor):
             if not sid or len(self.streams) >= self.max_sessions:
                 self.rejected.inc()
                 return
-            model = load_model(self.model_name, self.config.settings)
+            model = self.settings.new_model()
             stream = self.streams[sid] = Stream(Detector(model, self.detector_config))
         if msg.sequence > stream.next_sequence:
             self.gaps.inc(msg.sequence - stream.next_sequence)

@@ -37,7 +37,7 @@ def load_settings(cls: type[T], settings: Mapping[str, Any], *, kind: str) -> T:
     if unknown:
         raise SettingsError(
             f"actors.{kind}: unknown setting{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(fields))}"
+            f"{', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(fields)) or 'none'}"
         )
     hints = typing.get_type_hints(cls)
     values = {

@@ -68,7 +68,7 @@ class Stack:
 
     def _duplex(self, *args: str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "actors.cli", *args, "--log-level", "warning"],
+            [sys.executable, "-m", "cli", *args, "--log-level", "warning"],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

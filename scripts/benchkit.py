@@ -118,7 +118,7 @@ class LocalStack:
     def start(self, ready: Callable[[], T | None], timeout_s: float = 180) -> T:
         """Start every process, then poll ``ready`` until it returns something."""
         for args in [["broker"], *(["run", kind] for kind in self.kinds)]:
-            command = [sys.executable, "-m", "actors.cli", *args, "--topology", str(self.topology)]
+            command = [sys.executable, "-m", "cli", *args, "--topology", str(self.topology)]
             self.procs.append(subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

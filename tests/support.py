@@ -78,7 +78,7 @@ class Processes:
         log = self.tmp / f"{name}-{len(self.procs)}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "actors.cli", *args],
+            [sys.executable, "-m", "cli", *args],
             cwd=ROOT,
             env=env,
             stdout=log.open("wb"),
@@ -102,7 +102,7 @@ class Processes:
 def duplex(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run a ``duplex`` command to completion (``timeout`` s at most) and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "actors.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -130,7 +130,7 @@ def status(endpoint: str, timeout: float = 1.0) -> dict[str, Any] | None:
         [
             sys.executable,
             "-m",
-            "actors.cli",
+            "cli",
             "status",
             "--json",
             "--broker",

@@ -396,7 +396,7 @@ def test_duplex_chat_interactive_lines_speak_and_commands_control_playout(
         [
             sys.executable,
             "-m",
-            "actors.cli",
+            "cli",
             "chat",
             "--url",
             stack.url,

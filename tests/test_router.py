@@ -32,18 +32,18 @@ def worker(
     )
 
 
-def test_voice_match_saturation_staleness_and_exclusion() -> None:
+def test_voice_match_saturation_and_staleness() -> None:
     sel = Selector()
     workers = [worker("a", voices=("joe",)), worker("b", load=1.0), worker("c"), worker("d")]
     sel.health["d"] = Health(failures=2)
     picked = sel.choose(workers, RouteRequest(voice="tone"), "s1")
     assert picked is not None and picked.worker.actor_id == "c"  # a lacks it, b full, d stale
     assert picked.voice == "tone" and not picked.resident
-    assert sel.choose(workers, RouteRequest(voice="tone", exclude=("c",)), "s2") is None
     assert sel.choose(workers, RouteRequest(voice="nobody"), "s3") is None
-    assert sel.choose(workers, RouteRequest(language="fr_FR"), "s4") is None
-    everyone = RouteRequest(voice="tone", exclude=("c",))  # only b, saturated, is left
-    assert [w.actor_id for w in sel.eligible(workers, everyone, busy_too=True)] == ["b"]
+    without_c = [w for w in workers if w.actor_id != "c"]
+    assert sel.choose(without_c, RouteRequest(voice="tone"), "s2") is None
+    tone = RouteRequest(voice="tone")  # only b, saturated, is left
+    assert [w.actor_id for w in sel.eligible(without_c, tone, busy_too=True)] == ["b"]
 
 
 def test_resident_first_then_least_loaded_and_affinity_until_the_worker_leaves() -> None:
@@ -109,11 +109,8 @@ def test_router_routes_to_live_workers_and_reroutes_when_one_dies(
             return msg
 
         first = wait_until(lambda: _assigned(route()), 10, "a route")
-        assert first.worker_id in workers and first.voice == "mock-440hz" and first.resident
-        assert first.inbox == inbox(first.worker_id)
+        assert first.worker_id in workers and first.voice == "mock-440hz"
         assert route().worker_id == first.worker_id  # affinity
-        other = route(exclude=(first.worker_id,))
-        assert isinstance(other, RouteAssignment) and other.worker_id != first.worker_id
         refused = route(voice="no-such-voice")
         assert isinstance(refused, Error) and refused.code == "NO_WORKER"
 

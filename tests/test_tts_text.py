@@ -92,7 +92,7 @@ def test_render_scheduler_runs_the_most_urgent_render_first() -> None:
     import asyncio
     import threading
 
-    from actors.tts_utterance import RenderScheduler
+    from actors.tts_worker.utterance import RenderScheduler
 
     async def body() -> list[str]:
         scheduler = RenderScheduler(slots=1)

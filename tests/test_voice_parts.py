@@ -12,12 +12,12 @@ import pytest
 
 from actors.asr import Asr
 from actors.conversation import is_echo
-from actors.vad import Vad
+from actors.vad import Vad, VadSettings
 from adapters.asr.whisper import WhisperAsr, trim_repeats
 from adapters.dialogue import DialogueError, Turn, load_dialogue
 from adapters.dialogue.openai import OpenAiDialogue
-from adapters.vad.detector import Boundary, Detector, DetectorConfig
-from adapters.vad.models import FRAME_BYTES, load_model
+from adapters.vad.detector import Boundary, Detector
+from adapters.vad.models import FRAME_BYTES
 from bus import topics
 from bus.broker import Broker
 from bus.runtime import Actor, Inbound
@@ -25,6 +25,7 @@ from bus.schema.asr import Transcript
 from bus.schema.audio import AudioFrame
 from bus.schema.tts import EndReason
 from bus.schema.vad import SpeechEnd, SpeechStart
+from bus.settings import load_settings
 from bus.topology import ActorConfig
 from tests.support import free_port, word_error_rate
 from tests.test_runtime import configs, run, running, until
@@ -69,8 +70,10 @@ def test_microphone_input_refuses_odd_bytes_and_unknown_rates() -> None:
 
 
 def run_detector(model: str, pcm: bytes, bot_speaking: bool = False) -> list[Boundary]:
-    settings = {"min_silence_ms": 240, "preroll_ms": 300}
-    detector = Detector(load_model(model, settings), DetectorConfig.from_settings(settings))
+    settings = load_settings(
+        VadSettings, {"model": model, "min_silence_ms": 240, "preroll_ms": 300}, kind="vad"
+    )
+    detector = Detector(settings.new_model(), settings.detector_config())
     found = []
     for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
         boundary = detector.feed(pcm[i : i + FRAME_BYTES], i // 2, bot_speaking)
@@ -111,8 +114,8 @@ def test_vad_is_stricter_while_the_bot_speaks() -> None:
 
 
 def test_a_stream_that_stops_mid_speech_is_ended_where_it_stopped() -> None:
-    settings: dict[str, object] = {}
-    detector = Detector(load_model("webrtc", settings), DetectorConfig.from_settings(settings))
+    settings = VadSettings()
+    detector = Detector(settings.new_model(), settings.detector_config())
     said = speech("Hello there I am still talking about the weather")
     fed = 0
     for i in range(0, len(said) - FRAME_BYTES, FRAME_BYTES):

@@ -23,6 +23,8 @@ import numpy as np
 import soxr
 import websockets
 
+from bus.audio_format import write_wav
+
 CHUNK_S = 0.02
 
 
@@ -156,11 +158,7 @@ def _save(state: ChatState, utterance_id: str, out_dir: Path | None) -> None:
     if out_dir is None or not state.audio.get(utterance_id):
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(out_dir / f"{utterance_id}.wav"), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(48_000)
-        wav.writeframes(bytes(state.audio[utterance_id]))
+    write_wav(out_dir / f"{utterance_id}.wav", bytes(state.audio[utterance_id]))
 
 
 def _print(event: dict[str, Any], state: ChatState, as_json: bool) -> None:

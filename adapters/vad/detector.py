@@ -13,7 +13,6 @@ noise must work harder to interrupt it. All stamps are sample indexes of the inp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -33,6 +32,9 @@ class Thresholds:
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
+    """What the detector decides with: one set of thresholds while the person is listened to,
+    a stricter one while the bot speaks, and the run lengths in frames or samples."""
+
     listening: Thresholds
     speaking: Thresholds
     """Used while the bot is speaking to this session."""
@@ -42,27 +44,34 @@ class DetectorConfig:
     """A longer run of speech is cut (ended) here, so ASR's buffer stays bounded."""
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> DetectorConfig:
-        def frames(ms: Any) -> int:
-            return max(1, round(float(ms) / 20))
+    def from_ms(
+        cls,
+        *,
+        threshold: float,
+        gate_dbfs: float,
+        min_speech_ms: float,
+        speaking_threshold: float,
+        speaking_gate_dbfs: float,
+        speaking_min_speech_ms: float,
+        min_silence_ms: float,
+        preroll_ms: float,
+        max_speech_s: float,
+    ) -> DetectorConfig:
+        """The config from durations in milliseconds (seconds for ``max_speech_s``), each run
+        of frames at least one frame long. The VAD actor's settings are what call this."""
 
-        gate = float(settings.get("gate_dbfs", -50))
-        threshold = float(settings.get("threshold", 0.5))
-        config = cls(
-            listening=Thresholds(threshold, gate, frames(settings.get("min_speech_ms", 60))),
+        def frames(ms: float) -> int:
+            return max(1, round(ms / 20))
+
+        return cls(
+            listening=Thresholds(threshold, gate_dbfs, frames(min_speech_ms)),
             speaking=Thresholds(
-                float(settings.get("speaking_threshold", 0.7)),
-                gate + float(settings.get("speaking_gate_boost_db", 10)),
-                frames(settings.get("speaking_min_speech_ms", 60)),
+                speaking_threshold, speaking_gate_dbfs, frames(speaking_min_speech_ms)
             ),
-            min_silence_frames=frames(settings.get("min_silence_ms", 240)),
-            preroll_samples=int(float(settings.get("preroll_ms", 300)) * SAMPLE_RATE / 1000),
-            max_speech_samples=int(float(settings.get("max_speech_s", 28)) * SAMPLE_RATE),
+            min_silence_frames=frames(min_silence_ms),
+            preroll_samples=int(preroll_ms * SAMPLE_RATE / 1000),
+            max_speech_samples=int(max_speech_s * SAMPLE_RATE),
         )
-        for t in (config.listening, config.speaking):
-            if not 0.0 < t.threshold <= 1.0:
-                raise ValueError(f"VAD threshold {t.threshold} outside (0, 1]")
-        return config
 
 
 def level_dbfs(frame: bytes) -> float:

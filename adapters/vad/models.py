@@ -108,15 +108,13 @@ class SileroVad:
         return self._last
 
 
-def load_model(name: str, settings: dict[str, Any]) -> VadModel:
-    """A fresh model for one stream: ``webrtc`` or ``silero``. While the bot speaks, webrtc
-    keeps aggressiveness 2 by default: 3 hears unvoiced onsets ("st...") ~100 ms late, which
-    is barge-in latency (the raised noise gate is what makes the bot harder to interrupt)."""
+def load_model(name: str, *, aggressiveness: int = 2, speaking_aggressiveness: int = 2) -> VadModel:
+    """A fresh model for one stream: ``webrtc`` or ``silero`` (which has no aggressiveness).
+    While the bot speaks, webrtc keeps aggressiveness 2 by default: 3 hears unvoiced onsets
+    ("st...") ~100 ms late, which is barge-in latency (the raised noise gate is what makes the
+    bot harder to interrupt)."""
     if name == "webrtc":
-        return WebRtcVad(
-            int(settings.get("aggressiveness", 2)),
-            int(settings.get("speaking_aggressiveness", 2)),
-        )
+        return WebRtcVad(aggressiveness, speaking_aggressiveness)
     if name == "silero":
         return SileroVad()
     raise ValueError(f"unknown VAD model {name!r} (webrtc or silero)")

@@ -12,24 +12,20 @@ VAD's events are applied in order, a ``speech_end`` only once the audio up to it
 VAD hears the same frames at its own pace and can run ahead (at most ``AUDIO_WAIT_S``).
 
 The model runs in one worker thread; a final never waits behind queued partials. Settings:
-``model_path`` (default: the bundled tiny.en), ``device``, ``compute_type``, ``cpu_threads``,
-``context`` (auto | full, see :mod:`adapters.asr.whisper`), ``language``, ``beam_size``
-(finals; partials are greedy),
-``partial_interval_ms`` (0: no partials), ``tail_ms``, ``max_sessions``.
+:class:`~actors.asr.settings.AsrSettings` (``actors.asr`` in topology.yaml).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
-import numpy as np
 from prometheus_client import Counter, Histogram
 
+from actors.asr.jobs import Job, JobQueue
+from actors.asr.settings import AsrSettings
+from actors.asr.stream import Early, Stream
 from adapters.asr.whisper import SAMPLE_RATE, Recognition, WhisperAsr
 from bus import topics
 from bus.inbound import Inbound
@@ -39,107 +35,12 @@ from bus.schema.asr import Transcript
 from bus.schema.audio import AudioFrame
 from bus.schema.session import SessionState, StateChanged
 from bus.schema.vad import SpeechEnd, SpeechStart
+from bus.settings import load_settings
 from bus.topology import ActorConfig
 
-KEEP_S = 2.0
-"""Audio kept before speech starts (pre-roll reaches back into it)."""
-MAX_SPEECH_S = 30.0
-MAX_QUEUED_FOR_PARTIALS = 2
-"""With this many recognitions waiting, partials are skipped: finals first when busy."""
-PAUSE_SAMPLES = int(0.1 * SAMPLE_RATE)
 AUDIO_WAIT_S = 1.0
 """Longest a ``speech_end`` waits for the audio up to it (VAD and this actor hear the same
 frames, but each at its own pace): past this it is taken with what has come."""
-QUIET = 32768 * 10 ** (-45 / 20)
-"""RMS under -45 dBFS: a pause."""
-
-
-@dataclass(slots=True)
-class Job:
-    """One recognition: ``partial``, ``early`` (a final computed while VAD still waits out the
-    silence) or ``final``. A partial's audio is taken when it runs."""
-
-    kind: str
-    sid: str
-    start: int
-    audio: np.ndarray | None
-    early: Early | None = None
-    """For an early final: the record its result goes to."""
-    queued: float = field(default_factory=time.monotonic)
-
-
-@dataclass(slots=True)
-class Early:
-    """A final computed in a pause: valid if speech ends there with nothing loud after."""
-
-    start: int
-    end: int
-    """Stream sample after the audio it heard."""
-    result: Recognition | None = None
-    wanted: float | None = None
-    """When speech_end asked for it while it was still running."""
-
-
-@dataclass(slots=True)
-class Stream:
-    """One session's recent audio: ``pcm`` starts at stream sample ``base``."""
-
-    pcm: bytearray = field(default_factory=bytearray)
-    base: int = 0
-    speech_from: int | None = None
-    """Where the current speech (with pre-roll) starts; None between speeches."""
-    loud_end: int = 0
-    """Stream sample after the last frame above -45 dBFS."""
-    last_partial: float = 0.0
-    partial_text: str = ""
-    partial_busy: bool = False
-    early: Early | None = None
-    last_frame: float = field(default_factory=time.monotonic)
-    boundaries: deque[tuple[SpeechStart | SpeechEnd, float]] = field(
-        default_factory=lambda: deque(maxlen=64)
-    )
-    """VAD's events, in order, with when each came: a speech_end waits here until the audio up
-    to it has come too, and what follows it waits behind it."""
-
-    @property
-    def end(self) -> int:
-        return self.base + len(self.pcm) // 2
-
-    def append(self, stream_sample: int, pcm: bytes) -> None:
-        if not self.pcm:
-            self.base = stream_sample
-        elif stream_sample > self.end:  # frames lost: keep stream time honest with silence
-            gap = stream_sample - self.end
-            if gap <= SAMPLE_RATE:
-                self.pcm.extend(bytes(2 * gap))
-            else:
-                self.pcm.clear()
-                self.base = stream_sample
-        elif stream_sample < self.end:
-            return  # a repeat
-        self.pcm.extend(pcm)
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
-        if len(samples) and float(np.sqrt(np.mean(samples * samples))) >= QUIET:
-            self.loud_end = self.end
-        keep_from = self.end - int(KEEP_S * SAMPLE_RATE)
-        if self.speech_from is not None:
-            keep_from = max(self.speech_from, self.end - int(MAX_SPEECH_S * SAMPLE_RATE))
-        if keep_from > self.base:
-            del self.pcm[: 2 * (keep_from - self.base)]
-            self.base = keep_from
-
-    def pausing(self) -> bool:
-        """The last 100 ms are quiet: speech may be ending."""
-        return self.end - self.loud_end >= PAUSE_SAMPLES
-
-    def audio(self, start: int, end: int | None = None) -> np.ndarray:
-        """Float32 samples ``[start, end)`` of what is kept."""
-        lo = max(0, start - self.base)
-        hi = (
-            len(self.pcm) // 2 if end is None else max(lo, min(len(self.pcm) // 2, end - self.base))
-        )
-        samples = np.frombuffer(bytes(self.pcm[2 * lo : 2 * hi]), dtype="<i2")
-        return samples.astype(np.float32) / 32768.0
 
 
 class Asr(Actor):
@@ -147,17 +48,14 @@ class Asr(Actor):
 
     def __init__(self, config: ActorConfig) -> None:
         super().__init__(config)
-        s = config.settings
-        self.partial_interval_s = float(s.get("partial_interval_ms", 500)) / 1000
-        self.tail_samples = int(float(s.get("tail_ms", 120)) * SAMPLE_RATE / 1000)
-        self.max_sessions = int(s.get("max_sessions", 200))
+        self.settings = load_settings(AsrSettings, config.settings, kind=config.kind)
+        self.partial_interval_s = self.settings.partial_interval_ms / 1000
+        self.tail_samples = int(self.settings.tail_ms * SAMPLE_RATE / 1000)
+        self.max_sessions = self.settings.max_sessions
         self.streams: dict[str, Stream] = {}
         self.engine: WhisperAsr | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
-        self._jobs: asyncio.PriorityQueue[tuple[int, int, Job]] = asyncio.PriorityQueue(
-            maxsize=4 * self.max_sessions
-        )
-        self._order = itertools.count()
+        self._jobs = JobQueue(maxsize=4 * self.max_sessions)
         self.subscribe(topics.AUDIO_IN)
         self.subscribe(topics.VAD)
         self.subscribe(topics.STATE)
@@ -183,18 +81,18 @@ class Asr(Actor):
         )
 
     async def on_start(self) -> None:
-        s = self.config.settings
+        s = self.settings
         loop = asyncio.get_running_loop()
 
         def load() -> tuple[WhisperAsr, float]:
             engine = WhisperAsr(
-                str(s.get("model_path", "")),
-                device=str(s.get("device", "cpu")),
-                compute_type=str(s.get("compute_type", "int8")),
-                cpu_threads=int(s.get("cpu_threads", 2)),
-                context=str(s.get("context", "auto")),
-                language=str(s.get("language", "en")),
-                beam_size=int(s.get("beam_size", 5)),
+                s.model_path,
+                device=s.device,
+                compute_type=s.compute_type,
+                cpu_threads=s.cpu_threads,
+                context=s.context,
+                language=s.language,
+                beam_size=s.beam_size,
             )
             return engine, engine.warm()
 
@@ -269,9 +167,7 @@ class Asr(Actor):
 
     def _queue(self, job: Job) -> None:
         """Finals (early or not) before partials, each kind in order."""
-        try:
-            self._jobs.put_nowait((int(job.kind == "partial"), next(self._order), job))
-        except asyncio.QueueFull:
+        if not self._jobs.put(job):
             self.log.warning("asr queue full; transcript dropped", extra=kv(session=job.sid))
 
     def _early(self, sid: str, stream: Stream) -> None:
@@ -303,7 +199,7 @@ class Asr(Actor):
                     self.partial_interval_s > 0
                     and not stream.partial_busy
                     and now - stream.last_partial >= self.partial_interval_s
-                    and self._jobs.qsize() < MAX_QUEUED_FOR_PARTIALS
+                    and self._jobs.room_for_partials()
                 ):
                     stream.partial_busy, stream.last_partial = True, now
                     self._queue(Job("partial", sid, start, None))
@@ -313,7 +209,7 @@ class Asr(Actor):
         assert self.engine is not None
         engine = self.engine
         while True:
-            _, _, job = await self._jobs.get()
+            job = await self._jobs.get()
             stream = self.streams.get(job.sid)
             if stream is None:
                 continue

@@ -9,23 +9,21 @@ contiguous sequence numbers) and one ``tts.end`` (completed / stopped / barged_i
 ``TEXT_TOO_LONG``, ``INVALID_OPTIONS``, ``BUSY``, ``UNKNOWN_UTTERANCE``...); a model that
 cannot be loaded ends the utterance with ``tts.end`` reason ``error`` saying why.
 Registers its voices, languages and resident models, and its load (active streams / max).
+Settings: :class:`~actors.tts_worker.settings.WorkerSettings` (``actors.tts_worker``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-
-from actors.tts_utterance import RenderScheduler, Utterance
+from actors.tts_worker.metrics import TtsMetrics
+from actors.tts_worker.settings import WorkerSettings
+from actors.tts_worker.utterance import RenderScheduler, Utterance
 from adapters.tts.base import SynthesisOptions, TtsEngine
 from adapters.tts.manager import ModelCapacityError, ModelInUse, ModelManager
 from adapters.tts.text import TextError
-from adapters.tts.voicepacks import DEFAULT_DIR, UnknownVoice, discover_voicepacks
+from adapters.tts.voicepacks import UnknownVoice, discover_voicepacks
 from bus.inbound import Inbound
 from bus.runtime import Actor
 from bus.schema import Message
@@ -43,71 +41,8 @@ from bus.schema.tts import (
     TtsStart,
     TtsText,
 )
+from bus.settings import load_settings
 from bus.topology import ActorConfig
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    """``actors.tts_worker`` in topology.yaml."""
-
-    voicepacks: tuple[Path, ...] = (DEFAULT_DIR,)
-    """Folders of voice packs (each holds one sub-folder per voice)."""
-    default_voice: str = "piper-en_US-joe-medium"
-    preload: tuple[str, ...] = ()
-    max_resident: int = 4
-    ttl_s: float = 600.0
-    min_residency_s: float = 30.0
-    max_parallel_loads: int = 1
-    max_streams: int = 8
-    """Utterances spoken at once; more are refused with ``BUSY``."""
-    default_credit: int = 50
-    """Frames sent before the consumer grants credit, when it names none (1 s)."""
-    max_credit: int = 500
-    """Most frames a worker runs ahead of playout (10 s)."""
-    render_slots: int = 1
-    """Renders at once across all utterances, most urgent first (see RenderScheduler)."""
-    nice: int = 0
-    """Lower the worker's CPU priority by this much (0..19): synthesis runs ahead of playout,
-    so it can yield the CPU to the gateway's real-time pacing on a shared machine."""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> WorkerSettings:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        unknown = set(settings) - known
-        if unknown:
-            raise ValueError(f"actors.tts_worker: unknown settings {sorted(unknown)}")
-        values = dict(settings)
-        if "voicepacks" in values:
-            values["voicepacks"] = tuple(Path(p) for p in values["voicepacks"])
-        if "preload" in values:
-            values["preload"] = tuple(values["preload"])
-        return cls(**values)
-
-
-class TtsMetrics:
-    """What a worker's speech looks like in Prometheus."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.utterances = Counter(
-            "duplex_tts_utterances_total",
-            "Utterances ended, by reason",
-            ["reason"],
-            registry=registry,
-        )
-        self.frames = Counter("duplex_tts_frames_total", "Frames sent", registry=registry)
-        self.first_frame = Histogram(
-            "duplex_tts_first_frame_seconds",
-            "From tts.start to the first frame sent",
-            registry=registry,
-            buckets=(0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0),
-        )
-
-    def ended(self, utterance: Utterance, reason: EndReason) -> None:
-        self.utterances.labels(reason.value).inc()
-        self.frames.inc(utterance.frames)
-        if utterance.first_frame_s is not None:
-            self.first_frame.observe(utterance.first_frame_s)
 
 
 class TtsWorker(Actor):
@@ -115,7 +50,7 @@ class TtsWorker(Actor):
 
     def __init__(self, config: ActorConfig) -> None:
         super().__init__(config)
-        self.settings = WorkerSettings.from_settings(config.settings)
+        self.settings = load_settings(WorkerSettings, config.settings, kind=config.kind)
         voices = discover_voicepacks(self.settings.voicepacks)
         self.models = ModelManager(
             voices,
@@ -139,7 +74,7 @@ class TtsWorker(Actor):
 
     async def on_start(self) -> None:
         if self.settings.nice:
-            os.nice(max(0, min(19, self.settings.nice)))
+            os.nice(self.settings.nice)  # 0..19, checked by WorkerSettings
         await self.models.start()  # a broken default voice stops the worker unregistered
         self.resident_models = tuple(self.models.resident)
         self.spawn(self._evict_loop())

@@ -1,0 +1,7 @@
+"""``python -m cli``: the ``duplex`` command without the installed console script."""
+
+from __future__ import annotations
+
+from cli import main
+
+main()
