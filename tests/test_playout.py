@@ -124,3 +124,22 @@ def test_late_frames_count_an_underrun_and_the_schedule_re_anchors() -> None:
         assert times[-1] - times[5] > 0.07
 
     run(body)
+
+
+def test_an_utterance_after_a_silence_is_paced_not_burst_out() -> None:
+    async def body() -> None:
+        out = Listener()
+        playout = Playout(out.send, out.on_started, out.on_ended, lead_s=0.0)
+        task = asyncio.create_task(playout.run())
+        for name in ("first", "second"):
+            for i in range(15):
+                playout.add_frame(name, frame(i))
+            playout.end(name)
+            await out.ended[name].wait()
+            await asyncio.sleep(0.3)  # the client plays it all out; then silence
+        task.cancel()
+        second = [t for t, u, _ in out.frames if u == "second"]
+        assert second[-1] - second[0] > 0.25  # 14 intervals of 20 ms, not a burst
+        assert playout.stats.underruns == 0 and playout.stats.late == 0
+
+    run(body)

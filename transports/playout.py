@@ -76,6 +76,8 @@ class Playout:
         """Set by pause and flush: they cut a wait for a deadline short."""
         self._anchor: float | None = None
         self._sent_in_run = 0
+        self._idle = False
+        """Nothing was queued at the last look: the next utterance may start a new run."""
 
     # ------------------------------------------------------------------ producer side
 
@@ -129,9 +131,7 @@ class Playout:
             self._anchor = None  # the next frame starts a new run of deadlines
             self._wake.set()
 
-    def flush(
-        self, utterance_id: str | None = None, reason: EndReason = EndReason.STOPPED
-    ) -> int:
+    def flush(self, utterance_id: str | None = None, reason: EndReason = EndReason.STOPPED) -> int:
         """Drop the queued frames of one utterance (all, if None) and end it; returns how many
         frames were dropped. A pause on the dropped utterance is over: the next one plays."""
         dropped = 0
@@ -165,6 +165,7 @@ class Playout:
                 if utterance is not None and not self.paused and self._anchor is not None:
                     self.stats.underruns += 1
                     self._anchor = None  # re-anchor when frames come, do not burst
+                self._idle = utterance is None
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -190,8 +191,13 @@ class Playout:
     async def _wait_for_deadline(self) -> bool:
         """Wait for the next frame's deadline; False if a pause or flush came first."""
         now = time.monotonic()
-        if self._anchor is None:
+        if self._anchor is None or (
+            self._idle and now > self._anchor + self._sent_in_run * FRAME_S
+        ):
+            # First frame, or the first after a silence the client has played out: a new run
+            # of deadlines (continuing the old one would burst frames out to catch up).
             self._anchor, self._sent_in_run = now, 0
+        self._idle = False
         deadline = self._anchor + self._sent_in_run * FRAME_S - self.lead_s
         if deadline > now:
             self._control.clear()

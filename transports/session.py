@@ -23,7 +23,6 @@ from prometheus_client import Counter, Histogram
 
 from bus import topics
 from bus.audio_format import MIC
-from bus.inbound import Via
 from bus.limits import PeerRateLimit
 from bus.schema import Message
 from bus.schema.asr import Transcript
@@ -152,7 +151,8 @@ class ClientSession:
         self.metrics = metrics
         self.max_text_chars = max_text_chars
         self.voice = ""
-        self.dialogue = "echo"
+        self.dialogue = ""
+        """Empty: the supervisor's default."""
         self.audio_format = p.AudioFormat.BINARY
         self.supervisor = ""
         self.mic = MicInput()
@@ -255,6 +255,8 @@ class ClientSession:
     def _control(self, command: p.Control) -> None:
         """Applied here at once (playout and worker); the supervisor follows the state."""
         speaking = self.speaking
+        if speaking is None and not self.client_paused:
+            return  # nothing to control: a PAUSE must not silence the next utterance
         if command is p.Control.PAUSE:
             self.client_paused = True
             self.playout.pause()
@@ -273,8 +275,9 @@ class ClientSession:
 
     # ------------------------------------------------------------------ from the bus
 
-    async def on_bus(self, msg: Message, via: Via) -> None:
-        """A bus message for this session (its utterance streams' are handled before)."""
+    async def on_bus(self, msg: Message, src: str = "") -> None:
+        """A bus message for this session from actor ``src`` (its utterance streams' are
+        handled before)."""
         if isinstance(msg, SpeechStart):
             await self.send(p.VadEvent("speech_start", round(MIC.ms(msg.stream_sample))))
             if self.speaking is not None and not self.held and not self.client_paused:
@@ -304,9 +307,10 @@ class ClientSession:
         elif isinstance(msg, SessionClosed):
             await self.end(msg.reason)
         elif isinstance(msg, Error):
-            # A worker's error for an utterance already forgotten is still a synthesis failure.
-            peer = via is Via.PEER or msg.code == "UNSUPPORTED_TYPE"
-            await self.error("SYNTHESIS_FAILED" if peer else msg.code, msg.message)
+            # The supervisor's codes are the client's; anyone else's error (a worker's, for an
+            # utterance already forgotten) is a synthesis failure.
+            mine = src == self.supervisor and msg.code != "UNSUPPORTED_TYPE"
+            await self.error(msg.code if mine else "SYNTHESIS_FAILED", msg.message)
 
     def _speak(self, msg: PlayoutSpeak) -> None:
         if self.speaking is not None:

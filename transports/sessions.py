@@ -60,7 +60,7 @@ class SessionHub:
             return
         session = self.sessions.get(inbound.env.session)
         if session is not None:  # else the session is gone: late messages are dropped
-            await session.on_bus(inbound.message, inbound.via)
+            await session.on_bus(inbound.message, inbound.env.src)
 
     async def shutdown(self) -> None:
         for session in list(self.sessions.values()):

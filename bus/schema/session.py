@@ -112,7 +112,8 @@ class SessionConfig(Message):
     TYPE: ClassVar[str] = "session.config"
 
     voice: str = bounded(128, default="")
-    dialogue: str = bounded(32, default="echo")
+    dialogue: str = bounded(32, default="")
+    """The dialogue adapter for replies; empty for the supervisor's default."""
 
 
 @message
