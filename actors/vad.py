@@ -19,8 +19,9 @@ from typing import Literal
 from prometheus_client import Counter, Histogram
 
 from adapters.vad.detector import Boundary, Detector, DetectorConfig
-from adapters.vad.models import FRAME_BYTES, SAMPLE_RATE, VadModel, load_model
+from adapters.vad.models import VadModel, load_model
 from bus import topics
+from bus.audio_format import MIC
 from bus.inbound import Inbound
 from bus.logs import kv
 from bus.runtime import Actor
@@ -164,7 +165,11 @@ class Vad(Actor):
             await super().on_message(inbound)
 
     async def _frame(self, sid: str, msg: AudioFrame) -> None:
-        if msg.sample_rate != SAMPLE_RATE or msg.channels != 1 or len(msg.pcm) != FRAME_BYTES:
+        if (
+            msg.sample_rate != MIC.sample_rate
+            or msg.channels != 1
+            or len(msg.pcm) != MIC.frame_bytes
+        ):
             self.rejected.inc()
             return
         stream = self.streams.get(sid)

@@ -25,7 +25,7 @@ import zmq.asyncio
 from prometheus_client import Counter, Gauge
 
 from bus import curve, sockets
-from bus.envelope import decode, encode
+from bus.envelope import decode, encode, new_id
 from bus.errors import DecodeError
 from bus.lifecycle import stop_on_signals
 from bus.limits import PeerRateLimit
@@ -104,7 +104,7 @@ class Broker:
 
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
-        self.epoch = os.urandom(6).hex()
+        self.epoch = new_id()[:12]
         self.heartbeat_s = config.heartbeat_ms / 1000
         self.registry = Registry(self.epoch, self.heartbeat_s * config.liveness)
         self.metrics = BrokerMetrics()

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from bus.envelope import new_id
+
 
 class TopologyError(ValueError):
     """topology.yaml is missing, malformed, or names something that does not exist."""
@@ -86,7 +88,7 @@ class ActorConfig:
         """This config with ``actor_id`` filled in."""
         if self.actor_id:
             return self
-        suffix = os.urandom(2).hex()
+        suffix = new_id()[:4]
         return replace(self, actor_id=f"{self.kind}-{self.host}-{os.getpid()}-{suffix}")
 
 

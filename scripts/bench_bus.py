@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from actors.loopback import TOPIC_IN, TOPIC_OUT  # noqa: E402
 from bus import lifecycle  # noqa: E402
+from bus.audio_format import BOT  # noqa: E402
 from bus.client import BrokerClient  # noqa: E402
 from bus.errors import BusError  # noqa: E402
 from bus.runtime import Actor, Inbound, Via  # noqa: E402
@@ -50,7 +51,7 @@ def summary_us(samples_ns: list[int]) -> dict[str, float]:
     return summary(samples_ns, unit="us", scale=1e-3, quantiles=(50, 99))
 
 
-FRAME = bytes(1920)
+FRAME = bytes(BOT.frame_bytes)
 
 
 class Stack:
@@ -162,7 +163,12 @@ async def duplex_hops(stack: Stack, trials: int, throughput_n: int) -> dict[str,
         async def via_proxy(seq: int) -> tuple[int, int, int]:
             client.waiting, client.expected = loop.create_future(), seq
             sent = time.monotonic_ns()
-            frame = AudioFrame(sample_rate=48000, sequence=seq, stream_sample=seq * 960, pcm=FRAME)
+            frame = AudioFrame(
+                sample_rate=BOT.sample_rate,
+                sequence=seq,
+                stream_sample=seq * BOT.frame_samples,
+                pcm=FRAME,
+            )
             await client.publish(TOPIC_IN, frame)
             echo_ns, recv_ns = await asyncio.wait_for(client.waiting, 5)
             return sent, echo_ns, recv_ns
@@ -182,7 +188,12 @@ async def duplex_hops(stack: Stack, trials: int, throughput_n: int) -> dict[str,
         direct: list[int] = []
         for seq in range(trials + 50):
             client.waiting, client.expected = loop.create_future(), seq
-            frame = AudioFrame(sample_rate=48000, sequence=seq, stream_sample=seq * 960, pcm=FRAME)
+            frame = AudioFrame(
+                sample_rate=BOT.sample_rate,
+                sequence=seq,
+                stream_sample=seq * BOT.frame_samples,
+                pcm=FRAME,
+            )
             sent = time.monotonic_ns()
             await client.send(peer, frame)  # the loopback answers on our peer socket
             echo_ns, recv_ns = await asyncio.wait_for(client.waiting, 5)
@@ -195,7 +206,9 @@ async def duplex_hops(stack: Stack, trials: int, throughput_n: int) -> dict[str,
         started = time.monotonic()
         while client.received < throughput_n:
             while sent_n - client.received < window and sent_n < throughput_n:
-                frame = AudioFrame(sample_rate=48000, sequence=sent_n, stream_sample=0, pcm=FRAME)
+                frame = AudioFrame(
+                    sample_rate=BOT.sample_rate, sequence=sent_n, stream_sample=0, pcm=FRAME
+                )
                 await client.publish(TOPIC_IN, frame)
                 sent_n += 1
             await asyncio.sleep(0)

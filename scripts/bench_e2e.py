@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit import NUMBER_WORDS, LocalStack, progress
 from benchkit import summary as ms
 
+from bus.audio_format import FRAME_S  # benchkit put the repository on the path
+
 log = progress("bench_e2e")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,13 +93,13 @@ def pacing(runs: list[dict[str, Any]]) -> dict[str, Any]:
         frames += len(times)
         start = times[0] + 0.06 if times else 0.0  # playout begins after a 60 ms buffer
         for i in range(1, len(times)):
-            jitter.append(abs(times[i] - times[i - 1] - 0.02))
-            due = start + i * 0.02
+            jitter.append(abs(times[i] - times[i - 1] - FRAME_S))
+            due = start + i * FRAME_S
             if times[i] > due:
                 late += 1
-                if times[i] > due + 0.02:  # a whole frame of silence: the buffer ran dry
+                if times[i] > due + FRAME_S:  # a whole frame of silence: the buffer ran dry
                     underruns += 1
-                    start = times[i] + 0.06 - i * 0.02
+                    start = times[i] + 0.06 - i * FRAME_S
     return {
         "jitter": ms(jitter),
         "frames": frames,

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import zmq  # noqa: E402
 
+from bus.audio_format import FRAME_S  # noqa: E402
 from bus.client import BrokerClient  # noqa: E402
 from bus.errors import BusError  # noqa: E402
 from bus.schema.control import Pause, Stop  # noqa: E402
@@ -109,7 +110,7 @@ def real_time_factor(inbox: str, text: str) -> dict[str, float]:
         uid = client.start(text, credit=2000)
         spoken = client.collect(uid)
         elapsed = time.monotonic() - started
-    audio_s = len(spoken.frames) * 0.02
+    audio_s = len(spoken.frames) * FRAME_S
     return {
         "audio_s": round(audio_s, 2),
         "synthesis_s": round(elapsed, 3),
@@ -136,7 +137,7 @@ def control_latency(inbox: str, text: str, command: str, phase_s: float) -> floa
                     break
             now = time.monotonic()
             if now >= next_tick:
-                next_tick += 0.02
+                next_tick += FRAME_S
                 client.send(TtsCredit(utterance_id=uid, frames=1))
                 if not sent_at and received >= 60:  # mid-utterance, in steady state
                     time.sleep(phase_s)
@@ -172,7 +173,7 @@ def concurrent_streams(inbox: str, count: int, seconds: float = 8.0) -> dict[str
                     if isinstance(msg, TtsFrame):
                         buffers[i] += 1
                         first_at[i] = first_at[i] or time.monotonic()
-            tick += 0.02
+            tick += FRAME_S
             time.sleep(max(0.0, tick - time.monotonic()))
             now = time.monotonic()
             for i, c in enumerate(clients):

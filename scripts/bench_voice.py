@@ -36,12 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit import NUMBER_WORDS, LocalStack, progress
 from benchkit import summary as ms
 
-from tests.support import word_error_rate  # benchkit put the repository on the path
+from bus.audio_format import FRAME_S, MIC, SAMPLE_BYTES  # benchkit put the repository on the path
+from tests.support import word_error_rate
 from tests.voicekit import speech as synthesize  # Piper at 16 kHz, as the tests speak
 
 log = progress("bench_voice")
-RATE = 16_000
-CHUNK = 640
+SECOND = SAMPLE_BYTES * MIC.sample_rate
+"""Bytes in one second of microphone audio."""
+CHUNK = MIC.frame_bytes
+"""One 20 ms chunk of microphone audio, as a client sends it."""
 LOUD = 32768 * 10 ** (-40 / 20)
 
 QUESTIONS = [
@@ -136,7 +139,7 @@ class Client:
         sent: dict[int, float] = {}
         start = time.monotonic()
         for n, i in enumerate(range(0, len(pcm), CHUNK)):
-            await asyncio.sleep(max(0.0, start + n * 0.02 - time.monotonic()))
+            await asyncio.sleep(max(0.0, start + n * FRAME_S - time.monotonic()))
             await self.ws.send(pcm[i : i + CHUNK])
             if n in mark:
                 sent[n] = time.monotonic()
@@ -161,7 +164,7 @@ async def barge_trial(url: str, long_text: str, speech: bytes) -> dict[str, floa
         await client.ws.send(json.dumps({"type": "text", "text": long_text}))
         await client.frame(0.0)
         await asyncio.sleep(1.0)
-        sent = await client.stream(speech + bytes(2 * RATE), mark=(first,))
+        sent = await client.stream(speech + bytes(SECOND), mark=(first,))
         barged, _ = await client.wait("barge_in", 5)
         spoke = sent[first]
         last = max((t for t in client.frames if t <= barged + 0.2), default=spoke)
@@ -178,8 +181,8 @@ async def turn_trial(url: str, speech: bytes) -> dict[str, Any]:
     _, last = loud_chunks(speech)
 
     async def body(client: Client) -> dict[str, Any]:
-        sent = await client.stream(speech + bytes(RATE), mark=(last,))
-        ended = sent[last] + 0.02
+        sent = await client.stream(speech + bytes(SECOND // 2), mark=(last,))
+        ended = sent[last] + FRAME_S
         try:
             started, _ = await client.wait("tts_start", 10, since=ended - 0.5)
         except TimeoutError:

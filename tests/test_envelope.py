@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from bus.audio_format import BOT, MIC
 from bus.envelope import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, decode, encode
 from bus.errors import DecodeError, ValidationError
 from bus.schema import MESSAGE_TYPES, Priority, decode_message, envelope_for
@@ -23,12 +24,13 @@ def roundtrip(msg, **kw):
 def test_audio_payload_travels_as_its_own_raw_frame() -> None:
     pcm = bytes(range(256)) * 5  # 1280 bytes, 40 ms at 16 kHz
     env, back, msg = roundtrip(
-        AudioFrame(sample_rate=16000, sequence=7, stream_sample=4480, pcm=pcm), session="s1"
+        AudioFrame(sample_rate=MIC.sample_rate, sequence=7, stream_sample=4480, pcm=pcm),
+        session="s1",
     )
     frames = encode(env)
     assert frames[1] == pcm  # the second frame is the PCM itself, not an encoding of it
     assert pcm not in frames[0]
-    assert msg == AudioFrame(sample_rate=16000, sequence=7, stream_sample=4480, pcm=pcm)
+    assert msg == AudioFrame(sample_rate=MIC.sample_rate, sequence=7, stream_sample=4480, pcm=pcm)
     assert (back.session, back.src, back.id, back.version) == ("s1", "", env.id, PROTOCOL_VERSION)
     assert back.mono_ns == env.mono_ns and back.wall_ns == env.wall_ns
     assert msg.duration_ms == 40.0
@@ -103,11 +105,17 @@ def _env(type_: str, body: dict, payload: bytes | None = None):
         (_env("tts.end", {"utterance_id": "u", "reason": "exploded", "frames": 1}), "bad_field"),
         (_env("tts.end", {"utterance_id": "u", "reason": "completed"}), "bad_field"),
         (
-            _env("audio.frame", {"sample_rate": 16000, "sequence": 0, "stream_sample": 0}),
+            _env(
+                "audio.frame", {"sample_rate": MIC.sample_rate, "sequence": 0, "stream_sample": 0}
+            ),
             "bad_field",
         ),
         (
-            _env("audio.frame", {"sample_rate": 16000, "sequence": 0, "stream_sample": 0}, b"abc"),
+            _env(
+                "audio.frame",
+                {"sample_rate": MIC.sample_rate, "sequence": 0, "stream_sample": 0},
+                b"abc",
+            ),
             "bad_field",
         ),
         (
@@ -130,4 +138,4 @@ def test_messages_are_frozen() -> None:
     stop = Stop(utterance_id="u")
     with pytest.raises(AttributeError):
         stop.utterance_id = "v"  # type: ignore[misc]
-    assert TtsFrame(utterance_id="u", sequence=0, pcm=b"\0" * 1920).PAYLOAD == "pcm"
+    assert TtsFrame(utterance_id="u", sequence=0, pcm=bytes(BOT.frame_bytes)).PAYLOAD == "pcm"

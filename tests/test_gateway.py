@@ -15,7 +15,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from bus.audio_format import BOT, FRAME_MS, FRAME_S, read_wav
 from tests.support import (
     ROOT,
     BrokerPorts,
@@ -109,7 +109,8 @@ def test_a_client_following_the_contract_hears_paced_speech(stack: Stack) -> Non
     with connect(stack.url) as ws:
         start = json.loads(ws.recv(timeout=10))
         assert start["type"] == "session_start" and start["protocol"] == 1
-        assert start["audio_out"] == {"sample_rate": 48000, "frame_ms": 20, "encoding": "pcm_s16le"}
+        audio_out = {"sample_rate": BOT.sample_rate, "frame_ms": FRAME_MS, "encoding": "pcm_s16le"}
+        assert start["audio_out"] == audio_out
         ws.send(json.dumps({"type": "text", "text": text}))
         got = receive(ws, "tts_end")
     frames = [(t, m) for t, m in got if isinstance(m, bytes)]
@@ -117,10 +118,11 @@ def test_a_client_following_the_contract_hears_paced_speech(stack: Stack) -> Non
     (tts_end,) = events(got, "tts_end")
     assert tts_start["text"] == text and tts_end["utterance_id"] == tts_start["utterance_id"]
     assert tts_end["reason"] == "completed" and tts_end["frames"] == len(frames) > 100
-    assert all(len(m) == 1920 for _, m in frames)
+    assert all(len(m) == BOT.frame_bytes for _, m in frames)
     # Paced at real time: the frames arrive over about as long as they play.
     span = frames[-1][0] - frames[0][0]
-    assert 0.8 * (len(frames) - 1) * 0.02 < span < 1.3 * (len(frames) - 1) * 0.02 + 0.3
+    played = (len(frames) - 1) * FRAME_S
+    assert 0.8 * played < span < 1.3 * played + 0.3
     assert [e["state"] for e in events(got, "state")][:2] == ["LISTENING", "SPEAKING"]
     pcm = b"".join(m for _, m in frames)
     assert word_error_rate(text, transcribe(pcm)) < 0.25
@@ -134,8 +136,8 @@ def test_json_audio_mode_sends_base64_frames_with_contiguous_sequence(stack: Sta
         got = receive(ws, "tts_end")
     audio = events(got, "audio")
     assert [a["sequence"] for a in audio] == list(range(len(audio)))
-    assert all(len(base64.b64decode(a["pcm"])) == 1920 for a in audio)
-    assert {(a["sample_rate"], a["frame_ms"]) for a in audio} == {(48000, 20)}
+    assert all(len(base64.b64decode(a["pcm"])) == BOT.frame_bytes for a in audio)
+    assert {(a["sample_rate"], a["frame_ms"]) for a in audio} == {(BOT.sample_rate, FRAME_MS)}
     assert events(got, "tts_end")[0]["frames"] == len(audio) > 50
 
 
@@ -223,9 +225,8 @@ def test_http_endpoints_answer_as_documented(stack: Stack) -> None:
 
     code, body, kind = post({"text": "The web interface can speak as well.", "format": "wav"})
     assert code == 200 and kind == "audio/wav"
-    with wave.open(io.BytesIO(body)) as wav:
-        assert (wav.getframerate(), wav.getnchannels()) == (48000, 1)
-        pcm = wav.readframes(wav.getnframes())
+    pcm, rate = read_wav(io.BytesIO(body))  # refuses anything but mono 16-bit
+    assert rate == BOT.sample_rate
     assert word_error_rate("The web interface can speak as well.", transcribe(pcm)) < 0.25
     assert post(b"not json")[0] == 400
     assert post({"text": "x" * 501})[0] == 413

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections import defaultdict
 
+from bus.audio_format import BOT, FRAME_S
 from bus.schema.tts import EndReason
 from transports.playout import Playout
 
@@ -31,7 +32,7 @@ class Listener:
 
 
 def frame(i: int) -> bytes:
-    return i.to_bytes(2, "little") * 960
+    return i.to_bytes(2, "little") * BOT.frame_samples
 
 
 def run(body, timeout: float = 20.0) -> None:
@@ -52,7 +53,7 @@ def test_frames_go_out_every_20_ms_on_absolute_deadlines() -> None:
         assert [f for _, _, f in out.frames] == [frame(i) for i in range(50)]
         assert 0.9 < times[-1] - times[0] < 1.2  # 49 intervals of 20 ms, no drift
         # Each frame is sent near its own deadline (generous: a loaded CI machine).
-        offsets = [t - (times[0] + i * 0.02) for i, t in enumerate(times)]
+        offsets = [t - (times[0] + i * FRAME_S) for i, t in enumerate(times)]
         assert max(abs(o) for o in offsets) < 0.04, offsets
         assert out.events == [("start", "u1", 0), ("end:completed", "u1", 50)]
         assert playout.stats.underruns == 0
@@ -73,7 +74,7 @@ def test_pause_holds_the_next_frame_and_resume_continues_without_loss() -> None:
         paused_at, count = time.monotonic(), len(out.frames)
         await asyncio.sleep(0.3)
         assert len(out.frames) <= count + 1  # at most the frame already on its way
-        assert all(t <= paused_at + 0.02 for t, _, _ in out.frames)
+        assert all(t <= paused_at + FRAME_S for t, _, _ in out.frames)
         playout.resume()
         await out.ended["u1"].wait()
         task.cancel()

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bus.audio_format import INPUT_RATES
 from transports import protocol as p
 
 CODES = {"INVALID_MESSAGE", "UNSUPPORTED_TYPE", "TEXT_TOO_LONG"}
@@ -28,7 +29,7 @@ messages = st.fixed_dictionaries(
         "command": st.sampled_from(["PAUSE", "RESUME", "STOP", "pause", ""]) | json_values,
         "voice": json_values,
         "audio_format": st.sampled_from(["binary", "json", "wav"]) | json_values,
-        "input_sample_rate": st.sampled_from([16000, 48000, 44100, True]) | json_values,
+        "input_sample_rate": st.sampled_from([*INPUT_RATES, 44100, True]) | json_values,
         "dialogue": st.sampled_from(["echo", "openai", "nope"]) | json_values,
         "extra": json_values,
     },

@@ -14,6 +14,7 @@ import zmq
 import zmq.asyncio
 
 from actors.loopback import TOPIC_IN, TOPIC_OUT, Loopback
+from bus.audio_format import BOT, MIC
 from bus.broker import Broker
 from bus.envelope import decode, encode
 from bus.errors import PeerGone, RemoteError, RequestTimeout
@@ -107,8 +108,9 @@ def test_two_actors_of_one_kind_in_one_process_request_and_reply() -> None:
             desc = await b.request(a.id, Describe(), timeout=2)
             assert isinstance(desc, Description) and desc.registration.actor_id == a.id
             # The loopback echoes frames sent to its inbox, payload intact.
+            n = BOT.frame_samples
             frame = AudioFrame(
-                sample_rate=48000, sequence=3, stream_sample=960, pcm=b"\x01\x02" * 960
+                sample_rate=BOT.sample_rate, sequence=3, stream_sample=n, pcm=b"\x01\x02" * n
             )
             assert await a.request(b.id, frame, timeout=2) == frame
 
@@ -130,7 +132,9 @@ def test_requests_fail_with_typed_errors() -> None:
             with pytest.raises(RemoteError) as info:
                 await a.request(b.id, TtsText(utterance_id="u", text="hi"), timeout=2)
             assert info.value.code == "UNSUPPORTED_TYPE"
-            silent = AudioFrame(sample_rate=16000, sequence=0, stream_sample=0, pcm=b"\0\0")
+            silent = AudioFrame(
+                sample_rate=MIC.sample_rate, sequence=0, stream_sample=0, pcm=b"\0\0"
+            )
             with pytest.raises(RequestTimeout):
                 await a.request(b.id, silent, timeout=0.3)  # b records audio, answers nothing
             assert isinstance(await a.request(b.id, Ping(), timeout=2), Pong)  # b still serves
@@ -158,7 +162,10 @@ def test_control_messages_overtake_queued_audio() -> None:
             await until(lambda: sender.registry.get(slow.id), 5, "recorder visible")
             for seq in range(300):
                 frame = AudioFrame(
-                    sample_rate=16000, sequence=seq, stream_sample=seq * 320, pcm=b"\0" * 640
+                    sample_rate=MIC.sample_rate,
+                    sequence=seq,
+                    stream_sample=seq * MIC.frame_samples,
+                    pcm=bytes(MIC.frame_bytes),
                 )
                 await sender.send(slow.id, frame)
             reply = await sender.request(slow.id, Pause(), timeout=5)
@@ -190,8 +197,9 @@ def test_registration_update_reaches_a_watcher_and_events_flow_through_the_proxy
 
             # Audio through the broker's proxy: watcher -> loopback.in -> worker -> loopback.out.
             await asyncio.sleep(0.2)  # let the SUB subscriptions reach the proxy
+            n = MIC.frame_samples
             frame = AudioFrame(
-                sample_rate=16000, sequence=1, stream_sample=320, pcm=b"\x05\x00" * 320
+                sample_rate=MIC.sample_rate, sequence=1, stream_sample=n, pcm=b"\x05\x00" * n
             )
             await watcher.publish(TOPIC_IN, frame, session="s-1")
             await until(lambda: "audio1" in watcher.seen, 5, "echoed frame")
@@ -225,7 +233,7 @@ def test_bad_messages_to_an_actor_inbox_are_counted_and_refused(zctx: zmq.Contex
                             1,
                             1,
                             "",
-                            {"sample_rate": 16000, "sequence": 0, "stream_sample": 0},
+                            {"sample_rate": MIC.sample_rate, "sequence": 0, "stream_sample": 0},
                         ]
                     ),
                     b"odd",

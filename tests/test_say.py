@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
+from bus.audio_format import BOT, SAMPLE_BYTES, read_wav
 from tests.support import duplex, free_port, transcribe, word_error_rate
 
 TEXT = "The weather today is sunny with a light breeze from the west."
@@ -15,9 +15,10 @@ def test_say_without_a_stack_writes_intelligible_48k_mono_speech(tmp_path: Path)
     result = duplex("say", TEXT, "--out", str(out), "--broker", f"tcp://127.0.0.1:{free_port()}")
     assert result.returncode == 0, result.stderr
     assert "starting one here" in result.stderr and "a worker started here" in result.stdout
-    with wave.open(str(out)) as wav:
-        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (48000, 1, 2)
-        assert wav.getnframes() % 960 == 0 and wav.getnframes() / 48000 > 2.0
+    pcm, rate = read_wav(out)  # refuses anything but mono 16-bit
+    samples = len(pcm) // SAMPLE_BYTES
+    assert rate == BOT.sample_rate
+    assert samples % BOT.frame_samples == 0 and samples / BOT.sample_rate > 2.0
     heard = transcribe(out)
     assert word_error_rate(TEXT, heard) < 0.2, heard
 

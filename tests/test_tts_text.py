@@ -7,10 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters.tts.base import FRAME_BYTES, FrameSlicer, Renderer, SynthesisOptions, TtsEngine
+from adapters.tts.base import FrameSlicer, Renderer, SynthesisOptions, TtsEngine
 from adapters.tts.piper import FIRST_UNIT_PHONEMES, split_first, split_long
 from adapters.tts.text import MAX_UTTERANCE_CHARS, SentenceBuffer, TextError, check_text
 from adapters.tts.voicepacks import VoicePack
+from bus.audio_format import BOT
 
 
 def test_sentences_complete_as_streamed_text_arrives() -> None:
@@ -77,11 +78,11 @@ def test_renderer_joins_units_without_clicks_and_slices_exact_frames(tmp_path) -
         frames += slicer.push(renderer.render(unit))
     frames += slicer.push(renderer.finish())
     tail = slicer.flush()
-    assert tail is not None and len(tail) == FRAME_BYTES
+    assert tail is not None and len(tail) == BOT.frame_bytes
     frames.append(tail)
-    assert all(len(f) == FRAME_BYTES for f in frames)
+    assert all(len(f) == BOT.frame_bytes for f in frames)
     audio = np.frombuffer(b"".join(frames), dtype="<i2").astype(np.float32) / 32768
-    assert abs(len(audio) / 48000 - 4 * 0.05) < 0.03  # 22.05 kHz became 48 kHz
+    assert abs(len(audio) / BOT.sample_rate - 4 * 0.05) < 0.03  # 22.05 kHz became 48 kHz
     level = 10 ** (-12 / 20)
     assert np.abs(audio).max() <= 0.99 and np.abs(audio).max() > 0.8 * level
     # Steps of 2 x 0.25 between units become ramps: no sample-to-sample jump near the step.

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bus.audio_format import BOT
 from bus.envelope import Envelope
 from bus.errors import RequestTimeout
 from bus.schema.control import Pause, Resume, Stop
 from bus.schema.system import Error
 from bus.schema.tts import (
-    FRAME_BYTES,
     ModelList,
     ModelStatus,
     ModelUnload,
@@ -103,7 +103,7 @@ def test_frames_are_exact_contiguous_and_end_once_and_speech_is_intelligible(wor
         assert spoken.end is not None and spoken.end.reason == "completed"
         assert spoken.end.frames == len(spoken.frames) > 200
         assert [f.sequence for f in spoken.frames] == list(range(len(spoken.frames)))
-        assert all(len(f.pcm) == FRAME_BYTES for f in spoken.frames)
+        assert all(len(f.pcm) == BOT.frame_bytes for f in spoken.frames)
         with pytest.raises(RequestTimeout):  # exactly one end marker: nothing else follows
             client.recv(timeout_s=0.5)
     audio = np.frombuffer(spoken.pcm, dtype="<i2").astype(np.float32) / 32768
@@ -111,7 +111,8 @@ def test_frames_are_exact_contiguous_and_end_once_and_speech_is_intelligible(wor
     assert np.abs(np.diff(audio)).max() < 0.5
     # Loudness is even across the utterance: every second of speech within 10 dB of the rest,
     # counting its voiced 20 ms frames only (a pause between sentences is not quiet speech).
-    frames = audio[: len(audio) // 960 * 960].reshape(-1, 960)
+    n = BOT.frame_samples
+    frames = audio[: len(audio) // n * n].reshape(-1, n)
     power = np.mean(frames**2, axis=1)
     levels = []
     for second in range(0, len(frames) - 50, 50):

@@ -8,13 +8,13 @@ import asyncio
 import json
 import threading
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bus import topics
+from bus.audio_format import BOT, MIC, write_wav
 from bus.runtime import Actor
 from bus.schema.asr import Transcript
 from bus.schema.vad import SpeechEnd, SpeechStart
@@ -94,7 +94,9 @@ def test_a_spoken_question_gets_a_final_transcript_a_reply_and_reply_audio(talke
     started, _tts_start = talker.wait_for(kind("tts_start"), 10, "the reply's audio")
     ended, tts_end = talker.wait_for(kind("tts_end"), 20, "the end of the reply")
     pcm = audio_between(talker, started, ended)
-    assert tts_end["reason"] == "completed" and tts_end["frames"] == len(pcm) // 1920 > 30
+    assert (
+        tts_end["reason"] == "completed" and tts_end["frames"] == len(pcm) // BOT.frame_bytes > 30
+    )
     assert word_error_rate(reply["text"], transcribe(pcm)) < 0.35  # what it was asked to say
     states = [e["state"] for e in talker.events("state")]
     assert states == ["LISTENING", "THINKING", "SPEAKING", "LISTENING"]
@@ -145,7 +147,7 @@ def test_a_noise_burst_over_the_bot_resumes_it_with_no_audio_lost(
     assert end["reason"] == "completed" and end["utterance_id"] == barge["utterance_id"]
     produced = metric(stack.worker_metrics, "duplex_tts_frames_total") - before
     assert end["frames"] == produced  # every frame the worker made was played
-    received = len(audio_between(talker, started, ended)) // 1920
+    received = len(audio_between(talker, started, ended)) // BOT.frame_bytes
     assert produced <= received <= produced + 5  # the held lead is sent again after the resume
     assert talker.events("metrics")[-1]["false_interruptions"] == 1
     assert word_error_rate(text, transcribe(audio_between(talker, started, ended))) < 0.5
@@ -232,11 +234,8 @@ def test_duplex_chat_send_wav_holds_a_spoken_conversation(
     stack: VoiceStack, tmp_path: Path
 ) -> None:
     wav = tmp_path / "question.wav"
-    with wave.open(str(wav), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16_000)
-        out.writeframes(silence(0.3) + speech("Can you hear me now?") + silence(0.3))
+    question = silence(0.3) + speech("Can you hear me now?") + silence(0.3)
+    write_wav(wav, question, MIC.sample_rate)
     result = duplex("chat", "--url", stack.url, "--send-wav", str(wav), "--json", timeout=60)
     assert result.returncode == 0, result.stderr
     got = [json.loads(line) for line in result.stdout.splitlines()]

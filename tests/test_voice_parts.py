@@ -17,8 +17,8 @@ from adapters.asr.whisper import WhisperAsr, trim_repeats
 from adapters.dialogue import DialogueError, Turn, load_dialogue
 from adapters.dialogue.openai import OpenAiDialogue
 from adapters.vad.detector import Boundary, Detector
-from adapters.vad.models import FRAME_BYTES
 from bus import topics
+from bus.audio_format import BOT, MIC
 from bus.broker import Broker
 from bus.runtime import Actor, Inbound
 from bus.schema.asr import Transcript
@@ -34,6 +34,9 @@ from transports.mic import MicInput
 from transports.playout import Playout
 
 pytestmark = pytest.mark.timeout(60)
+
+FRAME_BYTES = MIC.frame_bytes
+"""One 20 ms frame of microphone audio, as VAD and ASR take it."""
 
 
 def test_48k_microphone_audio_in_any_chunks_matches_one_continuous_resampling() -> None:
@@ -53,12 +56,12 @@ def test_48k_microphone_audio_in_any_chunks_matches_one_continuous_resampling() 
     assert np.max(np.abs(np.frombuffer(pcm, "<i2").astype(int) - same)) <= 2
     assert all(len(f.pcm) == FRAME_BYTES for f in out)
     assert [f.sequence for f in out] == list(range(len(out)))
-    assert [f.stream_sample for f in out] == [320 * n for n in range(len(out))]
+    assert [f.stream_sample for f in out] == [MIC.frame_samples * n for n in range(len(out))]
     # No seams: the 16 kHz signal is still a clean 440 Hz tone (no clicks at chunk edges).
     samples = np.frombuffer(pcm, "<i2").astype(np.float64)[800:]
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     peak = int(np.argmax(spectrum))
-    assert abs(peak * 16_000 / len(samples) - 440) < 2
+    assert abs(peak * MIC.sample_rate / len(samples) - 440) < 2
     assert spectrum[peak] / np.sort(spectrum)[-50] > 100  # nothing else near its level
 
 
@@ -88,9 +91,10 @@ def test_vad_finds_one_utterance_in_silence_stamped_in_stream_time(model: str) -
     found = run_detector(model, silence(1.0) + said + silence(1.0))
     assert [b.kind for b in found] == ["start", "end"]
     start, end = found
-    assert 16_000 <= start.sample < 16_000 + 8_000  # after the second of silence
-    assert start.preroll_sample == start.sample - 4_800  # 300 ms of pre-roll
-    assert 16_000 + len(said) // 2 - 8_000 < end.sample <= 16_000 + len(said) // 2 + 4_000
+    second, said_end = MIC.samples(1000), MIC.samples(1000) + len(said) // 2
+    assert second <= start.sample < second + MIC.samples(500)  # after the second of silence
+    assert start.preroll_sample == start.sample - MIC.samples(300)  # 300 ms of pre-roll
+    assert said_end - MIC.samples(500) < end.sample <= said_end + MIC.samples(250)
 
 
 @pytest.mark.parametrize("model", ["webrtc", "silero"])
@@ -193,7 +197,7 @@ async def _held_playout() -> tuple[list[int], int, int]:
     playout = Playout(send, on_started, on_ended, lead_s=0.06)
     task = asyncio.get_running_loop().create_task(playout.run())
     for i in range(40):
-        playout.add_frame("u", bytes([i]) * 1920, words=i // 4)
+        playout.add_frame("u", bytes([i]) * BOT.frame_bytes, words=i // 4)
     playout.end("u")
     await asyncio.sleep(0.2)
     back = playout.hold()
@@ -289,7 +293,10 @@ class Microphone(Actor):
             sample = first_sample + i // 2
             pcm_20ms = pcm[i : i + FRAME_BYTES]
             frame = AudioFrame(
-                sample_rate=16_000, sequence=sample // 320, stream_sample=sample, pcm=pcm_20ms
+                sample_rate=MIC.sample_rate,
+                sequence=sample // MIC.frame_samples,
+                stream_sample=sample,
+                pcm=pcm_20ms,
             )
             await self.publish(topic, frame, session=sid)
             await asyncio.sleep(pace_s)
@@ -305,10 +312,14 @@ def test_the_vad_actor_refuses_bad_frames_and_keeps_hearing_good_ones() -> None:
         async with running(Broker(broker_cfg), vad, mic):
             await until(lambda: vad.registered.is_set() and mic.registered.is_set(), 10, "up")
             await asyncio.sleep(0.3)  # subscriptions reach the proxy
+            rate, two_frames = MIC.sample_rate, 2 * MIC.frame_bytes
+            bot_frame = AudioFrame(
+                sample_rate=BOT.sample_rate, sequence=0, stream_sample=0, pcm=bytes(BOT.frame_bytes)
+            )
             bad = [
-                AudioFrame(sample_rate=48_000, sequence=0, stream_sample=0, pcm=bytes(1920)),
-                AudioFrame(sample_rate=16_000, sequence=0, stream_sample=0, pcm=bytes(100)),
-                AudioFrame(sample_rate=16_000, sequence=0, stream_sample=0, pcm=bytes(1280)),
+                bot_frame,  # the wrong rate
+                AudioFrame(sample_rate=rate, sequence=0, stream_sample=0, pcm=bytes(100)),
+                AudioFrame(sample_rate=rate, sequence=0, stream_sample=0, pcm=bytes(two_frames)),
             ]
             for frame in bad:
                 await mic.publish(topic, frame, session="s-1")

@@ -16,9 +16,7 @@ import numpy as np
 from aiohttp import web
 from websockets.sync.client import ClientConnection, connect
 
-RATE = 16_000
-CHUNK = 640
-"""20 ms of 16 kHz s16le: what a microphone client sends."""
+from bus.audio_format import MIC, SAMPLE_BYTES
 
 
 @cache
@@ -37,19 +35,19 @@ def speech(text: str) -> bytes:
 
     voice = _voice()
     audio = np.concatenate([c.audio_float_array for c in voice.synthesize(text)])
-    audio = soxr.resample(audio, voice.config.sample_rate, RATE)
+    audio = soxr.resample(audio, voice.config.sample_rate, MIC.sample_rate)
     return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def silence(seconds: float) -> bytes:
-    return bytes(2 * int(RATE * seconds))
+    return bytes(SAMPLE_BYTES * int(MIC.sample_rate * seconds))
 
 
 def noise(seconds: float, dbfs: float, seed: int = 0) -> bytes:
     """White noise at ``dbfs`` RMS."""
     rng = np.random.default_rng(seed)
     amplitude = 32768 * 10 ** (dbfs / 20)
-    samples = rng.standard_normal(int(RATE * seconds)) * amplitude
+    samples = rng.standard_normal(int(MIC.sample_rate * seconds)) * amplitude
     return np.clip(samples, -32768, 32767).astype("<i2").tobytes()
 
 
@@ -93,11 +91,12 @@ class Talker:
         self.ws.send(json.dumps(message))
 
     def say(self, pcm: bytes) -> float:
-        """Stream ``pcm`` 20 ms at a time against absolute deadlines; returns when it began."""
-        start = time.monotonic()
-        for i in range(0, len(pcm), CHUNK):
-            time.sleep(max(0.0, start + i / (2 * RATE) - time.monotonic()))
-            self.ws.send(pcm[i : i + CHUNK])
+        """Stream ``pcm`` 20 ms at a time (:data:`~bus.audio_format.MIC` frames, what a
+        microphone client sends) against absolute deadlines; returns when it began."""
+        start, chunk = time.monotonic(), MIC.frame_bytes
+        for i in range(0, len(pcm), chunk):
+            time.sleep(max(0.0, start + i / (SAMPLE_BYTES * MIC.sample_rate) - time.monotonic()))
+            self.ws.send(pcm[i : i + chunk])
         return start
 
     def events(self, kind: str | None = None, since: float = 0.0) -> list[dict[str, Any]]:

@@ -23,9 +23,7 @@ import numpy as np
 import soxr
 import websockets
 
-from bus.audio_format import write_wav
-
-CHUNK_S = 0.02
+from bus.audio_format import FRAME_S, MIC, write_wav
 
 
 @dataclass(slots=True)
@@ -68,7 +66,7 @@ async def chat(
         if dialogue:
             config["dialogue"] = dialogue
         if send_wav is not None:
-            config["input_sample_rate"] = 16000
+            config["input_sample_rate"] = MIC.sample_rate
         await ws.send(json.dumps(config))
         receiver = asyncio.create_task(_receive(ws, state, out_dir, as_json))
         try:
@@ -180,7 +178,7 @@ def _print(event: dict[str, Any], state: ChatState, as_json: bool) -> None:
         timing = f"  first audio {first * 1000:.0f} ms" if first is not None else ""
         line = (
             f"done       {event['utterance_id']}  {event['reason']}  "
-            f"{event['frames'] * 0.02:.2f} s{timing}"
+            f"{event['frames'] * FRAME_S:.2f} s{timing}"
         )
     elif kind == "error":
         line = f"error      {event['code']}: {event['message']}"
@@ -196,7 +194,7 @@ def _print(event: dict[str, Any], state: ChatState, as_json: bool) -> None:
 async def _listen_for_answers(ws: Any, state: ChatState, wait_s: float) -> None:
     """Keep the microphone open (silence, in real time) until the stack is LISTENING with
     nothing said for 1.5 s, or ``wait_s`` passed: the last turn gets its answer."""
-    quiet = bytes(int(32_000 * CHUNK_S))
+    quiet = bytes(MIC.frame_bytes)
     start = time.monotonic()
     i = 0
     while time.monotonic() - start < wait_s:
@@ -204,23 +202,25 @@ async def _listen_for_answers(ws: Any, state: ChatState, wait_s: float) -> None:
         if state.state == "LISTENING" and not state.speaking and idle > 1.5:
             return
         i += 1
-        await asyncio.sleep(max(0.0, start + i * CHUNK_S - time.monotonic()))
+        await asyncio.sleep(max(0.0, start + i * FRAME_S - time.monotonic()))
         await ws.send(quiet)
 
 
 async def _stream_wav(ws: Any, path: Path) -> None:
-    """Send a WAV file as microphone audio (16 kHz mono s16le), 20 ms at a time, in real time."""
+    """Send a WAV file as microphone audio (16 kHz mono s16le), 20 ms at a time, in real time.
+    Any rate and channel count is taken (mixed down, resampled), which is why this is not
+    :func:`~bus.audio_format.read_wav`: that refuses what is not mono."""
     with wave.open(str(path)) as wav:
         rate, channels = wav.getframerate(), wav.getnchannels()
         if wav.getsampwidth() != 2:
             raise ValueError(f"{path}: only 16-bit PCM WAV files are supported")
         pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
     audio = pcm.reshape(-1, channels).mean(axis=1).astype(np.float32) / 32768
-    if rate != 16000:
-        audio = soxr.resample(audio, rate, 16000)
+    if rate != MIC.sample_rate:
+        audio = soxr.resample(audio, rate, MIC.sample_rate)
     samples = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-    step = int(16000 * CHUNK_S)
+    step = MIC.frame_samples
     start = time.monotonic()
     for i, offset in enumerate(range(0, len(samples), step)):
-        await asyncio.sleep(max(0.0, start + i * CHUNK_S - time.monotonic()))
+        await asyncio.sleep(max(0.0, start + i * FRAME_S - time.monotonic()))
         await ws.send(samples[offset : offset + step].tobytes())

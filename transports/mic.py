@@ -14,10 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-RATE = 16_000
-FRAME_SAMPLES = 320
-FRAME_BYTES = 2 * FRAME_SAMPLES
-INPUT_RATES = (16_000, 48_000)
+from bus.audio_format import INPUT_RATES, MIC
+
 MAX_PENDING_BYTES = 64 * 1024
 """Audio the re-framer holds between chunks at most (it never needs more than one frame)."""
 
@@ -32,10 +30,10 @@ class MicFrame:
 class MicInput:
     """One session's microphone stream; see the module docstring."""
 
-    def __init__(self, input_rate: int = RATE) -> None:
+    def __init__(self, input_rate: int = MIC.sample_rate) -> None:
         self.sequence = 0
         self.stream_sample = 0
-        self.input_rate = RATE
+        self.input_rate = MIC.sample_rate
         self._resampler: soxr.ResampleStream | None = None
         self._pending = bytearray()
         self.set_rate(input_rate)
@@ -44,12 +42,13 @@ class MicInput:
         """Change the input rate (between chunks); stream time keeps counting."""
         if input_rate not in INPUT_RATES:
             raise ValueError(f"input_sample_rate must be one of {INPUT_RATES}, not {input_rate}")
-        if input_rate == self.input_rate and (self._resampler is not None) == (input_rate != RATE):
+        resampled = input_rate != MIC.sample_rate
+        if input_rate == self.input_rate and (self._resampler is not None) == resampled:
             return
         self.input_rate = input_rate
         self._resampler = (
-            soxr.ResampleStream(input_rate, RATE, 1, dtype="int16", quality="HQ")
-            if input_rate != RATE
+            soxr.ResampleStream(input_rate, MIC.sample_rate, 1, dtype="int16", quality="HQ")
+            if resampled
             else None
         )
 
@@ -62,16 +61,17 @@ class MicInput:
             pcm = self._resampler.resample_chunk(samples).astype("<i2").tobytes()
         self._pending.extend(pcm)
         frames = []
-        while len(self._pending) >= FRAME_BYTES:
-            chunk = bytes(self._pending[:FRAME_BYTES])
-            del self._pending[:FRAME_BYTES]
+        size = MIC.frame_bytes
+        while len(self._pending) >= size:
+            chunk = bytes(self._pending[:size])
+            del self._pending[:size]
             frames.append(MicFrame(self.sequence, self.stream_sample, chunk))
             self.sequence += 1
-            self.stream_sample += FRAME_SAMPLES
+            self.stream_sample += MIC.frame_samples
         if len(self._pending) > MAX_PENDING_BYTES:  # cannot happen; bounded all the same
-            del self._pending[:-FRAME_BYTES]
+            del self._pending[:-size]
         return frames
 
     @property
     def stream_ms(self) -> float:
-        return 1000.0 * self.stream_sample / RATE
+        return MIC.ms(self.stream_sample)

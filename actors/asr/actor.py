@@ -26,8 +26,9 @@ from prometheus_client import Counter, Histogram
 from actors.asr.jobs import Job, JobQueue
 from actors.asr.settings import AsrSettings
 from actors.asr.stream import Early, Stream
-from adapters.asr.whisper import SAMPLE_RATE, Recognition, WhisperAsr
+from adapters.asr.whisper import WHISPER_RATE, Recognition, WhisperAsr
 from bus import topics
+from bus.audio_format import MIC
 from bus.inbound import Inbound
 from bus.logs import kv
 from bus.runtime import Actor
@@ -48,9 +49,13 @@ class Asr(Actor):
 
     def __init__(self, config: ActorConfig) -> None:
         super().__init__(config)
+        if MIC.sample_rate != WHISPER_RATE:  # stream audio goes to Whisper as it is, unresampled
+            raise RuntimeError(
+                f"the bus carries {MIC.sample_rate} Hz, Whisper needs {WHISPER_RATE}"
+            )
         self.settings = load_settings(AsrSettings, config.settings, kind=config.kind)
         self.partial_interval_s = self.settings.partial_interval_ms / 1000
-        self.tail_samples = int(self.settings.tail_ms * SAMPLE_RATE / 1000)
+        self.tail_samples = int(self.settings.tail_ms * MIC.sample_rate / 1000)
         self.max_sessions = self.settings.max_sessions
         self.streams: dict[str, Stream] = {}
         self.engine: WhisperAsr | None = None
@@ -110,7 +115,7 @@ class Asr(Actor):
         msg, sid = inbound.message, inbound.env.session
         stream = self.streams.get(sid)
         if isinstance(msg, AudioFrame):
-            if msg.sample_rate != SAMPLE_RATE or msg.channels != 1 or not sid:
+            if msg.sample_rate != MIC.sample_rate or msg.channels != 1 or not sid:
                 return
             if stream is None:
                 if len(self.streams) >= self.max_sessions:
@@ -226,7 +231,7 @@ class Asr(Actor):
                 )
             except Exception:  # one bad recognition must not end every session's
                 self.log.exception("recognition failed", extra=kv(session=job.sid))
-                result = Recognition("", "", 1.0, -10.0, 0.0, len(audio) / SAMPLE_RATE)
+                result = Recognition("", "", 1.0, -10.0, 0.0, len(audio) / MIC.sample_rate)
             self.rtf.labels(job.kind).observe(result.rtf)
             if job.kind == "partial":
                 stream.partial_busy = False
@@ -257,7 +262,7 @@ class Asr(Actor):
                 text=result.text[:4096],
                 final=final,
                 start_sample=start,
-                end_sample=start + round(result.audio_s * SAMPLE_RATE),
+                end_sample=start + round(result.audio_s * MIC.sample_rate),
                 language=self.engine.language,
                 rtf=round(result.rtf, 4),
             ),

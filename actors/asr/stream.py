@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from adapters.asr.whisper import SAMPLE_RATE, Recognition
+from adapters.asr.whisper import Recognition
+from bus.audio_format import MIC
 from bus.schema.vad import SpeechEnd, SpeechStart
 
 KEEP_S = 2.0
 """Audio kept before speech starts (pre-roll reaches back into it)."""
 MAX_SPEECH_S = 30.0
-PAUSE_SAMPLES = int(0.1 * SAMPLE_RATE)
+PAUSE_SAMPLES = MIC.samples(100)
 QUIET = 32768 * 10 ** (-45 / 20)
 """RMS under -45 dBFS: a pause."""
 
@@ -66,7 +67,7 @@ class Stream:
             self.base = stream_sample
         elif stream_sample > self.end:  # frames lost: keep stream time honest with silence
             gap = stream_sample - self.end
-            if gap <= SAMPLE_RATE:
+            if gap <= MIC.sample_rate:  # up to a second
                 self.pcm.extend(bytes(2 * gap))
             else:
                 self.pcm.clear()
@@ -77,9 +78,9 @@ class Stream:
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
         if len(samples) and float(np.sqrt(np.mean(samples * samples))) >= QUIET:
             self.loud_end = self.end
-        keep_from = self.end - int(KEEP_S * SAMPLE_RATE)
+        keep_from = self.end - int(KEEP_S * MIC.sample_rate)
         if self.speech_from is not None:
-            keep_from = max(self.speech_from, self.end - int(MAX_SPEECH_S * SAMPLE_RATE))
+            keep_from = max(self.speech_from, self.end - int(MAX_SPEECH_S * MIC.sample_rate))
         if keep_from > self.base:
             del self.pcm[: 2 * (keep_from - self.base)]
             self.base = keep_from

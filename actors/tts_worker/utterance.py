@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from adapters.tts.base import FrameSlicer, Renderer, SynthesisOptions, TtsEngine
 from adapters.tts.text import SentenceBuffer, TextError, check_text
+from bus.audio_format import BOT, SAMPLE_BYTES
 from bus.schema import Message
 from bus.schema.tts import EndReason, TtsEnd, TtsFrame
 
@@ -29,7 +30,7 @@ T = TypeVar("T")
 MAX_AHEAD_S = 3.0
 """Rendered audio the producer may hold unsent before it waits (bounds memory per utterance;
 enough that the next unit is ready before the audio runs out)."""
-BYTES_PER_SECOND = 48_000 * 2
+BYTES_PER_SECOND = BOT.sample_rate * SAMPLE_BYTES
 MAX_AHEAD_BYTES = int(MAX_AHEAD_S * BYTES_PER_SECOND)
 
 

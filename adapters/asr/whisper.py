@@ -27,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+WHISPER_RATE = 16_000
+"""Hertz: the rate Whisper's feature extractor expects, a fact of the model (not of the bus,
+whose microphone rate, :data:`bus.audio_format.MIC`, happens to be the same)."""
 HOP = 160
-"""Samples per mel frame."""
-MAX_SAMPLES = 30 * SAMPLE_RATE
+"""Samples per mel frame (10 ms at :data:`WHISPER_RATE`)."""
+MAX_SAMPLES = 30 * WHISPER_RATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,7 @@ class WhisperAsr:
 
     def warm(self) -> float:
         """Run the model once on silence-and-tone (first calls allocate); returns seconds."""
-        t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
+        t = np.arange(WHISPER_RATE, dtype=np.float32) / WHISPER_RATE
         tone = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
         return self.transcribe(tone).seconds
 
@@ -138,7 +140,7 @@ class WhisperAsr:
             no_speech_prob=no_speech,
             avg_logprob=logprob,
             seconds=time.perf_counter() - started,
-            audio_s=len(audio) / SAMPLE_RATE,
+            audio_s=len(audio) / WHISPER_RATE,
         )
 
     def _keep(self, text: str, no_speech: float, logprob: float) -> bool:
@@ -157,7 +159,7 @@ class WhisperAsr:
         padded[: len(audio)] = audio[: len(padded)]
         mel = self.model.feature_extractor(padded)[:, :frames]
         features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))
-        max_length = min(220, 16 + int(6 * len(audio) / SAMPLE_RATE))
+        max_length = min(220, 16 + int(6 * len(audio) / WHISPER_RATE))
         result: Any = self.model.model.generate(
             features,
             [self._prompt],

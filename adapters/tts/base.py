@@ -20,11 +20,7 @@ import numpy as np
 import soxr
 
 from adapters.tts.voicepacks import VoicePack
-
-OUTPUT_RATE = 48_000
-FRAME_SAMPLES = 960
-"""20 ms at 48 kHz."""
-FRAME_BYTES = 2 * FRAME_SAMPLES
+from bus.audio_format import BOT
 
 FADE_S = 0.0025
 """Raised-cosine fade at both ends of every unit: joins never click."""
@@ -104,8 +100,8 @@ class Renderer:
         self.gain = 10 ** (options.loudness_dbfs / 20) / engine.reference_rms
         rate = engine.voice.sample_rate
         self._resampler = (
-            soxr.ResampleStream(rate, OUTPUT_RATE, 1, dtype="float32", quality="HQ")
-            if rate != OUTPUT_RATE
+            soxr.ResampleStream(rate, BOT.sample_rate, 1, dtype="float32", quality="HQ")
+            if rate != BOT.sample_rate
             else None
         )
         fade_n = max(1, int(rate * FADE_S))
@@ -149,7 +145,7 @@ def pcm16(audio: np.ndarray) -> bytes:
 
 
 class FrameSlicer:
-    """Cuts a stream of PCM bytes into exact 1920-byte frames."""
+    """Cuts a stream of PCM bytes into exact :data:`~bus.audio_format.BOT` frames (1920 bytes)."""
 
     def __init__(self) -> None:
         self._pending = bytearray()
@@ -157,17 +153,16 @@ class FrameSlicer:
     def push(self, pcm: bytes) -> list[bytes]:
         """Whole frames now available."""
         self._pending += pcm
-        count = len(self._pending) // FRAME_BYTES
-        frames = [
-            bytes(self._pending[i * FRAME_BYTES : (i + 1) * FRAME_BYTES]) for i in range(count)
-        ]
-        del self._pending[: count * FRAME_BYTES]
+        size = BOT.frame_bytes
+        count = len(self._pending) // size
+        frames = [bytes(self._pending[i * size : (i + 1) * size]) for i in range(count)]
+        del self._pending[: count * size]
         return frames
 
     def flush(self) -> bytes | None:
         """The last partial frame, padded with silence; None if nothing is left."""
         if not self._pending:
             return None
-        frame = bytes(self._pending) + bytes(FRAME_BYTES - len(self._pending))
+        frame = bytes(self._pending) + bytes(BOT.frame_bytes - len(self._pending))
         self._pending.clear()
         return frame

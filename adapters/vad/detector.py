@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adapters.vad.models import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, VadModel
+from adapters.vad.models import VadModel
+from bus.audio_format import FRAME_MS, MIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ class DetectorConfig:
         of frames at least one frame long. The VAD actor's settings are what call this."""
 
         def frames(ms: float) -> int:
-            return max(1, round(ms / 20))
+            return max(1, round(ms / FRAME_MS))
 
         return cls(
             listening=Thresholds(threshold, gate_dbfs, frames(min_speech_ms)),
@@ -69,8 +70,8 @@ class DetectorConfig:
                 speaking_threshold, speaking_gate_dbfs, frames(speaking_min_speech_ms)
             ),
             min_silence_frames=frames(min_silence_ms),
-            preroll_samples=int(preroll_ms * SAMPLE_RATE / 1000),
-            max_speech_samples=int(max_speech_s * SAMPLE_RATE),
+            preroll_samples=int(preroll_ms * MIC.sample_rate / 1000),
+            max_speech_samples=int(max_speech_s * MIC.sample_rate),
         )
 
 
@@ -112,11 +113,11 @@ class Detector:
 
     def feed(self, frame: bytes, stream_sample: int, bot_speaking: bool) -> Boundary | None:
         """Judge one 20 ms frame starting at ``stream_sample``; a boundary if one was decided."""
-        if len(frame) != FRAME_BYTES:
-            raise ValueError(f"VAD frames are {FRAME_BYTES} bytes, not {len(frame)}")
+        if len(frame) != MIC.frame_bytes:
+            raise ValueError(f"VAD frames are {MIC.frame_bytes} bytes, not {len(frame)}")
         t = self.config.speaking if bot_speaking else self.config.listening
         self.frames += 1
-        self.next_sample = stream_sample + FRAME_SAMPLES
+        self.next_sample = stream_sample + MIC.frame_samples
         loud = level_dbfs(frame) >= t.gate_dbfs
         score = self.model.score(frame, bot_speaking)  # always fed: models keep stream state
         if not loud:

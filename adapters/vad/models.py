@@ -15,10 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
-FRAME_SAMPLES = 320
-"""20 ms at 16 kHz: the frame every model is fed."""
-FRAME_BYTES = FRAME_SAMPLES * 2
+from bus.audio_format import MIC
 
 
 class VadModel(Protocol):
@@ -43,7 +40,7 @@ class WebRtcVad:
 
     def score(self, frame: bytes, strict: bool) -> float:
         vad = self._strict if strict else self._normal
-        return 1.0 if vad.is_speech(frame, SAMPLE_RATE) else 0.0
+        return 1.0 if vad.is_speech(frame, MIC.sample_rate) else 0.0
 
 
 def silero_model_path() -> Path:
@@ -91,7 +88,7 @@ class SileroVad:
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
         self._context = np.zeros((1, self.CONTEXT), dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
-        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        self._sr = np.array(MIC.sample_rate, dtype=np.int64)
         self._last = 0.0
 
     def score(self, frame: bytes, strict: bool) -> float:

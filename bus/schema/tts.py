@@ -5,10 +5,8 @@ from __future__ import annotations
 import enum
 from typing import Any, ClassVar
 
+from bus.audio_format import BOT
 from bus.schema._base import Message, Priority, bounded, message
-
-FRAME_BYTES = 1920
-"""One 20 ms frame of 48 kHz mono PCM s16le."""
 
 MAX_TEXT_CHARS = 4096
 """Longest text chunk one :class:`TtsText` may carry."""
@@ -59,7 +57,8 @@ class TtsQuery(Message):
 
 @message
 class TtsFrame(Message):
-    """One 20 ms frame of an utterance: 1920 bytes of 48 kHz mono s16le."""
+    """One frame of an utterance in the :data:`~bus.audio_format.BOT` format: 20 ms, 1920 bytes of
+    48 kHz mono s16le."""
 
     TYPE: ClassVar[str] = "tts.frame"
     PRIORITY: ClassVar[Priority] = Priority.DATA
@@ -68,14 +67,14 @@ class TtsFrame(Message):
     utterance_id: str = bounded(128)
     sequence: int
     """Frame number within the utterance, from 0, contiguous."""
-    pcm: bytes = bounded(FRAME_BYTES)
+    pcm: bytes = bounded(BOT.frame_bytes)
     words: int = 0
     """Words of the utterance's text spoken by the end of this frame (an estimate within a
     synthesis unit): how the gateway knows what the person actually heard."""
 
     def __post_init__(self) -> None:
-        if len(self.pcm) != FRAME_BYTES:
-            raise ValueError(f"frame is {len(self.pcm)} bytes, expected {FRAME_BYTES}")
+        if len(self.pcm) != BOT.frame_bytes:
+            raise ValueError(f"frame is {len(self.pcm)} bytes, expected {BOT.frame_bytes}")
 
 
 class EndReason(enum.StrEnum):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from bus.audio_format import MIC
 from bus.schema._base import Message, message
 
 
@@ -17,7 +18,7 @@ class SpeechStart(Message):
     """Sample index in the session's input stream where speech begins."""
     preroll_sample: int = 0
     """Where the speech's audio starts with the pre-roll: what ASR should transcribe from."""
-    sample_rate: int = 16_000
+    sample_rate: int = MIC.sample_rate
     """Rate of the stream the index counts in, Hertz."""
 
 
@@ -30,5 +31,5 @@ class SpeechEnd(Message):
 
     stream_sample: int
     """Sample index in the session's input stream where speech ended."""
-    sample_rate: int = 16_000
+    sample_rate: int = MIC.sample_rate
     """Rate of the stream the index counts in, Hertz."""
