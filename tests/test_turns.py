@@ -466,8 +466,14 @@ def test_each_tick_moves_the_next_one_on() -> None:
     core = barged(barge_window_ms=1000, continuation_ms=1000, max_duration_s=100)
     run_test(core, [partial("a like house", 5)])  # in doubt: the window once more
     before_tick = {  # no words; a turn; the person speaks again as its reply comes
-        2.0: [final("", 5), ended("u1", "The"), *speech(6, 7), final("go", 6), *speech(8)]
-        + [ReplySentence(2, "On.")],
+        2.0: [
+            final("", 5),
+            ended("u1", "The"),
+            *speech(6, 7),
+            final("go", 6),
+            *speech(8),
+            ReplySentence(2, "On."),
+        ],
     }
     due = []
     while core.state is not S.ENDED:
