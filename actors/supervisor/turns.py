@@ -109,6 +109,7 @@ class TurnTaking:
         now: float,
         new_id: Callable[[], str] = new_id,
     ) -> None:
+        """A session opened at ``now``; ``new_id`` names its utterances."""
         self.settings = settings
         self._out: list[Command] = []
         self.machine = SessionMachine(session_id, on_refused=self._refused)
@@ -219,8 +220,9 @@ class TurnTaking:
     def _transcript(self, msg: Transcript, now: float) -> None:
         if msg.final and msg.start_sample >= self.speech_from_sample:
             self.quiet = True  # under load, a speech's final can come after the next began
-        share = self._echo_share(msg.text, now) if words(msg.text) else 0.0
-        has_words = bool(words(msg.text)) and share < self.settings.echo_overlap
+        said = bool(words(msg.text))
+        share = self._echo_share(msg.text, now) if said else 0.0
+        has_words = said and share < self.settings.echo_overlap
         if self.state is S.BARGED_IN and self.barge is not None:
             # An early partial of the bot's own echo can be misheard ("a like house" for "a
             # lighthouse"): one that is nearly echo waits for the next transcript to decide.
