@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.session_state import TRANSITIONS, Event, SessionMachine, State
+from actors.supervisor.state import TRANSITIONS, Event, SessionMachine
+from bus.schema.session import SessionState as State
 
 
 def machine() -> tuple[SessionMachine, list[tuple[State, State, Event]]]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from actors.asr import Asr
-from actors.conversation import is_echo
+from actors.supervisor.echo import is_echo
 from actors.vad import Vad, VadSettings
 from adapters.asr.whisper import WhisperAsr, trim_repeats
 from adapters.dialogue import DialogueError, Turn, load_dialogue

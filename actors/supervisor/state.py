@@ -1,11 +1,13 @@
 """A session's state machine, on its own: which turn the conversation is in.
 
-The supervisor feeds it events and publishes every transition; this module decides only what
-may follow what. An event that makes no sense in the current state (a RESUME while listening)
-changes nothing: it is counted and logged, and the session is never left stuck.
+The turn-taking core (:mod:`actors.supervisor.turns`) feeds it events and reports every
+transition; this module decides only what may follow what. An event that makes no sense in the
+current state (a RESUME while listening) changes nothing: it is counted and logged, and the
+session is never left stuck.
 
     IDLE --opened--> LISTENING --user_turn--> THINKING --speak--> SPEAKING --done--> LISTENING
-    SPEAKING --pause--> PAUSED --resume--> SPEAKING          SPEAKING/PAUSED --stop--> LISTENING
+    SPEAKING --pause--> PAUSED --resume--> SPEAKING
+    SPEAKING / PAUSED / BARGED_IN / THINKING --stop--> LISTENING
     SPEAKING --speech_start--> BARGED_IN --words--> LISTENING   (the bot's utterance is dropped)
                                          --no_words--> SPEAKING (a cough: playout resumes)
     any --closed--> ENDED
@@ -19,20 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bus.logs import kv
+from bus.schema.session import SessionState
 
 log = logging.getLogger("duplex.session")
-
-
-class State(enum.StrEnum):
-    """What the session is doing, as the client sees it in ``state`` events."""
-
-    IDLE = "IDLE"
-    LISTENING = "LISTENING"
-    THINKING = "THINKING"
-    SPEAKING = "SPEAKING"
-    PAUSED = "PAUSED"
-    BARGED_IN = "BARGED_IN"
-    ENDED = "ENDED"
 
 
 class Event(enum.StrEnum):
@@ -50,8 +41,9 @@ class Event(enum.StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     STOP = "stop"
+    """The bot was cut: the client's stop, or the person's words without a barge-in hold."""
     SPEECH_START = "speech_start"
-    """The person started speaking (VAD) while the bot spoke."""
+    """The person started speaking over the bot (the gateway held its playout)."""
     WORDS = "words"
     """That speech held words: the turn goes to the person."""
     NO_WORDS = "no_words"
@@ -59,14 +51,15 @@ class Event(enum.StrEnum):
     CLOSED = "closed"
 
 
-S, E = State, Event
-TRANSITIONS: dict[tuple[State, Event], State] = {
+S, E = SessionState, Event
+TRANSITIONS: dict[tuple[SessionState, Event], SessionState] = {
     (S.IDLE, E.OPENED): S.LISTENING,
     (S.LISTENING, E.USER_TURN): S.THINKING,
     (S.LISTENING, E.SPEAK): S.SPEAKING,
     (S.THINKING, E.SPEAK): S.SPEAKING,
     (S.THINKING, E.NOTHING_TO_SAY): S.LISTENING,
     (S.THINKING, E.USER_TURN): S.THINKING,
+    (S.THINKING, E.STOP): S.LISTENING,
     (S.SPEAKING, E.SPEAK): S.SPEAKING,
     (S.SPEAKING, E.DONE): S.LISTENING,
     (S.SPEAKING, E.PAUSE): S.PAUSED,
@@ -79,11 +72,11 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.BARGED_IN, E.NO_WORDS): S.SPEAKING,
     (S.BARGED_IN, E.STOP): S.LISTENING,
     (S.BARGED_IN, E.DONE): S.LISTENING,
-    **{(state, E.CLOSED): S.ENDED for state in State if state is not S.ENDED},
+    **{(state, E.CLOSED): S.ENDED for state in SessionState if state is not S.ENDED},
 }
 """Every allowed move; anything else is refused."""
 
-Listener = Callable[[State, State, Event], None]
+Listener = Callable[[SessionState, SessionState, Event], None]
 
 
 @dataclass(slots=True)
@@ -91,12 +84,12 @@ class SessionMachine:
     """One session's state; :meth:`fire` moves it or refuses."""
 
     session: str
-    state: State = State.IDLE
+    state: SessionState = SessionState.IDLE
     refused: int = 0
     """Events refused so far (also logged)."""
     listeners: list[Listener] = field(default_factory=list)
     on_refused: Callable[[], None] | None = None
-    """Called for every refused event (the supervisor counts them in Prometheus)."""
+    """Called for every refused event (the turn core counts them)."""
 
     def fire(self, event: Event) -> bool:
         """Apply ``event``; False (state unchanged) when it makes no sense now."""
