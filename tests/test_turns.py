@@ -65,6 +65,21 @@ def test_words_over_a_held_reply_give_the_person_the_turn(first: Transcript) -> 
     assert core.state is S.THINKING
 
 
+def test_words_that_come_before_the_hold_decide_it_when_it_arrives() -> None:
+    """VAD's speech_start and ASR's partial travel the event bus, the gateway's hold comes
+    straight: a partial with words may arrive first, and still gives the person the turn."""
+    core = replying()
+    run_test(core, [*speech(5), partial("what time", 5)], never=[BargeInOutcome, Stop])
+    run_test(core, [held("u1")], expect=[state(S.BARGED_IN), outcome("u1", True)])
+    assert core.state is S.LISTENING
+
+
+def test_a_partial_of_earlier_speech_does_not_decide_a_later_hold() -> None:
+    core = replying()
+    run_test(core, [*speech(5), partial("what time", 5), *speech(8)])
+    run_test(core, [held("u1")], expect=[state(S.BARGED_IN)], never=[BargeInOutcome])
+
+
 def test_no_words_over_a_held_reply_resume_it_as_a_false_interruption() -> None:
     core = barged()
     run_test(

@@ -8,8 +8,10 @@ supervisor"). No I/O, no clock of its own: every call is given ``now`` (monotoni
   any other state, at once with no words.
 - Words (a partial or final transcript that is not the bot's own echo) while BARGED_IN: the
   outcome is words (the utterance ends ``barged_in``) and the turn is the person's. A partial
-  that is nearly echo (``echo_doubt`` of its trigrams, below ``echo_overlap``) waits for the
-  next transcript: words again give the person the turn, echo or no words do not.
+  of the same speech that came before the hold (it travels the event bus, the hold comes
+  straight from the gateway) is weighed as soon as the hold arrives. A partial that is nearly
+  echo (``echo_doubt`` of its trigrams, below ``echo_overlap``) waits for the next
+  transcript: words again give the person the turn, echo or no words do not.
 - No words (an empty final, an echo, or the window running out, once more if a partial was in
   doubt): the outcome is no words and playout resumes where it was held (a false
   interruption).
@@ -137,6 +139,10 @@ class TurnTaking:
         """A reply cut because the person went on with their turn: left out of the history."""
         self.merge_next = False
         """The person's next turn continues their last one: answer both as one."""
+        self.before_hold: Transcript | None = None
+        """The latest partial of the person's current speech heard while the bot spoke and
+        before the gateway's hold reached us (VAD and ASR events come through the event bus,
+        the hold straight from the gateway: either may come first)."""
 
     @property
     def state(self) -> SessionState:
@@ -171,6 +177,7 @@ class TurnTaking:
                 self._playout(event, now)
             case SpeechStart():
                 self.quiet = False
+                self.before_hold = None
                 self.speech_start_sample = event.stream_sample
                 self.speech_from_sample = event.preroll_sample
             case SpeechEnd():
@@ -237,6 +244,8 @@ class TurnTaking:
                 return
         elif self.state in (S.SPEAKING, S.PAUSED) and has_words and msg.final:
             self._give_floor()  # speech that began before the bot did: no hold came
+        elif self.state is S.SPEAKING and said and msg.start_sample >= self.speech_from_sample:
+            self.before_hold = msg  # the hold for this speech may still be on its way
         if not msg.final or not has_words:
             return
         self.pending_user.append(msg.text.strip())
@@ -273,6 +282,9 @@ class TurnTaking:
         self.machine.fire(Event.SPEECH_START)
         self.barge = _Barge(uid, now + self.settings.barge_window_ms / 1000)
         self._out.append(Count(Metric.BARGE_IN))
+        early, self.before_hold = self.before_hold, None
+        if early is not None:
+            self._transcript(early, now)
 
     def _resume(self) -> None:
         barge, self.barge = self.barge, None
