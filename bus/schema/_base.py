@@ -79,7 +79,9 @@ class Message:
                 raise ValidationError("bad_field", f"{cls.TYPE}: missing field {name!r}")
         extra = set(body) - {n for n, _, _ in _spec(cast(type[Message], cls))}
         if extra:
-            raise ValidationError("bad_field", f"{cls.TYPE}: unknown fields {sorted(extra)}")
+            # Sorted by repr: msgpack map keys may be bytes as well as str, which do not compare.
+            unknown = sorted(extra, key=repr)
+            raise ValidationError("bad_field", f"{cls.TYPE}: unknown fields {unknown}")
         try:
             return cls(**values)
         except (TypeError, ValueError) as exc:  # __post_init__ checks raise ValueError
