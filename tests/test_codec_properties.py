@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import types
 import typing
 from typing import Any
@@ -28,7 +29,8 @@ from bus.schema.tts import FRAME_BYTES, TtsFrame
 pytestmark = pytest.mark.timeout(60)
 
 FAST = settings(
-    max_examples=300,
+    # A few seconds in all; DUPLEX_CODEC_EXAMPLES=5000 searches harder (a minute or so).
+    max_examples=int(os.environ.get("DUPLEX_CODEC_EXAMPLES", "300")),
     deadline=None,  # a shared 2-core host stalls now and then; examples are bounded instead
     suppress_health_check=[HealthCheck.too_slow],
 )
