@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from bus.envelope import PROTOCOL_VERSION, Envelope, decode, encode
-from bus.errors import DecodeError
+from bus.errors import DecodeError, ValidationError
 from bus.schema import MESSAGE_TYPES, Message, decode_message, envelope_for
 from bus.schema._base import MAX_ITEMS, MAX_TEXT_CHARS
 from bus.schema.audio import AudioFrame
@@ -287,3 +287,13 @@ def test_every_bounded_field_refuses_one_item_over_its_bound(
     with pytest.raises(DecodeError) as refused:
         decode_message(decode(encode(Envelope(type=cls.TYPE, body=body, payload=payload))))
     assert refused.value.reason == "too_long", refused.value
+
+
+@FAST
+@given(st.sampled_from([c for c in MESSAGE_TYPES.values() if c.PAYLOAD]).flatmap(messages_of))
+def test_a_body_that_also_carries_the_payload_field_is_refused(msg: Message) -> None:
+    env = envelope_for(msg)
+    assert msg.PAYLOAD is not None and env.payload is not None
+    env.body = {**env.body, msg.PAYLOAD: env.payload}
+    with pytest.raises(ValidationError, match="unknown fields"):
+        decode_message(decode(encode(env)))

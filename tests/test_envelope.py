@@ -7,7 +7,7 @@ import pytest
 
 from bus.envelope import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, decode, encode
 from bus.errors import DecodeError, ValidationError
-from bus.schema import Priority, decode_message, envelope_for, priority_of
+from bus.schema import MESSAGE_TYPES, Priority, decode_message, envelope_for
 from bus.schema.audio import AudioFrame
 from bus.schema.control import Stop
 from bus.schema.system import Ready, Registration, RegistrySnapshot
@@ -51,10 +51,10 @@ def test_nested_messages_and_enums_roundtrip() -> None:
 
 
 def test_priority_puts_audio_behind_control() -> None:
-    assert priority_of("audio.frame") is Priority.DATA
-    assert priority_of("tts.frame") is Priority.DATA
-    assert priority_of("control.stop") is Priority.CONTROL
-    assert priority_of("heartbeat") is Priority.CONTROL
+    assert MESSAGE_TYPES["audio.frame"].PRIORITY is Priority.DATA
+    assert MESSAGE_TYPES["tts.frame"].PRIORITY is Priority.DATA
+    assert MESSAGE_TYPES["control.stop"].PRIORITY is Priority.CONTROL
+    assert MESSAGE_TYPES["heartbeat"].PRIORITY is Priority.CONTROL
 
 
 @pytest.mark.parametrize(
