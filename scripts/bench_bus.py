@@ -1,5 +1,6 @@
 """Bus benchmark: hop latency actor→actor (through the broker's proxy and direct), each beside
-raw pyzmq measured in the same run; echo throughput; re-registration after a broker restart.
+raw pyzmq measured in the same run; echo throughput; re-registration after a broker restart;
+the message codec against msgspec's (``codec``, see scripts/bus_codecs.py).
 
 Prints one JSON object on stdout; progress goes to stderr. Starts its own broker and actors on
 free loopback ports, so it does not disturb a running stack.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
 import platform
@@ -42,6 +44,7 @@ from bus.schema.audio import AudioFrame  # noqa: E402
 from bus.topology import ActorConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bus_codecs  # noqa: E402
 from benchkit import free_port, progress, summary  # noqa: E402
 
 log = progress("bench_bus")
@@ -140,9 +143,13 @@ class PingClient(Actor):
     async def on_message(self, inbound: Inbound) -> None:
         if inbound.via in (Via.EVENTS, Via.PEER) and isinstance(inbound.message, AudioFrame):
             self.received += 1
-            waiting = self.waiting is not None and not self.waiting.done()
-            if waiting and inbound.message.sequence == self.expected:
-                self.waiting.set_result((inbound.env.mono_ns, time.monotonic_ns()))
+            waiting = self.waiting
+            if (
+                waiting is not None
+                and not waiting.done()
+                and inbound.message.sequence == self.expected
+            ):
+                waiting.set_result((inbound.env.mono_ns, time.monotonic_ns()))
 
 
 async def duplex_hops(stack: Stack, trials: int, throughput_n: int) -> dict[str, Any]:
@@ -314,10 +321,10 @@ def reregistration(stack: Stack, actors: set[str]) -> dict[str, float]:
 
 def _loop_name() -> str:
     try:
-        import uvloop
-    except ImportError:
+        version = importlib.metadata.version("uvloop")
+    except importlib.metadata.PackageNotFoundError:
         return "asyncio"
-    return f"uvloop {uvloop.__version__}"
+    return f"uvloop {version}"
 
 
 def main() -> None:
@@ -326,14 +333,26 @@ def main() -> None:
     parser.add_argument("--throughput", type=int, default=20000, help="frames for throughput")
     parser.add_argument("--actors", type=int, default=4, help="actors in the restart test")
     parser.add_argument("--heartbeat-ms", type=int, default=1000)
+    parser.add_argument(
+        "--codec-iterations", type=int, default=20000, help="round trips per message and codec"
+    )
+    parser.add_argument("--codec-only", action="store_true", help="only the codec section")
     parser.add_argument("--quick", action="store_true", help="small run (CI smoke test)")
     parser.add_argument("--raw-echo", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--codec-echo", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_echo:
         raw_echo(args.raw_echo[0], args.raw_echo[1:])
         return
+    if args.codec_echo:
+        bus_codecs.echo(args.codec_echo)
+        return
     if args.quick:
         args.trials, args.throughput, args.actors = 200, 2000, 2
+        args.codec_iterations = 1000
+    if args.codec_only:
+        print(json.dumps({"benchmark": "bench_bus", **_machine(), **_codec(args)}, indent=2))
+        return
     stack = Stack(args.heartbeat_ms)
     try:
         stack.start_broker()
@@ -354,13 +373,7 @@ def main() -> None:
         stack.close()
     result: dict[str, Any] = {
         "benchmark": "bench_bus",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "libzmq": zmq.zmq_version(),
-            "event_loop": _loop_name(),
-        },
+        **_machine(),
         "payload_bytes": len(FRAME),
         "trials": args.trials,
     }
@@ -382,7 +395,28 @@ def main() -> None:
         "reregistered_within_2_heartbeats": restart["all_reregistered_after_broker_up_s"]
         <= 2 * args.heartbeat_ms / 1000,
     }
+    result.update(_codec(args))
     print(json.dumps(result, indent=2))
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "libzmq": zmq.zmq_version(),
+            "event_loop": _loop_name(),
+        }
+    }
+
+
+def _codec(args: argparse.Namespace) -> dict[str, Any]:
+    log("codec: the runtime's against msgspec, in process and in a DEALER/ROUTER hop")
+    codec = bus_codecs.section(
+        iterations=args.codec_iterations, hop_trials=args.trials, free_port=free_port
+    )
+    return {"codec": codec}
 
 
 if __name__ == "__main__":

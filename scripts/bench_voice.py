@@ -7,7 +7,9 @@ loopback ports; each trial is a new session.
 
 - Barge-in: the bot speaks a long text; 1 s into its audio the client streams a spoken
   sentence. Latency = the first speech sample sent (the first 20 ms chunk above -40 dBFS) →
-  the last bot frame received before the bot fell silent.
+  the last bot frame received before the bot fell silent. Each trial also records whether the
+  interrupted utterance ended ``barged_in`` and whether the bot spoke over the person (frames
+  still arriving 50 ms after ``barge_in``, before its reply began).
 - Voice-to-voice: the client streams a spoken question then silence. Latency = the last speech
   sample sent (the last chunk above -40 dBFS) → the first frame of the reply received.
 - WER: the stack's final transcripts of those questions against their text, beside offline
@@ -46,6 +48,11 @@ SECOND = SAMPLE_BYTES * MIC.sample_rate
 CHUNK = MIC.frame_bytes
 """One 20 ms chunk of microphone audio, as a client sends it."""
 LOUD = 32768 * 10 ** (-40 / 20)
+SILENT_AFTER_S = 0.05
+"""A bot frame received later than this after ``barge_in`` is the bot speaking over the person.
+The gateway holds playout before it sends ``barge_in``, so on the one WebSocket no frame should
+follow it at all; 50 ms is slack for the client's own scheduling. (Playout that is not held
+goes on for its queue, some 150 ms: the worker pauses, but what it sent ahead still plays.)"""
 
 QUESTIONS = [
     "What is the weather like in Paris today?",
@@ -124,12 +131,26 @@ class Client:
                 await self.arrived.wait()
         return after[0]
 
-    def first(self, kind: str, since: float = 0.0) -> tuple[float, dict[str, Any]] | None:
-        return next(((t, e) for t, e in self.events if e["type"] == kind and t >= since), None)
+    def first(
+        self, kind: str, since: float = 0.0, utterance_id: str | None = None
+    ) -> tuple[float, dict[str, Any]] | None:
+        """The first event of ``kind`` at or after ``since`` (of that utterance, if given)."""
+        return next(
+            (
+                (t, e)
+                for t, e in self.events
+                if e["type"] == kind
+                and t >= since
+                and (utterance_id is None or e.get("utterance_id") == utterance_id)
+            ),
+            None,
+        )
 
-    async def wait(self, kind: str, timeout: float, since: float = 0.0) -> tuple[float, Any]:
+    async def wait(
+        self, kind: str, timeout: float, since: float = 0.0, utterance_id: str | None = None
+    ) -> tuple[float, Any]:
         async with asyncio.timeout(timeout):
-            while (found := self.first(kind, since)) is None:
+            while (found := self.first(kind, since, utterance_id)) is None:
                 self.arrived.clear()
                 await self.arrived.wait()
         return found
@@ -157,23 +178,35 @@ async def session(url: str, body: Any) -> Any:
             receiver.cancel()
 
 
-async def barge_trial(url: str, long_text: str, speech: bytes) -> dict[str, float]:
+async def barge_trial(url: str, long_text: str, speech: bytes) -> dict[str, Any]:
     first, _ = loud_chunks(speech)
 
-    async def body(client: Client) -> dict[str, float]:
+    async def body(client: Client) -> dict[str, Any]:
         await client.ws.send(json.dumps({"type": "text", "text": long_text}))
         await client.frame(0.0)
         await asyncio.sleep(1.0)
         sent = await client.stream(speech + bytes(SECOND), mark=(first,))
-        barged, _ = await client.wait("barge_in", 5)
+        barged, barge = await client.wait("barge_in", 5)
         spoke = sent[first]
         last = max((t for t in client.frames if t <= barged + 0.2), default=spoke)
+        interrupted = barge.get("utterance_id", "")
+        try:
+            _, end = await client.wait("tts_end", 5, since=barged, utterance_id=interrupted)
+        except TimeoutError:
+            end = {"reason": "none"}  # still playing, or never told: not a barge-in
+        # Frames after the hold and before the reply's first (tts_start precedes it): the bot
+        # went on speaking over the person (never held, or resumed as if nothing was said).
+        reply = client.first("tts_start", barged)
+        until = reply[0] if reply is not None else time.monotonic()
+        over = sum(1 for t in client.frames if barged + SILENT_AFTER_S < t < until)
         return {
             "latency_s": last - spoke,
             "server_ms": (client.first("metrics", barged) or (0, {}))[1].get("barge_in_ms") or 0.0,
+            "end_reason": end["reason"],
+            "frames_after_hold": over,
         }
 
-    result: dict[str, float] = await session(url, body)
+    result: dict[str, Any] = await session(url, body)
     return result
 
 
@@ -289,11 +322,16 @@ def main() -> None:
             **ms([b["latency_s"] for b in barge]),
             "target_p95_ms": 150,
             "server_side": ms([b["server_ms"] / 1000 for b in barge]),
+            "server_measured": sum(1 for b in barge if b["server_ms"] > 0),
+            "ended_barged_in": sum(1 for b in barge if b["end_reason"] == "barged_in"),
+            "spoke_over": sum(1 for b in barge if b["frames_after_hold"] > 0),
+            "frames_after_hold_max": max((b["frames_after_hold"] for b in barge), default=0),
         },
         "voice_to_voice": {
             **ms([t["latency_s"] for t in turns]),
             "target_p50_ms": 700,
             "server_side": ms([t["server_turn_ms"] / 1000 for t in turns]),
+            "server_measured": sum(1 for t in turns if t["server_turn_ms"] > 0),
         },
         "asr_wer": {
             "stack": wer([(q, t["heard"]) for q, t in zip(questions, turns, strict=True)]),

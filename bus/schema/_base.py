@@ -77,9 +77,12 @@ class Message:
                 values[name] = check(body[name], name)
             elif required:
                 raise ValidationError("bad_field", f"{cls.TYPE}: missing field {name!r}")
-        extra = set(body) - {n for n, _, _ in _spec(cast(type[Message], cls))}
+        # The payload field travels in its own frame: in the body it is as unknown as any.
+        extra = set(body) - {n for n, _, _ in _spec(cast(type[Message], cls)) if n != cls.PAYLOAD}
         if extra:
-            raise ValidationError("bad_field", f"{cls.TYPE}: unknown fields {sorted(extra)}")
+            # Sorted by repr: msgpack map keys may be bytes as well as str, which do not compare.
+            unknown = sorted(extra, key=repr)
+            raise ValidationError("bad_field", f"{cls.TYPE}: unknown fields {unknown}")
         try:
             return cls(**values)
         except (TypeError, ValueError) as exc:  # __post_init__ checks raise ValueError
