@@ -146,6 +146,7 @@ def test_speech_over_the_bot_holds_playout_and_no_words_resumes_it_to_the_end() 
         end = client.events("tts_end")[0]
         assert end["reason"] == "completed"
         assert client.events("metrics")[-1]["false_interruptions"] == 1
+        await until(lambda: supervisor.playout(PlayoutEventKind.ENDED), 5, "ended reported")
         ended = supervisor.playout(PlayoutEventKind.ENDED)[0]
         assert ended.reason is EndReason.COMPLETED and ended.heard == LONG.strip()
         assert ended.frames == end["frames"]
@@ -162,6 +163,7 @@ def test_words_over_the_bot_end_its_utterance_barged_in() -> None:
         await until(lambda: client.events("tts_end"), 5, "tts_end")
         end = client.events("tts_end")[0]
         assert end["reason"] == "barged_in"
+        await until(lambda: supervisor.playout(PlayoutEventKind.ENDED), 5, "ended reported")
         ended = supervisor.playout(PlayoutEventKind.ENDED)[0]
         assert ended.reason is EndReason.BARGED_IN
         assert 0 < len(ended.heard.split()) < len(LONG.split())  # what was heard, not all

@@ -72,6 +72,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoiceStack]:
 @pytest.fixture
 def talker(stack: VoiceStack) -> Iterator[Talker]:
     t = Talker(stack.url)
+    # The supervisor has the session once it says LISTENING: events for a session it does
+    # not know yet are dropped (the stand-in VAD and ASR below would otherwise race it).
+    t.wait_for(kind("state", state="LISTENING"), 10, "the session to open")
     yield t
     t.close()
 
