@@ -4,8 +4,9 @@ supervisor"). No I/O, no clock of its own: every call is given ``now`` (monotoni
 
 - ``playout.event`` held (the gateway silenced the bot on VAD's ``speech_start``) while the bot
   is SPEAKING: the state is BARGED_IN and a window of ``barge_window_ms`` starts. The gateway
-  is always answered with ``control.barge_in_outcome``; a hold of any other utterance, or in
-  any other state, at once with no words.
+  is answered with ``control.barge_in_outcome`` unless a client stop, the utterance's end or
+  the session's close comes first; a hold of any other utterance, or in any other state, at
+  once with no words.
 - Words (a partial or final transcript that is not the bot's own echo) while BARGED_IN: the
   outcome is words (the utterance ends ``barged_in``) and the turn is the person's. A partial
   of the same speech that came before the hold (it travels the event bus, the hold comes

@@ -1,5 +1,5 @@
 """Session messages between gateways and supervisors: lifecycle, state, what to speak, and
-what playout did (docs/architecture.md, "Who owns what")."""
+what playout did (docs/architecture.md, "Gateway ⇄ supervisor")."""
 
 from __future__ import annotations
 
