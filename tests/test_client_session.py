@@ -193,3 +193,30 @@ def test_client_controls_act_at_the_gateway_and_the_supervisor_only_hears_of_the
         assert supervisor.sent(Resume) and supervisor.sent(Stop)
 
     run_stack(body)
+
+
+def test_a_pause_is_of_one_utterance_and_a_stop_always_reaches_the_supervisor() -> None:
+    async def body(client: Client, sid: str, supervisor: Supervisor, vad: Actor) -> None:
+        await client.ws.send(json.dumps({"type": "control", "command": "PAUSE"}))
+        await client.ws.send(json.dumps({"type": "control", "command": "STOP"}))
+        # Nothing plays: the pause is ignored, the stop still drops a reply in the making.
+        await until(lambda: supervisor.sent(Stop), 5, "stop reported")
+        assert not supervisor.sent(Pause)
+        await speak_and_wait_for_audio(client, supervisor)
+        await client.ws.send(json.dumps({"type": "control", "command": "PAUSE"}))
+        await client.ws.send(json.dumps({"type": "control", "command": "STOP"}))
+        await until(lambda: client.events("tts_end"), 5, "tts_end")
+        # The next utterance plays, and the person can still talk over it.
+        await client.ws.send(json.dumps({"type": "text", "text": LONG}))
+        await until(lambda: len(client.events("tts_start")) == 2, 10, "the next utterance")
+        await speech_start(vad, sid)
+        await until(lambda: client.events("barge_in"), 5, "barge_in")
+        # A pause during the hold is the hold's: the outcome resumes playout.
+        await client.ws.send(json.dumps({"type": "control", "command": "PAUSE"}))
+        await until(lambda: supervisor.playout(PlayoutEventKind.HELD), 5, "held reported")
+        uid = client.events("tts_start")[1]["utterance_id"]
+        supervisor.tell_gateway(BargeInOutcome(utterance_id=uid, words=False), sid)
+        resumed = time.monotonic()
+        await until(lambda: client.frames_after(resumed) > 10, 5, "audio after the outcome")
+
+    run_stack(body)

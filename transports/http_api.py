@@ -161,6 +161,8 @@ class HttpApi:
         except TimeoutError:
             self.hub.streams.stop(stream)
             return _error(504, "SYNTHESIS_FAILED", "the worker did not finish")
+        finally:
+            self.hub.streams.release(stream.session)  # one session per request: no affinity
         if job.refused is not None:
             code, message = job.refused
             return _error(503 if code in ("NO_WORKER", "BUSY") else 400, code, message)

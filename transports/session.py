@@ -28,7 +28,6 @@ from bus.schema import Message
 from bus.schema.asr import Transcript
 from bus.schema.audio import AudioFrame
 from bus.schema.control import BargeInOutcome, Pause, Resume, Stop
-from bus.schema.routing import RouteRelease
 from bus.schema.session import (
     PlayoutEvent,
     PlayoutEventKind,
@@ -199,9 +198,7 @@ class ClientSession:
             self.streams.stop(self.speaking)
             self.speaking = None
         self.tell(SessionClosed(reason=reason))
-        routers = self.bus.registry.alive("router")
-        if routers:
-            self.bus.send_or_warn(routers[0].actor_id, RouteRelease(), self.session_id)
+        self.streams.release(self.session_id)
 
     # ------------------------------------------------------------------ from the client
 
@@ -255,23 +252,24 @@ class ClientSession:
     def _control(self, command: p.Control) -> None:
         """Applied here at once (playout and worker); the supervisor follows the state."""
         speaking = self.speaking
-        if speaking is None and not self.client_paused:
-            return  # nothing to control: a PAUSE must not silence the next utterance
-        if command is p.Control.PAUSE:
+        if command is p.Control.STOP:
+            if speaking is not None:
+                self._cut(speaking, EndReason.STOPPED)
+            self.tell(Stop())  # queued texts and a reply in the making are dropped too
+        elif speaking is None or self.held:
+            # Nothing to pause (a PAUSE must not silence the next utterance), or a barge-in
+            # holds it: its outcome, not the client, resumes it.
+            return
+        elif command is p.Control.PAUSE and not self.client_paused:
             self.client_paused = True
             self.playout.pause()
             self._to_worker(Pause)
             self.tell(Pause())
-        elif command is p.Control.RESUME:
+        elif command is p.Control.RESUME and self.client_paused:
             self.client_paused = False
-            if not self.held:
-                self.playout.resume()
-                self._to_worker(Resume)
+            self.playout.resume()
+            self._to_worker(Resume)
             self.tell(Resume())
-        else:
-            if speaking is not None:
-                self._cut(speaking, EndReason.STOPPED)
-            self.tell(Stop())
 
     # ------------------------------------------------------------------ from the bus
 
@@ -388,6 +386,9 @@ class ClientSession:
         if stream is self.speaking:
             self.speaking = None
             self._release_hold()
+            if self.client_paused:
+                self.client_paused = False
+                self.playout.resume()
             ended = PlayoutEvent(
                 utterance_id=stream.utterance_id,
                 event=PlayoutEventKind.ENDED,
@@ -431,6 +432,9 @@ class ClientSession:
             text = speaking.spoken_text
             heard = text if reason is EndReason.COMPLETED else " ".join(text.split()[:words])
             self._release_hold()
+            if self.client_paused:  # a client pause is of this utterance, not the next
+                self.client_paused = False
+                self.playout.resume()
         stats = self.playout.stats
         self.metrics.underruns.inc(stats.underruns)
         self.metrics.late_frames.inc(stats.late)

@@ -26,7 +26,7 @@ from bus.inbound import Inbound, Via
 from bus.logs import kv
 from bus.schema import Message
 from bus.schema.control import Pause, Resume, Stop
-from bus.schema.routing import RouteAssignment, RouteRequest
+from bus.schema.routing import RouteAssignment, RouteRelease, RouteRequest
 from bus.schema.system import Error, Registration
 from bus.schema.tts import EndReason, TtsCredit, TtsEnd, TtsFrame, TtsQuery, TtsStart, TtsText
 
@@ -264,12 +264,20 @@ class StreamClient:
                 await sink.on_end(stream, msg.reason, msg.error)
             return True
         if isinstance(msg, Error) and inbound.via is Via.PEER:
+            if msg.code == "UNKNOWN_UTTERANCE":
+                return True  # a control that crossed the utterance's end: nothing was lost
             # A worker refused (an unknown voice, bad text): its tts.end follows.
             for (sid, _), (stream, sink) in list(self.streams.items()):
                 if sid == session and stream.worker_id == inbound.env.src:
                     await sink.on_error(stream, msg.code, msg.message)
                     return True
         return False
+
+    def release(self, session: str) -> None:
+        """The session is over: the router forgets its worker affinity."""
+        routers = self.bus.registry.alive("router")
+        if routers:
+            self.bus.send_or_warn(routers[0].actor_id, RouteRelease(), session)
 
     def stop(self, stream: UtteranceStream, reason: EndReason = EndReason.STOPPED) -> None:
         """Stop the worker's synthesis; the stream is forgotten (late frames are dropped)."""
