@@ -12,7 +12,6 @@ thread, so audio never passes through Python here.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -20,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+import msgspec
 import zmq
 import zmq.asyncio
 from prometheus_client import Counter, Gauge
@@ -186,7 +186,9 @@ class Broker:
         if cfg.metrics_port is not None:
             port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
             self.endpoints["metrics"] = f"http://{cfg.metrics_host}:{port}/metrics"
-        self._registration = dataclasses.replace(self._registration, endpoints=dict(self.endpoints))
+        self._registration = msgspec.structs.replace(
+            self._registration, endpoints=dict(self.endpoints)
+        )
         self.bound.set()
 
     def _teardown(self) -> None:

@@ -1,4 +1,4 @@
-"""The one envelope every bus message travels in, and its msgpack codec.
+"""The one envelope every bus message travels in, and its msgpack codec (msgspec's).
 
 On the wire an envelope is one or two ZeroMQ frames:
 
@@ -15,10 +15,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-import msgpack
+import msgspec
 
 from bus.errors import DecodeError
 
@@ -34,7 +33,26 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_ID_CHARS = 128
 """Longest session id, message id or actor id accepted."""
 
-_HEADER_FIELDS = 9
+
+_Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
+
+
+class _Header(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """The header frame as msgspec decodes and checks it: an array of exactly these nine."""
+
+    version: Any  # any value, so that a wrong one is refused as ``bad_version``
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    session: _Id
+    id: _Id
+    src: _Id
+    mono_ns: int
+    wall_ns: int
+    reply_to: _Id
+    body: dict[str, Any]
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_HEADER_DECODER = msgspec.msgpack.Decoder(_Header)
 
 
 def new_id() -> str:
@@ -42,12 +60,11 @@ def new_id() -> str:
     return os.urandom(8).hex()
 
 
-@dataclass(slots=True)
-class Envelope:
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """One bus message: routing and timing facts plus a typed body and an optional raw payload.
 
-    Treat it as immutable. It is not frozen only because a frozen dataclass costs microseconds
-    per construction, and two are built for every message on the audio path."""
+    A msgspec Struct rather than a dataclass: two are built for every message on the audio path,
+    and a Struct is built in a quarter of the time (frozen costs it nothing)."""
 
     type: str
     """Message type, e.g. ``heartbeat`` or ``audio.frame``."""
@@ -57,13 +74,13 @@ class Envelope:
     """Raw bytes carried in their own frame (PCM audio)."""
     session: str = ""
     """Session id, empty for messages about no session."""
-    id: str = field(default_factory=new_id)
+    id: str = msgspec.field(default_factory=new_id)
     """Message id, unique per sender."""
     src: str = ""
     """Actor id of the sender."""
-    mono_ns: int = field(default_factory=time.monotonic_ns)
+    mono_ns: int = msgspec.field(default_factory=time.monotonic_ns)
     """Sender's monotonic clock at creation, nanoseconds (comparable across processes of a host)."""
-    wall_ns: int = field(default_factory=time.time_ns)
+    wall_ns: int = msgspec.field(default_factory=time.time_ns)
     """Sender's wall clock at creation, nanoseconds since the Unix epoch."""
     reply_to: str = ""
     """For a reply: the id of the request it answers."""
@@ -73,8 +90,8 @@ class Envelope:
 
 def encode(env: Envelope) -> list[bytes]:
     """Frames for ``env``: header, then payload if any."""
-    header = msgpack.packb(
-        [
+    header = _ENCODER.encode(
+        (
             env.version,
             env.type,
             env.session,
@@ -84,8 +101,7 @@ def encode(env: Envelope) -> list[bytes]:
             env.wall_ns,
             env.reply_to,
             env.body,
-        ],
-        use_bin_type=True,
+        )
     )
     if env.payload is None:
         return [header]
@@ -103,34 +119,24 @@ def decode(frames: Sequence[bytes]) -> Envelope:
     if payload is not None and len(payload) > MAX_PAYLOAD_BYTES:
         raise DecodeError("oversized", f"payload of {len(payload)} bytes")
     try:
-        header = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # msgpack raises several unrelated exception types
+        header = _HEADER_DECODER.decode(raw)
+    except msgspec.ValidationError as exc:  # well-formed msgpack, not a header
+        raise DecodeError("bad_header", str(exc)) from exc
+    except Exception as exc:  # malformed msgpack; nesting too deep is a RecursionError
         raise DecodeError("bad_msgpack", str(exc)) from exc
-    if not isinstance(header, list) or len(header) != _HEADER_FIELDS:
-        raise DecodeError("bad_header", "header is not a 9-element array")
-    version, type_, session, id_, src, mono_ns, wall_ns, reply_to, body = header
-    if version != PROTOCOL_VERSION:
+    if type(header.version) is not int or header.version != PROTOCOL_VERSION:
         raise DecodeError(
-            "bad_version", f"protocol version {version!r}, expected {PROTOCOL_VERSION}"
+            "bad_version", f"protocol version {header.version!r}, expected {PROTOCOL_VERSION}"
         )
-    if not isinstance(type_, str) or not 0 < len(type_) <= 64:
-        raise DecodeError("bad_header", "type must be a non-empty string")
-    for name, value in (("session", session), ("id", id_), ("src", src), ("reply_to", reply_to)):
-        if not isinstance(value, str) or len(value) > MAX_ID_CHARS:
-            raise DecodeError("bad_header", f"{name} must be a string of at most {MAX_ID_CHARS}")
-    if type(mono_ns) is not int or type(wall_ns) is not int:
-        raise DecodeError("bad_header", "timestamps must be integers")
-    if not isinstance(body, dict):
-        raise DecodeError("bad_header", "body must be a map")
     return Envelope(
-        type=type_,
-        body=body,
+        type=header.type,
+        body=header.body,
         payload=payload,
-        session=session,
-        id=id_,
-        src=src,
-        mono_ns=mono_ns,
-        wall_ns=wall_ns,
-        reply_to=reply_to,
-        version=version,
+        session=header.session,
+        id=header.id,
+        src=header.src,
+        mono_ns=header.mono_ns,
+        wall_ns=header.wall_ns,
+        reply_to=header.reply_to,
+        version=header.version,
     )

@@ -7,10 +7,11 @@ pattern: a snapshot at version V, then every published event with a version abov
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import msgspec
 
 from bus.schema.system import (
     Registration,
@@ -97,7 +98,7 @@ class Registry:
             for name in ("load", "resident_models", "capabilities")
             if (value := getattr(change, name)) is not None
         }
-        entry.registration = dataclasses.replace(entry.registration, **fields)
+        entry.registration = msgspec.structs.replace(entry.registration, **fields)
         entry.last_seen = now
         return self._event(RegistryChange.UPDATED, entry.registration)
 

@@ -1,6 +1,7 @@
 """Bus benchmark: hop latency actor→actor (through the broker's proxy and direct), each beside
 raw pyzmq measured in the same run; echo throughput; re-registration after a broker restart;
-the message codec against msgspec's (``codec``, see scripts/bus_codecs.py).
+the message codec against the same frames encoded and decoded with no validation (``codec``, see
+scripts/bus_codecs.py).
 
 Prints one JSON object on stdout; progress goes to stderr. Starts its own broker and actors on
 free loopback ports, so it does not disturb a running stack.
@@ -412,7 +413,7 @@ def _machine() -> dict[str, Any]:
 
 
 def _codec(args: argparse.Namespace) -> dict[str, Any]:
-    log("codec: the runtime's against msgspec, in process and in a DEALER/ROUTER hop")
+    log("codec: the runtime's against unvalidated msgpack, in process and in a DEALER/ROUTER hop")
     codec = bus_codecs.section(
         iterations=args.codec_iterations, hop_trials=args.trials, free_port=free_port
     )

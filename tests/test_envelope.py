@@ -11,7 +11,7 @@ from bus.errors import DecodeError, ValidationError
 from bus.schema import MESSAGE_TYPES, Priority, decode_message, envelope_for
 from bus.schema.audio import AudioFrame
 from bus.schema.control import Stop
-from bus.schema.system import Ready, Registration, RegistrySnapshot
+from bus.schema.system import Ready, Registration, RegistrySnapshot, Update
 from bus.schema.tts import EndReason, TtsEnd, TtsFrame
 
 
@@ -86,6 +86,14 @@ def test_malformed_frames_raise_decode_error(frames: list[bytes], reason: str) -
     assert info.value.reason == reason
 
 
+REG = {"actor_id": "a", "kind": "k", "host": "h", "pid": 1}
+"""A valid registration body."""
+DEEP = [[[[["five lists deep"]]]]]
+"""Deeper than a free-form value may nest."""
+BAD = {**REG, "capabilities": {"ok": [1, 2.5, None, True, {"k": "v"}], "bad": [b"bytes"]}}
+"""A registration whose free-form capabilities hold bytes."""
+
+
 def _env(type_: str, body: dict, payload: bytes | None = None):
     return decode(
         [
@@ -124,8 +132,25 @@ def _env(type_: str, body: dict, payload: bytes | None = None):
         ),
         (_env("tts.frame", {"utterance_id": "u", "sequence": 0}, b"\0" * 100), "bad_field"),
         (_env("update", {"load": float("nan")}), "bad_field"),
+        (_env("update", {"load": float("inf")}), "bad_field"),
         (_env("update", {"load": True}), "bad_field"),
+        (_env("update", {"load": "0.5"}), "bad_field"),
+        (_env("heartbeat", {"registry_version": True}), "bad_field"),  # no bool for an int
+        (_env("heartbeat", {"registry_version": 1.0}), "bad_field"),  # nor a float
+        (_env("heartbeat", {"registry_version": "1"}), "bad_field"),
+        (_env("asr.transcript", {"text": "", "final": 1}), "bad_field"),  # no int for a bool
         (_env("ready", {"registration": "not a map"}), "bad_field"),
+        (_env("ready", {"registration": {**REG, "bogus": 1}}), "bad_field"),
+        (_env("ready", {"registration": {**REG, "kind": "k" * 65}}), "too_long"),
+        (_env("ready", {"registration": {**REG, "capabilities": {"v": b"x"}}}), "bad_field"),
+        (_env("ready", {"registration": {**REG, "capabilities": {"v": "x" * 16_385}}}), "too_long"),
+        (_env("ready", {"registration": {**REG, "capabilities": {"v": DEEP}}}), "bad_field"),
+        (_env("ready", {"registration": {**REG, "capabilities": {"v": {1: 2}}}}), "bad_field"),
+        (
+            _env("registry.snapshot", {"broker_epoch": "e", "version": 1, "actors": [BAD]}),
+            "bad_field",
+        ),
+        (_env("tts.start", {"utterance_id": "u", "options": {"a": [[[[[[]]]]]]}}), "bad_field"),
     ],
 )
 def test_invalid_bodies_raise_validation_error(env, reason: str) -> None:
@@ -139,3 +164,19 @@ def test_messages_are_frozen() -> None:
     with pytest.raises(AttributeError):
         stop.utterance_id = "v"  # type: ignore[misc]
     assert TtsFrame(utterance_id="u", sequence=0, pcm=bytes(BOT.frame_bytes)).PAYLOAD == "pcm"
+
+
+def test_free_form_values_nested_four_deep_are_accepted() -> None:
+    caps = {"v": [[[["four lists deep", 1, 2.5, None, True]]]], "w": {"k": [{"k": "v"}]}}
+    env = _env("ready", {"registration": {**REG, "capabilities": caps}})
+    assert decode_message(env) == Ready(registration=Registration(**REG, capabilities=caps))
+
+
+def test_an_int_is_accepted_for_a_float_field_and_becomes_a_float() -> None:
+    msg = decode_message(_env("update", {"load": 1}))
+    assert msg == Update(load=1.0) and type(msg.load) is float
+
+
+def test_messages_are_built_by_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        Stop("u")  # type: ignore[misc]

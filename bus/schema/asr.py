@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from bus.schema._base import Message, bounded, message
+from bus.schema._base import Finite, Message, bounded, message
 
 
 @message
-class Transcript(Message):
+class Transcript(Message, frozen=True, kw_only=True):
     """Words heard in a span of the session's input stream."""
 
     TYPE: ClassVar[str] = "asr.transcript"
 
-    text: str = bounded(4096)
+    text: Annotated[str, bounded(4096)]
     """The words, as recognised."""
     final: bool
     """True once ``speech_end`` closed the span; partial transcripts may still change."""
@@ -21,7 +21,7 @@ class Transcript(Message):
     """First sample of the span in the input stream."""
     end_sample: int = 0
     """Sample after the last of the span in the input stream."""
-    language: str = bounded(16, default="")
+    language: Annotated[str, bounded(16)] = ""
     """BCP-47 language code, if known."""
-    rtf: float = 0.0
+    rtf: Finite = 0.0
     """Real-time factor of the recognition that produced it (compute / audio seconds)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from bus.schema._base import Message, Priority, bounded, message
 
@@ -11,7 +11,7 @@ MAX_FRAME_BYTES = 64 * 1024
 
 
 @message
-class AudioFrame(Message):
+class AudioFrame(Message, frozen=True, kw_only=True):
     """A chunk of mono or interleaved PCM s16le audio in a session's stream."""
 
     TYPE: ClassVar[str] = "audio.frame"
@@ -24,7 +24,7 @@ class AudioFrame(Message):
     """Frame number within the stream, from 0, contiguous."""
     stream_sample: int
     """Index of the first sample of this frame in the session's stream (stream time)."""
-    pcm: bytes = bounded(MAX_FRAME_BYTES)
+    pcm: Annotated[bytes, bounded(MAX_FRAME_BYTES)]
     """PCM s16le, little-endian, interleaved when ``channels`` > 1."""
     channels: int = 1
     """Channel count."""

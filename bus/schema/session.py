@@ -4,7 +4,7 @@ what playout did (docs/architecture.md, "Gateway ⇄ supervisor")."""
 from __future__ import annotations
 
 import enum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from bus.schema._base import Message, bounded, message
 from bus.schema.tts import EndReason
@@ -35,29 +35,29 @@ class PlayoutEventKind(enum.StrEnum):
 
 
 @message
-class SessionOpened(Message):
+class SessionOpened(Message, frozen=True, kw_only=True):
     """A client connected; the session id is the envelope's ``session``."""
 
     TYPE: ClassVar[str] = "session.opened"
 
-    gateway: str = bounded(128)
+    gateway: Annotated[str, bounded(128)]
     """Actor id of the gateway holding the client connection."""
-    transport: str = bounded(32, default="websocket")
+    transport: Annotated[str, bounded(32)] = "websocket"
     """How the client is connected (``websocket``, ``webrtc``), for the supervisor's log."""
 
 
 @message
-class SessionClosed(Message):
+class SessionClosed(Message, frozen=True, kw_only=True):
     """A session ended."""
 
     TYPE: ClassVar[str] = "session.closed"
 
-    reason: str = bounded(256)
+    reason: Annotated[str, bounded(256)]
     """``client_end``, ``client_closed``, ``idle_timeout``, ``max_duration``, ``shutdown``..."""
 
 
 @message
-class StateChanged(Message):
+class StateChanged(Message, frozen=True, kw_only=True):
     """The session's state machine moved."""
 
     TYPE: ClassVar[str] = "session.state"
@@ -66,26 +66,26 @@ class StateChanged(Message):
 
 
 @message
-class SessionText(Message):
+class SessionText(Message, frozen=True, kw_only=True):
     """Gateway → supervisor: the client asked for this text to be spoken."""
 
     TYPE: ClassVar[str] = "session.text"
 
-    text: str = bounded(8192)
-    voice: str = bounded(128, default="")
+    text: Annotated[str, bounded(8192)]
+    voice: Annotated[str, bounded(128)] = ""
     """The session's chosen voice; empty for the worker's default."""
 
 
 @message
-class PlayoutSpeak(Message):
+class PlayoutSpeak(Message, frozen=True, kw_only=True):
     """Supervisor → gateway: speak this utterance into the session's playout. The gateway asks
     the router for a worker and owns the utterance's stream from then on."""
 
     TYPE: ClassVar[str] = "playout.speak"
 
-    utterance_id: str = bounded(128)
-    text: str = bounded(8192)
-    voice: str = bounded(128, default="")
+    utterance_id: Annotated[str, bounded(128)]
+    text: Annotated[str, bounded(8192)]
+    voice: Annotated[str, bounded(128)] = ""
     """Voice id; empty for the router's choice (a worker's default)."""
     final: bool = True
     """False when more text follows in :class:`PlayoutText` (a reply still streaming)."""
@@ -95,48 +95,48 @@ class PlayoutSpeak(Message):
 
 
 @message
-class PlayoutText(Message):
+class PlayoutText(Message, frozen=True, kw_only=True):
     """Supervisor → gateway: more text for the utterance it is speaking (a streamed reply)."""
 
     TYPE: ClassVar[str] = "playout.text"
 
-    utterance_id: str = bounded(128)
-    text: str = bounded(8192)
+    utterance_id: Annotated[str, bounded(128)]
+    text: Annotated[str, bounded(8192)]
     final: bool = False
 
 
 @message
-class SessionConfig(Message):
+class SessionConfig(Message, frozen=True, kw_only=True):
     """Gateway → supervisor: the client's session settings changed."""
 
     TYPE: ClassVar[str] = "session.config"
 
-    voice: str = bounded(128, default="")
-    dialogue: str = bounded(32, default="")
+    voice: Annotated[str, bounded(128)] = ""
+    dialogue: Annotated[str, bounded(32)] = ""
     """The dialogue adapter for replies; empty for the supervisor's default."""
 
 
 @message
-class SessionReply(Message):
+class SessionReply(Message, frozen=True, kw_only=True):
     """Supervisor → gateway: the dialogue's reply text, for the client's ``reply`` event."""
 
     TYPE: ClassVar[str] = "session.reply"
 
-    text: str = bounded(8192)
+    text: Annotated[str, bounded(8192)]
 
 
 @message
-class PlayoutEvent(Message):
+class PlayoutEvent(Message, frozen=True, kw_only=True):
     """Gateway → supervisor: an utterance started or finished playing to the client."""
 
     TYPE: ClassVar[str] = "playout.event"
 
-    utterance_id: str = bounded(128)
+    utterance_id: Annotated[str, bounded(128)]
     event: PlayoutEventKind
     reason: EndReason = EndReason.COMPLETED
     """For ``ended``: why."""
     frames: int = 0
     """Frames the person heard."""
-    heard: str = bounded(8192, default="")
+    heard: Annotated[str, bounded(8192)] = ""
     """For ``ended``: the utterance's text up to where playout stopped (all of it when
     completed): what the person actually heard."""

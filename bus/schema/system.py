@@ -8,44 +8,46 @@ Actors speak these to the broker (a ROUTER) over a DEALER; any actor answers ``d
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar
+from typing import Annotated, ClassVar
 
-from bus.schema._base import Message, bounded, message
+import msgspec
+
+from bus.schema._base import Finite, FreeForm, Key, Message, Text, bounded, message
 
 REGISTRY_TOPIC = b"sys.registry"
 """Event-bus topic of :class:`RegistryEvent`."""
 
 
 @message
-class Registration(Message):
+class Registration(Message, frozen=True, kw_only=True):
     """What an actor is, as the broker records it. Sent inside READY and in discovery answers."""
 
     TYPE: ClassVar[str] = "registration"
 
-    actor_id: str = bounded(128)
+    actor_id: Annotated[str, bounded(128)]
     """Unique id, e.g. ``tts_worker-gpu1-4242-1a2b``."""
-    kind: str = bounded(64)
+    kind: Annotated[str, bounded(64)]
     """Actor kind: ``broker``, ``gateway``, ``tts_worker``..."""
-    host: str = bounded(256)
+    host: Annotated[str, bounded(256)]
     """Host name or address the actor runs on."""
     pid: int
     """Process id on that host."""
-    endpoints: dict[str, str] = bounded(16, default={})
+    endpoints: Annotated[dict[Key, Text], bounded(16)] = msgspec.field(default_factory=dict)
     """Named ZeroMQ endpoints the actor binds, e.g. ``{"inbox": "tcp://10.0.0.2:41234"}``."""
-    capabilities: dict[str, Any] = bounded(64, default={})
+    capabilities: Annotated[FreeForm, bounded(64)] = msgspec.field(default_factory=dict)
     """Free-form facts peers match on (languages, voices, streaming...)."""
-    resident_models: tuple[str, ...] = bounded(256, default=())
+    resident_models: Annotated[tuple[Text, ...], bounded(256)] = ()
     """Model ids loaded and ready without a load delay."""
-    load: float = 0.0
+    load: Finite = 0.0
     """Current load, 0.0 idle .. 1.0 saturated."""
-    public_key: str = bounded(64, default="")
+    public_key: Annotated[str, bounded(64)] = ""
     """Z85 CURVE public key of the actor's inbox, empty when CURVE is off."""
     started_wall_ns: int = 0
     """Wall clock when the actor started, nanoseconds since the epoch."""
 
 
 @message
-class Ready(Message):
+class Ready(Message, frozen=True, kw_only=True):
     """Actor → broker: register (or re-register) with this description."""
 
     TYPE: ClassVar[str] = "ready"
@@ -54,7 +56,7 @@ class Ready(Message):
 
 
 @message
-class Registered(Message):
+class Registered(Message, frozen=True, kw_only=True):
     """Broker → actor: the registration was accepted; heartbeat at this rate."""
 
     TYPE: ClassVar[str] = "registered"
@@ -63,30 +65,30 @@ class Registered(Message):
     """Heartbeat interval, milliseconds."""
     liveness: int
     """Missed heartbeats before a peer is considered gone."""
-    broker_epoch: str = bounded(64)
+    broker_epoch: Annotated[str, bounded(64)]
     """Id of this broker run; changes when the broker restarts."""
-    events_in: str = bounded(256)
+    events_in: Annotated[str, bounded(256)]
     """XSUB endpoint to publish to (a wildcard host means: the broker's host)."""
-    events_out: str = bounded(256)
+    events_out: Annotated[str, bounded(256)]
     """XPUB endpoint to subscribe to (a wildcard host means: the broker's host)."""
 
 
 @message
-class Update(Message):
+class Update(Message, frozen=True, kw_only=True):
     """Actor → broker: change parts of a live registration (``None`` = unchanged)."""
 
     TYPE: ClassVar[str] = "update"
 
-    load: float | None = None
+    load: Finite | None = None
     """New load, 0.0 .. 1.0."""
-    resident_models: tuple[str, ...] | None = bounded(256, default=None)
+    resident_models: Annotated[tuple[Text, ...], bounded(256)] | None = None
     """New list of resident models."""
-    capabilities: dict[str, Any] | None = bounded(64, default=None)
+    capabilities: Annotated[FreeForm, bounded(64)] | None = None
     """New capabilities map (replaces the old one)."""
 
 
 @message
-class Heartbeat(Message):
+class Heartbeat(Message, frozen=True, kw_only=True):
     """Both ways between broker and actor, every ``heartbeat_ms``."""
 
     TYPE: ClassVar[str] = "heartbeat"
@@ -96,34 +98,34 @@ class Heartbeat(Message):
 
 
 @message
-class Disconnect(Message):
+class Disconnect(Message, frozen=True, kw_only=True):
     """Actor → broker: leaving now. Broker → actor: you are not registered, send READY again."""
 
     TYPE: ClassVar[str] = "disconnect"
 
-    reason: str = bounded(256, default="")
+    reason: Annotated[str, bounded(256)] = ""
 
 
 @message
-class Discover(Message):
+class Discover(Message, frozen=True, kw_only=True):
     """Request: the live registrations, optionally only one kind."""
 
     TYPE: ClassVar[str] = "discover"
 
-    kind: str = bounded(64, default="")
+    kind: Annotated[str, bounded(64)] = ""
     """Only actors of this kind; empty for all."""
 
 
 @message
-class RegistrySnapshot(Message):
+class RegistrySnapshot(Message, frozen=True, kw_only=True):
     """Reply to :class:`Discover`: the live registrations at ``version``."""
 
     TYPE: ClassVar[str] = "registry.snapshot"
 
-    broker_epoch: str = bounded(64)
+    broker_epoch: Annotated[str, bounded(64)]
     version: int
     """Registry version; events with a higher version came after this snapshot."""
-    actors: tuple[Registration, ...] = bounded(4096, default=())
+    actors: Annotated[tuple[Registration, ...], bounded(4096)] = ()
 
 
 class RegistryChange(enum.StrEnum):
@@ -135,59 +137,59 @@ class RegistryChange(enum.StrEnum):
 
 
 @message
-class RegistryEvent(Message):
+class RegistryEvent(Message, frozen=True, kw_only=True):
     """Published on :data:`REGISTRY_TOPIC` whenever the registry changes."""
 
     TYPE: ClassVar[str] = "registry.event"
 
-    broker_epoch: str = bounded(64)
+    broker_epoch: Annotated[str, bounded(64)]
     version: int
     """Registry version after this change."""
     change: RegistryChange
     registration: Registration
-    reason: str = bounded(256, default="")
+    reason: Annotated[str, bounded(256)] = ""
     """Why a registration was removed: ``disconnect``, ``expired``..."""
 
 
 @message
-class Describe(Message):
+class Describe(Message, frozen=True, kw_only=True):
     """Request: describe yourself."""
 
     TYPE: ClassVar[str] = "describe"
 
 
 @message
-class Description(Message):
+class Description(Message, frozen=True, kw_only=True):
     """Reply to :class:`Describe`."""
 
     TYPE: ClassVar[str] = "description"
 
     registration: Registration
-    stats: dict[str, Any] = bounded(64, default={})
+    stats: Annotated[FreeForm, bounded(64)] = msgspec.field(default_factory=dict)
     """Counters worth a glance: messages in/out, invalid messages, uptime..."""
 
 
 @message
-class Ping(Message):
+class Ping(Message, frozen=True, kw_only=True):
     """Request: are you there?"""
 
     TYPE: ClassVar[str] = "ping"
 
 
 @message
-class Pong(Message):
+class Pong(Message, frozen=True, kw_only=True):
     """Reply to :class:`Ping`."""
 
     TYPE: ClassVar[str] = "pong"
 
 
 @message
-class Error(Message):
+class Error(Message, frozen=True, kw_only=True):
     """Reply to a request that could not be served."""
 
     TYPE: ClassVar[str] = "error"
 
-    code: str = bounded(64)
+    code: Annotated[str, bounded(64)]
     """Machine-readable code: ``INVALID_MESSAGE``, ``UNSUPPORTED_TYPE``, ``NOT_REGISTERED``..."""
-    message: str = bounded(1024, default="")
+    message: Annotated[str, bounded(1024)] = ""
     """Human-readable detail."""

@@ -9,7 +9,7 @@ from bus.schema._base import Message, message
 
 
 @message
-class SpeechStart(Message):
+class SpeechStart(Message, frozen=True, kw_only=True):
     """The person started speaking at ``stream_sample``; sent once the debounce is satisfied."""
 
     TYPE: ClassVar[str] = "vad.speech_start"
@@ -23,7 +23,7 @@ class SpeechStart(Message):
 
 
 @message
-class SpeechEnd(Message):
+class SpeechEnd(Message, frozen=True, kw_only=True):
     """The person stopped speaking at ``stream_sample`` (after the minimum silence; a stream
     that stops sending audio mid-speech ends it too)."""
 
