@@ -91,4 +91,3 @@ def _find_worker(topo: Topology, broker_endpoint: str | None, voice: str) -> str
     if not fits:
         return None
     return min(fits, key=lambda w: w.load).endpoints.get("inbox")
-

@@ -478,4 +478,3 @@ class ClientSession:
         """To the session's supervisor, if it has one."""
         if self.supervisor:
             self.bus.send_or_warn(self.supervisor, msg, self.session_id)
-

@@ -110,9 +110,7 @@ def _counters(registry: CollectorRegistry) -> dict[Metric, Counter]:
             "duplex_session_transitions_refused_total",
             "Session events that made no sense in the session's state (logged, then ignored)",
         ),
-        Metric.DIALOGUE_ERROR: counter(
-            "duplex_dialogue_errors_total", "Dialogue failures", "code"
-        ),
+        Metric.DIALOGUE_ERROR: counter("duplex_dialogue_errors_total", "Dialogue failures", "code"),
     }
 
 
