@@ -220,3 +220,18 @@ def test_a_pause_is_of_one_utterance_and_a_stop_always_reaches_the_supervisor() 
         await until(lambda: client.frames_after(resumed) > 10, 5, "audio after the outcome")
 
     run_stack(body)
+
+
+def test_a_pause_right_after_a_stop_does_not_keep_the_stopped_utterance_from_ending() -> None:
+    async def body(client: Client, sid: str, supervisor: Supervisor, vad: Actor) -> None:
+        await speak_and_wait_for_audio(client, supervisor)
+        for command in ("STOP", "PAUSE"):  # one read: handled before playout runs again
+            await client.ws.send(json.dumps({"type": "control", "command": command}))
+        await until(lambda: client.events("tts_end"), 5, "tts_end of the stopped utterance")
+        assert client.events("tts_end")[0]["reason"] == "stopped"
+        await until(lambda: supervisor.playout(PlayoutEventKind.ENDED), 5, "ended reported")
+        await client.ws.send(json.dumps({"type": "text", "text": "And now the next one."}))
+        await until(lambda: len(client.events("tts_end")) == 2, 10, "the next utterance")
+        assert client.events("tts_end")[1]["reason"] == "completed"
+
+    run_stack(body)

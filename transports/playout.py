@@ -31,6 +31,8 @@ class _Utterance:
     ended: EndReason | None = None
     """The end reason, once the producer has sent its last frame."""
     played: int = 0
+    started: bool = False
+    """Its start was reported."""
     heard_words: int = 0
     """Words of the text played by the end of the last frame sent."""
     recent: deque[tuple[float, bytes, int]] = field(default_factory=lambda: deque(maxlen=16))
@@ -115,6 +117,8 @@ class Playout:
         if not self._queue:
             return 0
         utterance, now, back = self._queue[0], time.monotonic(), 0
+        if utterance.ended not in (None, EndReason.COMPLETED):
+            return 0  # flushed: what was cut stays cut
         while utterance.recent and utterance.recent[-1][0] > now:
             _, frame, words = utterance.recent.pop()
             utterance.frames.appendleft((frame, words))
@@ -157,6 +161,15 @@ class Playout:
         """Pace frames out until cancelled."""
         while True:
             utterance = self._queue[0] if self._queue else None
+            if utterance is not None and not utterance.frames and utterance.ended is not None:
+                # All played, or flushed: reported even while paused (a pause right after a
+                # stop must not leave the stopped utterance unended).
+                self._queue.popleft()
+                self._by_id.pop(utterance.utterance_id, None)
+                await self.on_ended(
+                    utterance.utterance_id, utterance.ended, utterance.played, utterance.heard_words
+                )
+                continue
             if (
                 utterance is None
                 or self.paused
@@ -169,24 +182,21 @@ class Playout:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if not utterance.frames and utterance.ended is not None:  # all played
-                self._queue.popleft()
-                self._by_id.pop(utterance.utterance_id, None)
-                await self.on_ended(
-                    utterance.utterance_id, utterance.ended, utterance.played, utterance.heard_words
-                )
-                continue
             if not await self._wait_for_deadline():
                 continue  # paused or flushed while waiting: the frame stays, or is gone
+            if not utterance.started:
+                utterance.started = True
+                await self.on_started(utterance.utterance_id)
+                if self.paused or self._flushed_head():
+                    self._sent_in_run -= 1  # its deadline comes again
+                    continue  # held or cut while the start went out: no frame after that
             frame, words = utterance.frames.popleft()
             play_at = (self._anchor or 0.0) + (self._sent_in_run - 1) * FRAME_S
-            if utterance.played == 0:
-                await self.on_started(utterance.utterance_id)
-            await self.send(utterance.utterance_id, frame)
             utterance.played += 1
             utterance.heard_words = words
-            utterance.recent.append((play_at, frame, words))
-            self.stats.frames += 1
+            utterance.recent.append((play_at, frame, words))  # before the send: a hold
+            self.stats.frames += 1  # during it takes this frame back too
+            await self.send(utterance.utterance_id, frame)
 
     async def _wait_for_deadline(self) -> bool:
         """Wait for the next frame's deadline; False if a pause or flush came first."""

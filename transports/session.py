@@ -162,6 +162,9 @@ class ClientSession:
         """The utterance this session's playout speaks (routing, streaming or draining)."""
         self.answers_sample = -1
         """For a reply: the person's end of speech it answers (turn latency), -1 if none."""
+        self._cutting: dict[str, UtteranceStream] = {}
+        """Utterances cut here whose end playout has yet to report (no longer ``speaking``:
+        a pause or a hold must not touch them)."""
         self.held = False
         """A barge-in holds playout until the supervisor's outcome."""
         self.client_paused = False
@@ -334,7 +337,8 @@ class ClientSession:
         await self.send(p.BargeInEvent(speaking.utterance_id))
         self.stats.barge_ins += 1
         held = PlayoutEvent(utterance_id=speaking.utterance_id, event=PlayoutEventKind.HELD)
-        self.tell(held)
+        if not self.tell(held):
+            self._release_hold()  # no supervisor to decide: never stay silent for good
         await self._timed("barge_in", stream_sample)
 
     async def _barge_in_outcome(self, msg: BargeInOutcome) -> None:
@@ -358,9 +362,19 @@ class ClientSession:
     def _cut(self, speaking: UtteranceStream, reason: EndReason) -> None:
         """End ``speaking`` now: the worker stops, queued frames are dropped."""
         self.streams.stop(speaking, reason)
+        self._release_hold()
+        self._end_client_pause()
+        if speaking is self.speaking:
+            self.speaking = None
+            self._cutting[speaking.utterance_id] = speaking
         self.playout.end(speaking.utterance_id, reason)  # even before its first frame came
         self.playout.flush(speaking.utterance_id, reason)
-        self._release_hold()
+
+    def _end_client_pause(self) -> None:
+        """A client pause is of the utterance playing, not the next."""
+        if self.client_paused:
+            self.client_paused = False
+            self.playout.resume()
 
     def _to_worker(self, control: type[Pause] | type[Resume]) -> None:
         if self.speaking is not None:
@@ -386,9 +400,7 @@ class ClientSession:
         if stream is self.speaking:
             self.speaking = None
             self._release_hold()
-            if self.client_paused:
-                self.client_paused = False
-                self.playout.resume()
+            self._end_client_pause()
             ended = PlayoutEvent(
                 utterance_id=stream.utterance_id,
                 event=PlayoutEventKind.ENDED,
@@ -422,19 +434,20 @@ class ClientSession:
         self.tell(PlayoutEvent(utterance_id=utterance_id, event=PlayoutEventKind.STARTED))
 
     async def _ended(self, utterance_id: str, reason: EndReason, played: int, words: int) -> None:
-        await self.send(p.TtsEnded(utterance_id, reason.value, played))
+        # Everything about the session first: the sends below may wait on a slow client, and
+        # a stop or a new utterance coming meanwhile must find this one over.
         heard = ""
-        speaking = self.speaking
-        if speaking is not None and speaking.utterance_id == utterance_id:
-            self.speaking = None
-            if not speaking.ended:  # stopped here before the worker finished
-                self.streams.stop(speaking, reason)
-            text = speaking.spoken_text
-            heard = text if reason is EndReason.COMPLETED else " ".join(text.split()[:words])
+        stream = self._cutting.pop(utterance_id, None)
+        if self.speaking is not None and self.speaking.utterance_id == utterance_id:
+            stream, self.speaking = self.speaking, None
             self._release_hold()
-            if self.client_paused:  # a client pause is of this utterance, not the next
-                self.client_paused = False
-                self.playout.resume()
+            self._end_client_pause()
+        if stream is not None:
+            if not stream.ended:  # stopped here before the worker finished
+                self.streams.stop(stream, reason)
+            text = stream.spoken_text
+            heard = text if reason is EndReason.COMPLETED else " ".join(text.split()[:words])
+        await self.send(p.TtsEnded(utterance_id, reason.value, played))
         stats = self.playout.stats
         self.metrics.underruns.inc(stats.underruns)
         self.metrics.late_frames.inc(stats.late)
@@ -474,7 +487,8 @@ class ClientSession:
     async def error(self, code: str, message: str) -> None:
         await self.send(p.ErrorEvent(code, message[:1000]))
 
-    def tell(self, msg: Message) -> None:
-        """To the session's supervisor, if it has one."""
-        if self.supervisor:
-            self.bus.send_or_warn(self.supervisor, msg, self.session_id)
+    def tell(self, msg: Message) -> bool:
+        """To the session's supervisor, if it has one; False if it could not be sent."""
+        return bool(self.supervisor) and self.bus.send_or_warn(
+            self.supervisor, msg, self.session_id
+        )

@@ -292,6 +292,9 @@ class StreamClient:
             "utterance lost mid-way",
             extra=kv(session=stream.session, worker=stream.worker_id, error=why),
         )
+        # A live worker that was only slow to answer must not keep the stream (and a stream
+        # slot) waiting for credit for ever.
+        self.send(stream, Stop(utterance_id=stream.utterance_id, reason=EndReason.ERROR))
         stream.ended = True
         self._forget(stream)
         await sink.on_end(stream, EndReason.ERROR, why)
