@@ -2,6 +2,9 @@
 in docs/protocol.md) and HTTP on one port (aiohttp); each connection is a transport-neutral
 :class:`~transports.session.ClientSession` in the actor's :class:`~transports.sessions.SessionHub`.
 
+Clients: the WebSocket (:mod:`transports.websocket`) and browsers over WebRTC
+(:mod:`transports.webrtc`, signalling on the same port).
+
 Consumes from clients: the protocol's commands and microphone audio, and HTTP requests. On the
 bus: from the supervisor ``session.state``, ``playout.speak`` / ``playout.text``,
 ``control.barge_in_outcome``, ``control.stop``, ``session.reply``, ``session.closed`` and
@@ -16,7 +19,7 @@ microphone as 16 kHz 20 ms ``audio.frame`` on ``audio.in.<session>``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +33,7 @@ from bus.topology import ActorConfig
 from transports import websocket
 from transports.http_api import HttpApi
 from transports.sessions import SessionHub
+from transports.webrtc import WebRtcOptions, WebRtcServer
 
 MAX_HTTP_BODY_BYTES = 256 * 1024
 
@@ -46,6 +50,8 @@ class GatewaySettings:
     """Longer text gets ``TEXT_TOO_LONG``."""
     busy_wait_ms: float = 5000.0
     """Every fitting TTS worker saturated: ask the router again for this long, milliseconds."""
+    webrtc: dict[str, Any] = field(default_factory=dict)
+    """Browser sessions: :class:`~transports.webrtc.WebRtcOptions` (ICE servers, timeouts)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.http_port <= 65535:
@@ -68,6 +74,8 @@ class Gateway(Actor):
             busy_wait_s=self.settings.busy_wait_ms / 1000,
         )
         self.http = HttpApi(self.hub, self.registry, self.metrics.registry, self._health)
+        webrtc = load_settings(WebRtcOptions, self.settings.webrtc, kind="gateway.webrtc")
+        self.webrtc = WebRtcServer(self.hub, webrtc, self.metrics.registry)
         self._runner: web.AppRunner | None = None
         self.subscribe(topics.VAD)
         self.subscribe(topics.ASR)
@@ -76,6 +84,7 @@ class Gateway(Actor):
         app = web.Application(client_max_size=MAX_HTTP_BODY_BYTES)
         app.router.add_get("/ws", self._websocket)
         self.http.add_routes(app)
+        self.webrtc.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host = self.settings.http_host
@@ -88,6 +97,7 @@ class Gateway(Actor):
 
     async def on_stop(self) -> None:
         await self.hub.shutdown()
+        await self.webrtc.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -101,5 +111,6 @@ class Gateway(Actor):
         return {
             "actor_id": self.id,
             "sessions": len(self.hub.sessions),
+            "webrtc_sessions": len(self.webrtc.peers),
             "registered": self.registered.is_set(),
         }

@@ -110,16 +110,20 @@ class Playout:
         self.paused = True
         self._control.set()
 
-    def hold(self) -> int:
+    def hold(self, unplayed: int | None = None) -> int:
         """Pause, and take back the frames sent ahead of their play time (the client is told
-        to drop them); returns how many. A resume sends them again."""
+        to drop them): the last ``unplayed`` frames sent, where the transport knows how many it
+        dropped, else those whose play time is still to come. Returns how many. A resume sends
+        them again."""
         self.pause()
         if not self._queue:
             return 0
         utterance, now, back = self._queue[0], time.monotonic(), 0
         if utterance.ended not in (None, EndReason.COMPLETED):
             return 0  # flushed: what was cut stays cut
-        while utterance.recent and utterance.recent[-1][0] > now:
+        while utterance.recent and (
+            utterance.recent[-1][0] > now if unplayed is None else back < unplayed
+        ):
             _, frame, words = utterance.recent.pop()
             utterance.frames.appendleft((frame, words))
             utterance.played -= 1

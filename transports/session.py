@@ -71,6 +71,11 @@ class ClientLink(Protocol):
     async def send_audio(self, pcm: bytes) -> None:
         """One 20 ms frame of bot audio (48 kHz mono s16le)."""
 
+    def discard_audio(self) -> int | None:
+        """Drop the bot audio sent but not yet played (a barge-in, a cut); returns how many
+        frames, or None where the client holds that audio (it drops it on ``barge_in`` or
+        ``tts_end``) and playout's clock tells."""
+
     async def close(self) -> None: ...
 
 
@@ -210,7 +215,7 @@ class ClientSession:
         if not self.rate.allow(b"client"):
             await self.error("RATE_LIMITED", "too many messages; slow down")
         elif isinstance(command, p.AudioIn):
-            await self._microphone(command.pcm)
+            await self.microphone(command.pcm)
         elif isinstance(command, p.TextCommand):
             self.tell(SessionText(text=command.text, voice=self.voice))
         elif isinstance(command, p.ControlCommand):
@@ -231,8 +236,9 @@ class ClientSession:
             self.dialogue = config.dialogue
         self.tell(SessionConfig(voice=self.voice, dialogue=self.dialogue))
 
-    async def _microphone(self, pcm: bytes) -> None:
-        """Re-frame the client's audio to 16 kHz 20 ms and publish it for VAD and ASR."""
+    async def microphone(self, pcm: bytes) -> None:
+        """Re-frame the client's audio to 16 kHz 20 ms and publish it for VAD and ASR (a media
+        transport calls this directly: its audio is paced by the network, not rate-limited)."""
         now = time.monotonic()
         if self._audio_started is None:
             self._audio_started = now
@@ -332,7 +338,8 @@ class ClientSession:
         """The person spoke over the bot: silent from the next frame, the worker paused, the
         supervisor asked what the speech was."""
         self.held = True
-        self.playout.hold()  # the unplayed lead is taken back: the client drops its buffer
+        # The unplayed lead is taken back: dropped by the link, or by the client on barge_in.
+        self.playout.hold(self.link.discard_audio())
         self._to_worker(Pause)
         await self.send(p.BargeInEvent(speaking.utterance_id))
         self.stats.barge_ins += 1
@@ -361,6 +368,7 @@ class ClientSession:
 
     def _cut(self, speaking: UtteranceStream, reason: EndReason) -> None:
         """End ``speaking`` now: the worker stops, queued frames are dropped."""
+        was_held = self.held
         self.streams.stop(speaking, reason)
         self._release_hold()
         self._end_client_pause()
@@ -369,6 +377,8 @@ class ClientSession:
             self._cutting[speaking.utterance_id] = speaking
         self.playout.end(speaking.utterance_id, reason)  # even before its first frame came
         self.playout.flush(speaking.utterance_id, reason)
+        if not was_held:  # (a hold took the link's audio back already)
+            self.link.discard_audio()
 
     def _end_client_pause(self) -> None:
         """A client pause is of the utterance playing, not the next."""

@@ -39,6 +39,9 @@ class WebSocketLink:
             with contextlib.suppress(ConnectionError):
                 await self.ws.send_bytes(pcm)
 
+    def discard_audio(self) -> None:
+        """The client buffers what it was sent; it drops it on ``barge_in``/``tts_end``."""
+
     async def close(self) -> None:
         await self.ws.close()
 
