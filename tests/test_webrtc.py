@@ -26,12 +26,12 @@ from bus.broker import Broker
 from bus.runtime import Actor, Inbound
 from bus.schema.audio import AudioFrame
 from bus.schema.control import BargeInOutcome
-from bus.schema.session import PlayoutEvent, PlayoutEventKind, SessionClosed, SessionOpened
+from bus.schema.session import PlayoutEventKind, SessionClosed, SessionOpened
 from bus.schema.vad import SpeechStart
 from tests.support import free_port
-from transports.webrtc_audio import install_pass_through
 from tests.test_client_session import LONG, Supervisor
 from tests.test_runtime import configs, running, until
+from transports.webrtc_audio import install_pass_through
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -123,16 +123,18 @@ class Browser:
         self._tasks.append(asyncio.get_running_loop().create_task(read()))
 
     async def connect(self) -> None:
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{self.base}/webrtc/offer", json=offer) as response:
-                assert response.status == 200, await response.text()
-                answer = await response.json()
+        status, answer = await self.offer()
+        assert status == 200, answer
         self.session_id = answer["session_id"]
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
         # No 80 ms prefetch here either: what plays after a hold is the gateway's doing.
         install_pass_through(self.pc.getTransceivers()[0].receiver)
+
+    async def offer(self) -> tuple[int, dict[str, Any]]:
+        """The offer posted (the answer not applied): status and body."""
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+        return await request("POST", f"{self.base}/webrtc/offer", offer)
 
     def send(self, message: dict[str, Any]) -> None:
         self.channel.send(json.dumps(message))
@@ -149,10 +151,19 @@ class Browser:
         await self.pc.close()
 
 
+async def request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    """Status and JSON body (None if there is none) of one HTTP request."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    async with aiohttp.ClientSession() as http, http.request(method, url, data=data) as response:
+        return response.status, await response.json() if response.content_length else None
+
+
 def run_stack(body: Any, webrtc: dict[str, Any] | None = None) -> None:
     broker_cfg, actor = configs()
     http_port = free_port()
-    settings = {"http_port": http_port, "webrtc": {"ice_addresses": ["127.0.0.1"], **(webrtc or {})}}
+    # ICE on loopback only: the test's traffic stays on this host's loopback.
+    webrtc = {"ice_addresses": ["127.0.0.1"], **(webrtc or {})}
+    settings = {"http_port": http_port, "webrtc": webrtc}
     gateway = Gateway(actor("gateway", settings=settings))
     router = Router(actor("router"))
     worker = TtsWorker(actor("tts_worker", settings={"default_voice": "mock-440hz"}))
@@ -253,3 +264,128 @@ def test_barge_in_silences_the_track_then_a_false_alarm_resumes_it() -> None:
         await browser.close()
 
     run_stack(body)
+
+
+def test_two_peers_hear_only_their_own_bot() -> None:
+    async def body(base: str, gateway: Gateway, supervisor: Supervisor, vad: Vad) -> None:
+        a, b = await connected(base), await connected(base)
+        assert a.session_id != b.session_id
+        a.send({"type": "text", "text": "Only the first peer hears this."})
+        await until(lambda: a.of("tts_end"), 20, "tts_end at a")
+        await asyncio.sleep(0.3)
+        assert a.loud_since(0) > 20
+        assert b.loud_since(0) == 0 and not b.of("tts_start")
+        assert len(b.audio) > 50  # b's track ran all along: silence, not nothing
+        await a.close()
+        await b.close()
+
+    run_stack(body)
+
+
+def test_a_page_without_a_microphone_can_still_make_the_bot_speak() -> None:
+    async def body(base: str, gateway: Gateway, supervisor: Supervisor, vad: Vad) -> None:
+        browser = await connected(base, mic=False)
+        browser.send({"type": "text", "text": "No microphone here."})
+        await until(lambda: browser.of("tts_end"), 20, "tts_end")
+        assert browser.of("tts_end")[0]["reason"] == "completed"
+        await until(lambda: browser.loud_since(0) > 20, 5, "bot audio")
+        await browser.close()
+
+    run_stack(body)
+
+
+def test_bad_messages_on_the_channel_get_errors_and_the_session_goes_on() -> None:
+    async def body(base: str, gateway: Gateway, supervisor: Supervisor, vad: Vad) -> None:
+        browser = await connected(base)
+        browser.channel.send("{not json")
+        browser.channel.send(b"\x00\x01")
+        browser.send({"type": "session_config", "audio_format": "json", "voice": "mock-440hz"})
+        browser.send({"type": "text", "text": "x" * 5000})
+        await until(lambda: len(browser.of("error")) >= 4, 5, "four errors")
+        codes = [e["code"] for e in browser.of("error")]
+        assert codes == ["INVALID_MESSAGE", "INVALID_MESSAGE", "INVALID_MESSAGE", "TEXT_TOO_LONG"]
+        browser.send({"type": "text", "text": "Still here."})
+        await until(lambda: browser.of("tts_end"), 20, "tts_end")
+        # the voice in the refused config still applied; bot audio is on the track, not JSON
+        assert browser.of("tts_end")[0]["reason"] == "completed"
+        assert not browser.of("audio")
+        await browser.close()
+
+    run_stack(body)
+
+
+def test_signalling_refuses_bad_offers_clearly() -> None:
+    async def body(base: str, gateway: Gateway, supervisor: Supervisor, vad: Vad) -> None:
+        url = f"{base}/webrtc/offer"
+        status, got = await request("POST", url, b"{")
+        assert (status, got["error"]["code"]) == (400, "INVALID_MESSAGE")
+        status, got = await request("POST", url, {"sdp": "v=0", "type": "answer"})
+        assert (status, got["error"]["code"]) == (400, "INVALID_MESSAGE")
+        status, got = await request("POST", url, {"sdp": "v=0\r\nnonsense", "type": "offer"})
+        assert (status, got["error"]["code"]) == (400, "INVALID_SDP")
+        video_only = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        video_only.addTransceiver("video", direction="recvonly")
+        await video_only.setLocalDescription(await video_only.createOffer())
+        status, got = await request(
+            "POST", url, {"sdp": video_only.localDescription.sdp, "type": "offer"}
+        )
+        assert status == 400 and "no audio" in got["error"]["message"]
+        await video_only.close()
+        status, got = await request("DELETE", f"{base}/webrtc/nosuchsession")
+        assert (status, got["error"]["code"]) == (404, "NOT_FOUND")
+        assert not gateway.webrtc.peers
+
+    run_stack(body)
+
+
+def test_delete_ends_the_session_and_leaves_nothing_behind() -> None:
+    async def body(base: str, gateway: Gateway, supervisor: Supervisor, vad: Vad) -> None:
+        baseline = len(asyncio.all_tasks())
+        browser = await connected(base)
+        peer = gateway.webrtc.peers[browser.session_id]
+        status, _ = await request("DELETE", f"{base}/webrtc/{browser.session_id}")
+        assert status == 204
+        await until(lambda: browser.of("session_end"), 5, "session_end")
+        assert browser.of("session_end")[0]["reason"] == "client_end"
+        await until(lambda: not gateway.webrtc.peers, 5, "peer gone")
+        await until(lambda: supervisor.sent(SessionClosed), 5, "session.closed")
+        await until(lambda: peer.pc.connectionState == "closed", 5, "pc closed")
+        assert all(task.done() for task in peer.tasks)
+        assert browser.session_id not in gateway.hub.sessions
+        await browser.close()
+        await until(lambda: len(asyncio.all_tasks()) <= baseline + 2, 10, "tasks back")
+
+    run_stack(body)
+
+
+def test_a_peer_that_never_connects_or_goes_silent_is_closed() -> None:
+    async def body(base: str, gateway: Gateway, supervisor: Supervisor, vad: Vad) -> None:
+        # An offer whose answer is never applied: ICE never starts on the page's side.
+        ghost = Browser(base)
+        assert (await ghost.offer())[0] == 200
+        assert len(gateway.webrtc.peers) == 1
+        # A peer whose microphone stops sending.
+        quiet = await connected(base)
+        assert quiet.mic is not None
+        quiet.mic.stop()
+        await until(lambda: not gateway.webrtc.peers, 10, "both closed")
+        closed = gateway.webrtc.metrics.closed
+        assert closed.labels(reason="connect_timeout")._value.get() == 1
+        assert closed.labels(reason="peer_silent")._value.get() == 1
+        assert len(supervisor.sent(SessionClosed)) == 2
+        await ghost.close()
+        await quiet.close()
+
+    run_stack(body, webrtc={"connect_timeout_s": 2.0, "silence_timeout_s": 1.5})
+
+
+def test_sessions_beyond_the_limit_are_refused_busy() -> None:
+    async def body(base: str, gateway: Gateway, supervisor: Supervisor, vad: Vad) -> None:
+        first = await connected(base)
+        second = Browser(base)
+        status, got = await second.offer()
+        assert (status, got["error"]["code"]) == (503, "BUSY")
+        await first.close()
+        await second.close()
+
+    run_stack(body, webrtc={"max_sessions": 1})
