@@ -170,6 +170,11 @@ def test_off_loopback_the_token_in_a_header_or_the_query_is_accepted(lan: str) -
         assert status == 101 and first["type"] == "session_start", first
 
 
+def test_duplex_chat_without_the_token_reports_the_refusal_clearly(lan: str) -> None:
+    refused = duplex("chat", "--url", f"ws://{lan}/ws", "--say", "hi", env=environment(None))
+    assert refused.returncode == 1 and "UNAUTHORIZED" in refused.stderr, refused.stderr
+
+
 def test_the_page_its_assets_and_the_probes_stay_open(lan: str) -> None:
     status, _, page = http(f"http://{lan}/")
     assert status == 200 and "Duplex" in page
