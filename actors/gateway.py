@@ -20,6 +20,7 @@ microphone as 16 kHz 20 ms ``audio.frame`` on ``audio.in.<session>``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -30,7 +31,7 @@ from bus.logs import kv
 from bus.runtime import Actor
 from bus.settings import load_settings
 from bus.topology import ActorConfig
-from transports import websocket
+from transports import access, websocket
 from transports.http_api import HttpApi
 from transports.sessions import SessionHub
 from transports.webrtc import WebRtcOptions, WebRtcServer
@@ -52,8 +53,20 @@ class GatewaySettings:
     """Every fitting TTS worker saturated: ask the router again for this long, milliseconds."""
     webrtc: dict[str, Any] = field(default_factory=dict)
     """Browser sessions: :class:`~transports.webrtc.WebRtcOptions` (ICE servers, timeouts)."""
+    tls_cert: Path | None = None
+    """PEM certificate: with ``tls_key`` the port serves HTTPS and WSS (relative: from the
+    current directory)."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``, unencrypted."""
+    token: str = ""
+    """Access token clients must present (``$DUPLEX_TOKEN`` wins); required off loopback."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins besides the gateway's own that may open ``/ws`` and send non-GET
+    requests, e.g. ``https://app.example``."""
 
     def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
         if not 0 <= self.http_port <= 65535:
             raise ValueError(f"http_port must be 0..65535, not {self.http_port}")
         if self.max_text_chars < 1 or self.busy_wait_ms < 0:
@@ -77,23 +90,35 @@ class Gateway(Actor):
         webrtc = load_settings(WebRtcOptions, self.settings.webrtc, kind="gateway.webrtc")
         self.webrtc = WebRtcServer(self.hub, webrtc, self.metrics.registry)
         self._runner: web.AppRunner | None = None
+        self.access = access.AccessPolicy.for_gateway(
+            self.settings.http_host,
+            access.configured_token(self.settings.token),
+            self.settings.allowed_origins,
+        )
         self.subscribe(topics.VAD)
         self.subscribe(topics.ASR)
 
     async def on_start(self) -> None:
-        app = web.Application(client_max_size=MAX_HTTP_BODY_BYTES)
+        cert, key = self.settings.tls_cert, self.settings.tls_key
+        tls = access.server_ssl_context(cert, key) if cert and key else None
+        app = web.Application(
+            client_max_size=MAX_HTTP_BODY_BYTES,
+            middlewares=[access.middleware(self.access, self.metrics.registry)],
+        )
         app.router.add_get("/ws", self._websocket)
         self.http.add_routes(app)
         self.webrtc.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host = self.settings.http_host
-        await web.TCPSite(self._runner, host, self.http_port).start()
+        await web.TCPSite(self._runner, host, self.http_port, ssl_context=tls).start()
         if self._runner.addresses:
             self.http_port = int(self._runner.addresses[0][1])
-        self.endpoints["ws"] = f"ws://{host}:{self.http_port}/ws"
+        where = f"{f'[{host}]' if ':' in host else host}:{self.http_port}"
+        self.endpoints["ws"] = f"{'wss' if tls else 'ws'}://{where}/ws"
         self.spawn(self.hub.streams.watchdog())
-        self.log.info("gateway listening", extra=kv(url=self.endpoints["ws"]))
+        http = f"{'https' if tls else 'http'}://{where}/"
+        self.log.info("gateway listening", extra=kv(url=self.endpoints["ws"], http=http))
 
     async def on_stop(self) -> None:
         await self.hub.shutdown()

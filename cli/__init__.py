@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from cli import broker, chat, keys, run, say, status, voices
+from cli import broker, chat, keys, run, say, status, tls, voices
 
 
 @click.group()
@@ -20,6 +20,7 @@ main.add_command(broker.broker)
 main.add_command(run.run)
 main.add_command(status.status)
 main.add_command(keys.keys)
+main.add_command(tls.tls_cert)
 main.add_command(say.say)
 main.add_command(chat.chat)
 main.add_command(voices.voices)

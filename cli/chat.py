@@ -17,6 +17,12 @@ import click
     envvar="DUPLEX_URL",
     help="The gateway's WebSocket URL.",
 )
+@click.option(
+    "--token",
+    default="",
+    envvar="DUPLEX_TOKEN",
+    help="The gateway's access token (sent as Authorization: Bearer).",
+)
 @click.option("--say", multiple=True, help="Speak this text, then exit (repeatable).")
 @click.option(
     "--send-wav",
@@ -54,6 +60,7 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON events.")
 def chat(
     url: str,
+    token: str,
     say: tuple[str, ...],
     send_wav: Path | None,
     wait_s: float,
@@ -66,6 +73,8 @@ def chat(
     """Talk to a running Duplex over its WebSocket: type lines, or --say / --send-wav."""
     # Imported here: the WebSocket client (websockets, soxr) is only needed by this command.
     import asyncio
+
+    from websockets.exceptions import InvalidStatus
 
     from transports.chat import chat as run_chat
 
@@ -81,8 +90,12 @@ def chat(
                 audio_format=audio_format,
                 wait_s=wait_s,
                 dialogue=dialogue,
+                token=token,
             )
         )
+    except InvalidStatus as exc:
+        refusal = exc.response.body.decode(errors="replace")[:300]
+        raise click.ClickException(f"{url} refused the connection: {refusal}") from exc
     except OSError as exc:
         raise click.ClickException(f"cannot reach {url}: {exc}") from exc
     sys.exit(code)

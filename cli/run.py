@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 
@@ -43,6 +44,14 @@ ACTORS: dict[str, str] = {
 @click.option("--advertise-host", help="Address peers reach this host at (for wildcard binds).")
 @click.option("--id", "actor_id", help="Actor id (default KIND-HOST-PID-RANDOM).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Gateway only: PEM certificate; serve HTTPS and WSS (see duplex tls-cert).",
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Gateway only: its key."
+)
 @log_level_option
 @log_json_option
 def run(
@@ -54,6 +63,8 @@ def run(
     advertise_host: str | None,
     actor_id: str | None,
     metrics_port: int | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     log_level: str,
     log_json: bool,
 ) -> None:
@@ -68,6 +79,10 @@ def run(
         actor_id=actor_id,
         metrics_port=metrics_port,
     )
+    tls = {k: str(v.absolute()) for k, v in (("tls_cert", tls_cert), ("tls_key", tls_key)) if v}
+    if tls and actor != "gateway":
+        raise click.UsageError(f"--tls-cert and --tls-key apply to the gateway, not to {actor}")
+    config = dataclasses.replace(config, settings={**config.settings, **tls})
     with clear_errors(actor):
         lifecycle.run(serve_actor(actor_class(actor)(config)))
 

@@ -75,9 +75,12 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: dict[int, Path] = {}
 
-    def duplex(self, *args: str, name: str) -> subprocess.Popen[bytes]:
+    def duplex(
+        self, *args: str, name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``duplex ARGS``; ``env`` replaces this process's environment."""
         log = self.tmp / f"{name}-{len(self.procs)}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli", *args],
             cwd=ROOT,
@@ -100,11 +103,15 @@ class Processes:
             proc.wait(timeout=10)
 
 
-def duplex(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run a ``duplex`` command to completion (``timeout`` s at most) and capture its output."""
+def duplex(
+    *args: str, timeout: float = 30, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a ``duplex`` command to completion (``timeout`` s at most) and capture its output;
+    ``env`` replaces this process's environment."""
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -56,10 +56,12 @@ async def chat(
     audio_format: str,
     wait_s: float = 30.0,
     dialogue: str | None = None,
+    token: str = "",
 ) -> int:
-    """Run the client; returns the process exit code."""
+    """Run the client; returns the process exit code. ``token``: the gateway's access token."""
     state = ChatState(expected=len(say))
-    async with websockets.connect(url, max_size=2**21) as ws:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with websockets.connect(url, max_size=2**21, additional_headers=headers) as ws:
         config: dict[str, Any] = {"type": "session_config", "audio_format": audio_format}
         if voice:
             config["voice"] = voice
