@@ -14,8 +14,9 @@ position apart):
   browser process: two pages that must hear different audio need two browsers.
 - From getUserMedia resolving to the file at the track: a burst at file time 1000 ms rose on
   the track 1009-1022 ms after the promise resolved with Chromium's audio processing off,
-  1025-1031 ms with it on (``{audio: true}``). The file's first 50 ms came 29-48 ms after and
-  sometimes 10 ms short. getUserMedia itself took ~60 ms the first time, 6-16 ms after.
+  1025-1031 ms with it on (``{audio: true}``); speech (processing off) rose 16-33 ms after its
+  onset in the file, in every capture. The file's first 50 ms came 29-48 ms after and sometimes
+  10 ms short. getUserMedia itself took ~60 ms the first time, 6-16 ms after.
 - With ``{audio: true}`` noise suppression and gain control stretch the tails of loud sounds
   (a 100 ms burst measured 140 ms) but not the rising edges.
 - The probe's setInterval(5 ms) ticks at 5.0 ms median, 5.2 ms at the 95th percentile, worst

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from aiohttp import web
 
@@ -116,12 +118,23 @@ def server() -> Iterator[PageServer]:
     s.close()
 
 
+@dataclass(frozen=True)
+class FakeMic:
+    wav: Path
+    speech_ms: float
+    """When the speech first goes above -40 dBFS (10 ms RMS windows) in the file."""
+
+
 @pytest.fixture(scope="module")
-def speech_after_a_second(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def speech_after_a_second(tmp_path_factory: pytest.TempPathFactory) -> FakeMic:
     """The fake microphone: 1 s of silence, about 1 s of speech, 1.5 s of silence."""
     words = speech("Hello there, how are you?")[: 16_000 * 2]  # at most 1 s at 16 kHz s16
-    path = tmp_path_factory.mktemp("mic") / "mic.wav"
-    return write_fake_mic(path, silence(1.0) + words + silence(1.5))
+    pcm = silence(1.0) + words + silence(1.5)
+    windows = np.frombuffer(pcm, "<i2").astype(np.float64)[: len(pcm) // 2 // 160 * 160]
+    rms = np.sqrt(np.mean((windows.reshape(-1, 160) / 32768) ** 2, axis=1))
+    onset = int(np.argmax(20 * np.log10(np.maximum(rms, 1e-9)) > -40)) * 10.0
+    wav = write_fake_mic(tmp_path_factory.mktemp("mic") / "mic.wav", pcm)
+    return FakeMic(wav, onset)
 
 
 def _edges(trace: AudioTrace, after_ms: float) -> tuple[float | None, float | None]:
@@ -133,10 +146,10 @@ def _edges(trace: AudioTrace, after_ms: float) -> tuple[float | None, float | No
 
 @pytest.mark.timeout(60)
 def test_probe_sees_the_fake_mic_rise_at_one_second_and_its_echo_shortly_after(
-    server: PageServer, speech_after_a_second: Path
+    server: PageServer, speech_after_a_second: FakeMic
 ) -> None:
     require_chromium()
-    with Browser.launch(fake_mic_wav=speech_after_a_second) as browser:
+    with Browser.launch(fake_mic_wav=speech_after_a_second.wav) as browser:
         page = browser.new_page(server.url("/echo"))
         page.install_audio_probe()
         page.wait_for("duplex.events.some(e => e.type === 'connected')", timeout_s=10)
@@ -149,7 +162,8 @@ def test_probe_sees_the_fake_mic_rise_at_one_second_and_its_echo_shortly_after(
         assert page.console_errors == []
     mic, bot = _edges(trace, opened)
     assert mic is not None and bot is not None, trace
-    assert 950 < mic - opened < 1150, f"mic rose {mic - opened:.0f} ms after getUserMedia"
+    late = mic - opened - speech_after_a_second.speech_ms
+    assert 0 < late < 150, f"the file's speech reached the mic {late:.0f} ms late"
     assert 0 < bot - mic < 300, f"the echo rose {bot - mic:.0f} ms after the mic"
     quiet = silent_for_good(trace.t_ms, trace.bot_dbfs, SILENT_DBFS, bot)
     assert quiet is not None and quiet - bot < 1300, "the echo did not end with the speech"
@@ -163,38 +177,44 @@ OPEN_MIC = """(async () => {
 })()"""
 
 
-def _mic_rise_after_open(page: Page, at_least_ms: float = 1300) -> float:
-    """Open the microphone, probe it, and return how long after getUserMedia resolved the
-    fake file's speech (1 s in) reached the track."""
+def _mic_rise_after_open(page: Page, at_least_ms: float = 1400) -> tuple[float, float]:
+    """Open the microphone and probe it; when getUserMedia resolved (performance.now() ms) and
+    how long after that the fake file's speech reached the track."""
     opened = float(page.evaluate(OPEN_MIC))
     page.install_audio_probe(pc="null", mic_track="window.mic.getAudioTracks()[0]")
     page.wait_for(f"performance.now() > {opened + at_least_ms}", timeout_s=5)
     trace = page.audio_trace()
     mic, _ = _edges(trace, opened)
     assert mic is not None, "the fake microphone never rose"
-    return mic - opened
+    return opened, mic - opened
 
 
 @pytest.mark.timeout(60)
 def test_every_capture_plays_the_fake_mic_file_from_its_start(
-    server: PageServer, speech_after_a_second: Path
+    server: PageServer, speech_after_a_second: FakeMic
 ) -> None:
     """What the barge-in benchmark relies on: a second tab, a reload, and a new getUserMedia
     after stopping the tracks each hear the %noloop file from its first sample, about 20 ms
     after getUserMedia resolves, while an earlier capture plays on where it was."""
     require_chromium()
-    with Browser.launch(fake_mic_wav=speech_after_a_second) as browser:
+    with Browser.launch(fake_mic_wav=speech_after_a_second.wav) as browser:
         first = browser.new_page(server.url("/blank"))
         rises = {"first tab": _mic_rise_after_open(first)}
         second = browser.new_page(server.url("/blank"))
         rises["second tab, the first still capturing"] = _mic_rise_after_open(second)
+        # the first tab's file played on to its end: its speech (under 1 s) was not heard again
+        trace, opened = first.audio_trace(), rises["first tab"][0]
+        assert trace.t_ms[-1] > opened + 2600
+        spoke_again = first_above(trace.t_ms, trace.mic_dbfs, -40, sum(rises["first tab"]) + 1100)
+        assert spoke_again is None, f"the first tab heard speech again {spoke_again - opened} ms in"
         second.evaluate("mic.getTracks().forEach(t => t.stop()); duplexProbe.stop()")
         second.evaluate("window.duplexProbe = undefined")
         rises["new getUserMedia after stop"] = _mic_rise_after_open(second)
         first.reload()
         rises["reload"] = _mic_rise_after_open(first)
-    for what, rise in rises.items():
-        assert 950 < rise < 1150, f"{what}: speech reached the mic {rise:.0f} ms after opening"
+    for what, (_, rise) in rises.items():
+        late = rise - speech_after_a_second.speech_ms
+        assert 0 < late < 150, f"{what}: the file's speech reached the mic {late:.0f} ms late"
 
 
 @pytest.mark.timeout(30)
