@@ -588,7 +588,8 @@ function showHeard(utterance, reason, frames) {
   body.replaceChildren(heard, unheard);
   line.classList.add("cut");
   const why = reason === "barged_in" ? "you cut in" : "stopped";
-  setTag(line, cut >= text.length ? `cut off at the end (${why})` : `cut off (${why}); struck through: not heard, estimated`);
+  const estimate = cut >= text.length ? "" : ", crossed out: about what was not heard";
+  setTag(line, `cut off (${why})${estimate}`);
 }
 
 // ------------------------------------------------------------------ figures

@@ -57,7 +57,7 @@ export class LatencyChart {
     }
     const left = 44;
     const right = 8;
-    const top = 16;
+    const top = 22;
     const bottom = 20;
     const plotW = width - left - right;
     const plotH = height - top - bottom;
