@@ -410,7 +410,10 @@ function receive(data) {
 const handlers = {
   session_start(event) {
     duplex.session_id ??= event.session_id;
-    lastMetrics = { barge_ins: 0, false_interruptions: 0 };
+    lastMetrics = { barge_ins: 0, false_interruptions: 0 }; // a session's counts start at 0
+    partialLine?.classList.remove("partial");
+    partialLine = null;
+    turn = null;
     systemLine("Session started.");
   },
   state(event) {
