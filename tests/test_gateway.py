@@ -4,6 +4,7 @@ the real Piper voice; a second stack with two mock-voice workers for failover an
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
@@ -212,7 +213,8 @@ def test_http_endpoints_answer_as_documented(stack: Stack) -> None:
     assert b"duplex_messages_received_total" in get("/metrics")[1]
     voices = {v["id"]: v for v in json.loads(get("/v1/voices")[1])["voices"]}
     assert voices["piper-en_US-joe-medium"]["resident"] and voices["mock-440hz"]["workers"] == 1
-    assert b"/ws" in get("/")[1]
+    _, page, kind = get("/")
+    assert kind.startswith("text/html") and b'src="/web/app.js"' in page
 
     def post(body: Any) -> tuple[int, bytes, str]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -236,6 +238,37 @@ def test_http_endpoints_answer_as_documented(stack: Stack) -> None:
     error = json.loads(body)["error"]
     assert (code, error["code"]) == (503, "NO_WORKER"), (code, error)
     assert "'nobody'" in error["message"], error
+
+
+def test_the_web_app_and_its_assets_are_served_and_nothing_else_under_web(stack: Stack) -> None:
+    host, port = "127.0.0.1", stack.http_port
+
+    def get(path: str) -> tuple[int, bytes, dict[str, str]]:
+        # http.client sends the path as written: no client-side "../" folding.
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read(), dict(response.getheaders())
+        finally:
+            connection.close()
+
+    code, page, headers = get("/")
+    assert code == 200 and headers["Content-Type"].startswith("text/html")
+    assert headers["Cache-Control"] == "no-cache"
+    assert page == (ROOT / "transports/web/index.html").read_bytes()
+    for name, kind in [
+        ("app.js", "text/javascript"),
+        ("chart.js", "text/javascript"),
+        ("style.css", "text/css"),
+    ]:
+        code, body, headers = get(f"/web/{name}")
+        assert code == 200 and headers["Content-Type"].split(";")[0] == kind, (name, headers)
+        assert headers["Cache-Control"] == "no-cache"
+        assert body == (ROOT / "transports/web" / name).read_bytes()
+        assert f"/web/{name}".encode() in page or name == "chart.js"
+    for path in ["/web/../x", "/web/..%2Fhttp_api.py", "/web/index.html", "/web/nothing.js"]:
+        assert get(path)[0] == 404, path
 
 
 def test_ready_is_503_without_a_worker(procs: Processes, tmp_path: Path) -> None:

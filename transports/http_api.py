@@ -1,9 +1,10 @@
 """The gateway's HTTP endpoints, on the WebSocket's port.
 
-``GET /`` a short page, ``GET /health``, ``GET /ready`` (200 only when a TTS worker is
-routable; ``voice_in`` says whether VAD and ASR are up too), ``GET /metrics``,
-``GET /v1/voices``, ``POST /v1/synthesize`` (``{"text", "voice"?, "format": "wav"}`` → a
-48 kHz mono WAV).
+``GET /`` the browser web app (``transports/web/index.html``, which talks WebRTC: see
+``transports/web/app.js``) and ``GET /web/{name}`` its scripts and style sheet (a fixed list of
+names); ``GET /health``, ``GET /ready`` (200 only when a TTS worker is routable; ``voice_in``
+says whether VAD and ASR are up too), ``GET /metrics``, ``GET /v1/voices``,
+``POST /v1/synthesize`` (``{"text", "voice"?, "format": "wav"}`` → a 48 kHz mono WAV).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -26,12 +28,19 @@ from transports.utterance_stream import Registry, UtteranceStream
 SYNTHESIZE_TIMEOUT_S = 60.0
 SYNTHESIZE_CREDIT = 500
 
-PAGE = """<!doctype html><meta charset="utf-8"><title>Duplex</title>
-<h1>Duplex</h1><p>Realtime full-duplex voice. Connect a client to <code>/ws</code>
-(e.g. <code>duplex chat</code>); HTTP: <a href="/health">/health</a>, <a href="/ready">/ready</a>,
-<a href="/metrics">/metrics</a>, <a href="/v1/voices">/v1/voices</a>,
-<code>POST /v1/synthesize</code>.</p>
-"""
+WEB_ASSETS = {
+    "app.js": "text/javascript",
+    "chart.js": "text/javascript",
+    "style.css": "text/css",
+}
+"""The files ``GET /web/{name}`` serves, with their content types: a fixed list, so no
+request names any other file."""
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def web_file(name: str) -> bytes:
+    """A file of ``transports/web`` (package data: works from an installed wheel too)."""
+    return resources.files("transports").joinpath("web", name).read_bytes()
 
 
 @dataclass(slots=True)
@@ -84,6 +93,7 @@ class HttpApi:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.page)
+        app.router.add_get("/web/{name}", self.web_asset)
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
         app.router.add_get("/metrics", self.metrics)
@@ -91,7 +101,17 @@ class HttpApi:
         app.router.add_post("/v1/synthesize", self.synthesize)
 
     async def page(self, _request: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html")
+        # Read on each request (a few kilobytes) so that an edited page shows on reload.
+        body = web_file("index.html")
+        return web.Response(body=body, content_type="text/html", charset="utf-8", headers=NO_CACHE)
+
+    async def web_asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        content_type = WEB_ASSETS.get(name)
+        if content_type is None:
+            raise web.HTTPNotFound()
+        body = web_file(name)
+        return web.Response(body=body, content_type=content_type, charset="utf-8", headers=NO_CACHE)
 
     async def health(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **self.health_info()})
