@@ -266,6 +266,14 @@ class Browser:
         return page
 
     def close(self) -> None:
+        """Close every tab first, as a person would (pages run their ``pagehide``: the web app
+        ends its session at once), then the browser."""
+        open_pages = [page for page in self.pages if not page.closed]
+        for page in open_pages:
+            with contextlib.suppress(Exception):
+                page.close()
+        if open_pages:
+            time.sleep(0.2)  # keepalive requests sent on pagehide leave before the browser goes
         try:
             if not self._cdp.closed:
                 self._cdp.call("Browser.close", timeout_s=3)
@@ -345,6 +353,7 @@ class Page:
         self._loads = 0
         self.console_errors: list[str] = []
         """``console.error`` calls and uncaught exceptions, in order, as text."""
+        self.closed = False
         cdp.listen(session_id, self._on_event)
         self._call("Runtime.enable")
         self._call("Page.enable")
@@ -456,6 +465,10 @@ class Page:
         )
 
     def close(self) -> None:
+        """Close the tab (its ``pagehide`` runs)."""
+        if self.closed:
+            return
+        self.closed = True
         self._cdp.forget(self._session)
         if not self._cdp.closed:
             self._cdp.call("Target.closeTarget", {"targetId": self.target_id})

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from bus.audio_format import MIC
 from tests.browserkit import (
     SILENT_DBFS,
     Browser,
@@ -26,7 +28,7 @@ from tests.browserkit import (
 )
 from tests.support import Processes, wait_until, word_error_rate
 from tests.test_gateway import Stack
-from tests.voicekit import noise, silence, speech
+from tests.voicekit import silence, speech
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -130,10 +132,10 @@ def test_speaking_over_the_bot_silences_it_at_the_page(stack: Stack, tmp_path: P
         page.wait_for(has("tts_end", utterance_id=barge["utterance_id"]), 10)
         (end,) = [e for e in events(page, "tts_end") if e["utterance_id"] == barge["utterance_id"]]
         assert end["reason"] == "barged_in"
-        page.wait_for(has("tts_start") + " && " + has("reply"), 15)  # the answer to the speech
-        reply_start = [
-            e for e in events(page, "tts_start") if e["utterance_id"] != barge["utterance_id"]
-        ]
+        uid = barge["utterance_id"]
+        answer = f"e.type === 'tts_start' && e.utterance_id !== {json.dumps(uid)}"
+        page.wait_for(f"window.duplex.events.some(e => {answer})", 15)  # its answer
+        (reply_start,) = page.evaluate(f"window.duplex.events.filter(e => {answer})")
         time.sleep(0.3)
         trace = page.audio_trace()
         spoke = first_above(trace.t_ms, trace.mic_dbfs, LOUD_DBFS, after_ms=2500)
@@ -141,27 +143,43 @@ def test_speaking_over_the_bot_silences_it_at_the_page(stack: Stack, tmp_path: P
         bot_before = first_above(trace.t_ms, trace.bot_dbfs, SILENT_DBFS)
         assert bot_before is not None and bot_before < spoke  # the bot was speaking...
         # ...and fell silent after the person began, for good until its answer.
-        window = trace.t_ms < (reply_start[0]["received_ms"] if reply_start else trace.t_ms[-1])
+        window = trace.t_ms < reply_start["received_ms"]
         quiet = silent_for_good(trace.t_ms[window], trace.bot_dbfs[window], after_ms=spoke)
-        assert quiet is not None and spoke < quiet < reply_start[0]["received_ms"], (spoke, quiet)
+        # (quiet == spoke: the bot was between two words when the person began)
+        assert quiet is not None and spoke <= quiet < reply_start["received_ms"], (spoke, quiet)
         # The bot stopped before the person had finished the sentence (under a second).
         assert quiet - spoke < 1000, quiet - spoke
 
 
-def test_a_noise_burst_over_the_bot_is_a_false_alarm_and_it_completes(
+def beep(seconds: float, dbfs: float, hz: float = 1000.0) -> bytes:
+    """A tone burst (a phone's notification, say) as 16 kHz s16le."""
+    t = np.arange(int(MIC.sample_rate * seconds)) / MIC.sample_rate
+    amplitude = np.sqrt(2) * 10 ** (dbfs / 20)
+    return (np.sin(2 * np.pi * hz * t) * amplitude * 32767).astype("<i2").tobytes()
+
+
+def test_a_beep_over_the_bot_is_a_false_alarm_and_it_completes(
     stack: Stack, tmp_path: Path
 ) -> None:
     text = "This sentence keeps going while somebody coughs near the microphone, and it ends."
-    wav = mic_file(tmp_path, silence(5.0) + noise(0.25, -14) + silence(6.0))
+    # A beep, not white noise: through Chromium's noise suppression a noise burst either never
+    # reaches VAD or comes out as a word to Whisper ("Huh?", "Okay."), which cuts the bot.
+    wav = mic_file(tmp_path, silence(5.0) + beep(0.3, -15) + silence(6.0))
     with Browser.launch(wav) as browser:
         page = open_app(browser, stack)
         page.evaluate(f"window.duplex.send({json.dumps({'type': 'text', 'text': text})})")
         page.wait_for(has("tts_end"), 25)
         (end,) = events(page, "tts_end")
-        assert end["reason"] == "completed"
+        heard = [e["text"] for e in events(page, "transcript")]
+        assert end["reason"] == "completed", heard
         assert events(page, "barge_in"), "the burst did not hold the bot: nothing was tested"
         assert events(page, "metrics")[-1]["false_interruptions"] == 1
         assert not events(page, "reply")  # no turn was taken
+        time.sleep(0.3)
+        trace = page.audio_trace()
+        held_ms = events(page, "barge_in")[0]["received_ms"]
+        # Heard again at the page after the hold: it resumed, not just ended.
+        assert first_above(trace.t_ms, trace.bot_dbfs, SILENT_DBFS, after_ms=held_ms + 500)
 
 
 def test_typing_a_text_in_the_page_speaks_it(stack: Stack, tmp_path: Path) -> None:

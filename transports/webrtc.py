@@ -162,7 +162,7 @@ class WebRtcLink:
             channel.once("bufferedamountlow", drained.set)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(drained.wait(), CLOSE_FLUSH_S)
-        self.on_close("ended")
+        self.on_close("session_end")
 
 
 @dataclass(slots=True)
@@ -333,7 +333,7 @@ class WebRtcServer:
         self.metrics.closed.labels(reason=reason).inc()
         log.info("webrtc session closed", extra=kv(session=session.session_id, reason=reason))
         peer.link._closed = True
-        self.hub.close(session, reason if reason != "ended" else "client_closed")
+        self.hub.close(session, reason if reason != "session_end" else "client_closed")
         current = asyncio.current_task()
         for task in peer.tasks:
             if task is not current:
