@@ -161,7 +161,7 @@ def beep(seconds: float, dbfs: float, hz: float = 1000.0) -> bytes:
 def test_a_beep_over_the_bot_is_a_false_alarm_and_it_completes(
     stack: Stack, tmp_path: Path
 ) -> None:
-    text = "This sentence keeps going while somebody coughs near the microphone, and it ends."
+    text = LONG
     # A beep, not white noise: through Chromium's noise suppression a noise burst either never
     # reaches VAD or comes out as a word to Whisper ("Huh?", "Okay."), which cuts the bot.
     wav = mic_file(tmp_path, silence(5.0) + beep(0.3, -15) + silence(6.0))
