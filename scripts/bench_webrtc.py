@@ -123,7 +123,7 @@ def events(page: Page, kind: str) -> list[dict[str, Any]]:
     return found
 
 
-def load(page: Page, stack: LocalStack) -> dict[str, float]:
+def load(page: Page, stack: LocalStack, exact: bool = True) -> dict[str, float]:
     """(Re)load the web app until it is connected and the session listens; connect figures."""
     before = connect_seconds(stack)
     page.goto(f"{http(stack)}/?autostart=1")
@@ -132,7 +132,7 @@ def load(page: Page, stack: LocalStack) -> dict[str, float]:
     page.wait_for(has("state", state="LISTENING"), 10)
     after = connect_seconds(stack)
     start = events(page, "session_start")[0]
-    if after[1] != before[1] + 1:
+    if exact and after[1] != before[1] + 1:
         raise RuntimeError(f"expected one connect in the gateway's metrics, got {after} {before}")
     return {"server_s": after[0] - before[0], "page_s": start["received_ms"] / 1000}
 
@@ -169,8 +169,10 @@ def browser_barge(page: Page, stack: LocalStack, text: str) -> dict[str, Any]:
     }
 
 
-def browser_turn(page: Page, stack: LocalStack, speech_ms: float) -> dict[str, Any]:
-    connect = load(page, stack)
+def browser_turn(
+    page: Page, stack: LocalStack, speech_ms: float, exact: bool = True
+) -> dict[str, Any]:
+    connect = load(page, stack, exact)
     page.wait_for(has("tts_start"), 20)
     started = events(page, "tts_start")[0]["received_ms"]
     page.wait_for(has("tts_end"), 20)
@@ -293,7 +295,8 @@ def main() -> None:
             with Browser.launch(ask_wavs[k % len(ask_wavs)]) as browser:
                 page = browser.new_page()
                 span = spans[k % len(spans)]
-                return browser_turn(page, stack, span[1] - span[0])
+                # (pages connect at once: the gateway's connect metric is not per page here)
+                return browser_turn(page, stack, span[1] - span[0], exact=False)
 
         with ThreadPoolExecutor(args.sessions) as pool:
             concurrent = list(pool.map(lambda k: _safe(together, k), range(args.sessions)))
@@ -303,7 +306,7 @@ def main() -> None:
         with Browser.launch(write_fake_mic(tmp / "quiet.wav", silence(60))) as browser:
             pages = [browser.new_page() for _ in range(args.sessions)]
             for page in pages:
-                load(page, stack)
+                load(page, stack, exact=False)
             for i, page in enumerate(pages):
                 page.evaluate(
                     f"window.duplex.send({json.dumps({'type': 'text', 'text': long_text(i)})})"
