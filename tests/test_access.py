@@ -181,7 +181,8 @@ def test_the_page_its_assets_and_the_probes_stay_open(lan: str) -> None:
     status, _, health = http(f"http://{lan}/health")
     assert status == 200 and health["status"] == "ok"
     assert http(f"http://{lan}/ready")[0] == 503  # open, and not ready: no workers here
-    assert http(f"http://{lan}/web/app.js")[0] == 404  # open: no such asset, not 401
+    assert http(f"http://{lan}/web/app.js")[0] == 200  # the page's own assets are open
+    assert http(f"http://{lan}/web/nothing.js")[0] == 404  # open: no such asset, not 401
     assert http(f"http://{lan}/health", "POST")[0] == 401  # only GET and HEAD are open
 
 
