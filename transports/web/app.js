@@ -8,6 +8,8 @@
 // Stable test interface (tests and tools outside this repository rely on it; keep it so):
 //   GET /?autostart=1   connects at once, without a click.
 //   GET /?token=X       sends "Authorization: Bearer X" with every request (offer, delete, voices).
+//   GET /?headphones=1  the microphone opens without echo cancellation (=0: with it), as if the
+//                       "headphones" box were ticked (the URL wins over the saved choice).
 //   window.duplex = {
 //     pc,          the current RTCPeerConnection; null before the first connect; a new one on
 //                  each (re)connect.
@@ -24,9 +26,14 @@
 
 import { LatencyChart } from "./chart.js";
 
-const MIC_CONSTRAINTS = {
-  audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
-};
+// Chrome's echo canceller (AEC3) keeps the person's voice out while the bot plays until it has
+// learnt the echo path: a first interruption in a fresh browser arrives chopped, late or not at
+// all (bench_webrtc measures both). With headphones there is no echo to cancel.
+const HEADPHONES_KEY = "duplex.headphones";
+function micConstraints() {
+  const echoCancellation = !ui.headphones.checked;
+  return { audio: { echoCancellation, noiseSuppression: true, autoGainControl: true, channelCount: 1 } };
+}
 const ICE_GATHERING_CAP_MS = 2000;
 const CHANNEL_OPEN_TIMEOUT_MS = 15000;
 const DISCONNECTED_GRACE_MS = 3000;
@@ -49,6 +56,7 @@ const ui = {
   micStatus: $("#mic-status"),
   botMeter: $("#bot-meter"),
   voice: $("#voice"),
+  headphones: $("#headphones"),
   voiceStatus: $("#voice-status"),
   audio: $("#bot-audio"),
   conversation: $("#conversation"),
@@ -227,6 +235,9 @@ async function connect() {
     if (current === mine && !mine.ended) lost("the event channel closed.");
   };
   pc.ontrack = (event) => {
+    // No floor under the receive jitter buffer: Chrome's default holds ~43 ms of the bot on a
+    // clean path, 0 lets it adapt down to ~30 ms (and up again when the network jitters).
+    if ("jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = 0;
     if (current === mine) playBot(event.streams[0] ?? new MediaStream([event.track]));
   };
   pc.onconnectionstatechange = () => {
@@ -328,7 +339,7 @@ async function openMicrophone() {
     return null;
   }
   try {
-    micStream = await navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
+    micStream = await navigator.mediaDevices.getUserMedia(micConstraints());
   } catch (err) {
     ui.micStatus.textContent = "off";
     if (err.name === "NotFoundError" || err.name === "OverconstrainedError") {
@@ -676,6 +687,18 @@ ui.voice.addEventListener("change", () => {
   // A connection that opens later sends the chosen voice itself.
   if (duplex.state === "connected") duplex.send({ type: "session_config", voice: ui.voice.value });
 });
+ui.headphones.addEventListener("change", async () => {
+  try {
+    localStorage.setItem(HEADPHONES_KEY, ui.headphones.checked ? "1" : "0");
+  } catch {} // storage off (private mode): the choice lasts this page
+  const old = micStream;
+  if (!old) return; // the next connect opens the microphone with it
+  micStream = null;
+  const fresh = await openMicrophone();
+  const sender = current?.pc?.getSenders().find((s) => s.track?.kind === "audio");
+  if (fresh && sender) await sender.replaceTrack(fresh.getAudioTracks()[0]);
+  for (const track of old.getTracks()) track.stop();
+});
 for (const button of document.querySelectorAll("[data-control]")) {
   button.addEventListener("click", () => {
     if (duplex.state === "connected") duplex.send({ type: "control", command: button.dataset.control });
@@ -701,6 +724,15 @@ window.addEventListener("pagehide", () => {
   if (current?.sessionId) deleteSession(current.sessionId);
 });
 
+function savedHeadphones() {
+  try {
+    return localStorage.getItem(HEADPHONES_KEY) === "1";
+  } catch {
+    return false;
+  }
+}
+
+ui.headphones.checked = params.has("headphones") ? params.get("headphones") === "1" : savedHeadphones();
 setState("idle");
 loadVoices();
 if (params.get("autostart") === "1") connect();
