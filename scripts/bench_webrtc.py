@@ -59,7 +59,9 @@ from tests.browserkit import (
     SILENT_DBFS,
     Browser,
     Page,
+    events,
     first_above,
+    has,
     require_chromium,
     silent_for_good,
     write_fake_mic,
@@ -116,18 +118,6 @@ def speech_span_ms(pcm16k: bytes) -> tuple[float, float]:
     """(first, last) 20 ms chunk above -40 dBFS, in ms from the start of ``pcm16k``."""
     first, last = bench_voice.loud_chunks(pcm16k)
     return first * 20.0, (last + 1) * 20.0
-
-
-def has(kind: str, **fields: Any) -> str:
-    checks = "".join(f" && e[{json.dumps(k)}] === {json.dumps(v)}" for k, v in fields.items())
-    return f"window.duplex.events.some(e => e.type === {json.dumps(kind)}{checks})"
-
-
-def events(page: Page, kind: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = page.evaluate(
-        f"window.duplex.events.filter(e => e.type === {json.dumps(kind)})"
-    )
-    return found
 
 
 def load(page: Page, stack: LocalStack, exact: bool = True, query: str = "") -> dict[str, float]:

@@ -601,6 +601,20 @@ class AudioTrace:
         return np.diff(self.t_ms)
 
 
+def has(kind: str, **fields: Any) -> str:
+    """JS: the web app (``window.duplex``) has received an event of ``kind`` with these fields."""
+    checks = "".join(f" && e[{json.dumps(k)}] === {json.dumps(v)}" for k, v in fields.items())
+    return f"window.duplex.events.some(e => e.type === {json.dumps(kind)}{checks})"
+
+
+def events(page: Page, kind: str) -> list[dict[str, Any]]:
+    """The events of ``kind`` the web app on ``page`` has received, oldest first."""
+    found: list[dict[str, Any]] = page.evaluate(
+        f"window.duplex.events.filter(e => e.type === {json.dumps(kind)})"
+    )
+    return found
+
+
 def first_above(
     t_ms: Sequence[float] | np.ndarray[Any, Any],
     dbfs: Sequence[float] | np.ndarray[Any, Any],

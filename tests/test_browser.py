@@ -21,7 +21,9 @@ from tests.browserkit import (
     SILENT_DBFS,
     Browser,
     Page,
+    events,
     first_above,
+    has,
     require_chromium,
     silent_for_good,
     write_fake_mic,
@@ -59,26 +61,18 @@ def mic_file(tmp_path: Path, pcm16k: bytes) -> Path:
     return write_fake_mic(tmp_path / "mic.wav", pcm16k)
 
 
-def open_app(browser: Browser, stack: Stack) -> Page:
+HEADPHONES = "&headphones=1"
+"""For speech over the bot: the fake microphone has no echo, and Chrome's echo canceller, until
+it has converged, chops what the person says while the bot plays (bench_webrtc measures that)."""
+
+
+def open_app(browser: Browser, stack: Stack, query: str = "") -> Page:
     """The web app, connected (its channel open, the session LISTENING), probe running."""
-    page = browser.new_page(f"{stack.http}/?autostart=1")
+    page = browser.new_page(f"{stack.http}/?autostart=1{query}")
     page.install_audio_probe()
     page.wait_for("window.duplex && window.duplex.state === 'connected'", 15)
     page.wait_for(has("state", state="LISTENING"), 10)
     return page
-
-
-def has(kind: str, **fields: Any) -> str:
-    """JS: the page has received an event of ``kind`` with these fields."""
-    checks = "".join(f" && e[{json.dumps(k)}] === {json.dumps(v)}" for k, v in fields.items())
-    return f"window.duplex.events.some(e => e.type === {json.dumps(kind)}{checks})"
-
-
-def events(page: Page, kind: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = page.evaluate(
-        f"window.duplex.events.filter(e => e.type === {json.dumps(kind)})"
-    )
-    return found
 
 
 def health(stack: Stack) -> dict[str, Any]:
@@ -125,7 +119,7 @@ def test_a_spoken_question_gets_a_transcript_a_reply_and_reply_audio_at_the_page
 def test_speaking_over_the_bot_silences_it_at_the_page(stack: Stack, tmp_path: Path) -> None:
     wav = mic_file(tmp_path, silence(5.0) + speech("Hold on, what time is it now?") + silence(4))
     with Browser.launch(wav) as browser:
-        page = open_app(browser, stack)
+        page = open_app(browser, stack, HEADPHONES)
         page.evaluate(f"window.duplex.send({json.dumps({'type': 'text', 'text': LONG})})")
         page.wait_for(has("barge_in"), 15)
         (barge,) = events(page, "barge_in")
@@ -166,7 +160,7 @@ def test_a_beep_over_the_bot_is_a_false_alarm_and_it_completes(
     # reaches VAD or comes out as a word to Whisper ("Huh?", "Okay."), which cuts the bot.
     wav = mic_file(tmp_path, silence(5.0) + beep(0.3, -15) + silence(6.0))
     with Browser.launch(wav) as browser:
-        page = open_app(browser, stack)
+        page = open_app(browser, stack, HEADPHONES)
         page.evaluate(f"window.duplex.send({json.dumps({'type': 'text', 'text': text})})")
         page.wait_for(has("tts_end"), 25)
         (end,) = events(page, "tts_end")
@@ -222,3 +216,29 @@ def test_two_pages_get_only_their_own_audio_and_closing_a_tab_ends_its_session(
         a.evaluate("window.duplex.send({type: 'text', text: 'Still here.'})")
         a.wait_for("window.duplex.events.filter(e => e.type === 'tts_end').length === 2", 20)
     wait_until(lambda: health(stack)["webrtc_sessions"] == 0, 10, "the browser's sessions end")
+
+
+MIC_TRACK = "window.duplex.pc.getSenders().find(s => s.track && s.track.kind === 'audio').track"
+
+
+def test_the_headphones_box_opens_the_microphone_without_echo_cancellation(
+    stack: Stack, tmp_path: Path
+) -> None:
+    with Browser.launch(mic_file(tmp_path, silence(20))) as browser:
+        page = open_app(browser, stack)
+        assert page.evaluate(f"{MIC_TRACK}.getSettings().echoCancellation") is True
+        receiver = "window.duplex.pc.getReceivers().find(r => r.track.kind === 'audio')"
+        assert page.evaluate(f"{receiver}.jitterBufferTarget") == 0
+        first = page.evaluate(f"{MIC_TRACK}.id")
+        page.evaluate("document.querySelector('#headphones').click()")
+        # ticked while connected: the same connection sends a new microphone track
+        page.wait_for(f"{MIC_TRACK}.id !== {json.dumps(first)}", 5)
+        assert page.evaluate(f"{MIC_TRACK}.getSettings().echoCancellation") is False
+        assert page.evaluate(f"{MIC_TRACK}.readyState") == "live"
+        assert [e["state"] for e in events(page, "state")] == ["LISTENING"]  # one session
+        # the choice is kept: a reload opens without it; ?headphones=0 overrides it
+        for query, cancels in [("", False), ("&headphones=0", True), ("&headphones=1", False)]:
+            page.goto(f"{stack.http}/?autostart=1{query}")
+            page.wait_for("window.duplex && window.duplex.state === 'connected'", 15)
+            assert page.evaluate(f"{MIC_TRACK}.getSettings().echoCancellation") is cancels, query
+        assert not page.console_errors, page.console_errors
