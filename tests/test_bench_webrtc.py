@@ -27,6 +27,7 @@ def test_bench_webrtc_quick_run_measures_every_trial_at_the_page() -> None:
     assert barge["ended_barged_in"] == barge["bot_was_speaking"] == 1
     assert barge["met"] is (barge["p95_ms"] <= barge["target_p95_ms"])
     assert barge["first_trial_ms"] == barge["max_ms"]
+    assert barge["mic_heard"] == barge["held"] == 1
     # Chrome's echo canceller may still chop the first interruption: counted either way
     barge = data["barge_in"]["browser"]
     assert barge["samples"] + barge["unmeasured"] == 1 and barge["bot_was_speaking"] == 1
