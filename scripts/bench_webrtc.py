@@ -205,8 +205,9 @@ def unmeasured(values: list[float | None]) -> dict[str, Any]:
 
 
 def barge_figures(trials: list[dict[str, Any]]) -> dict[str, Any]:
-    """Barge-in figures of one mode's trials; a trial whose bot never fell silent before its
-    answer is unmeasured, and the target is then not met."""
+    """Barge-in figures of one mode's trials; a trial with no figure (no hold, the sentence
+    kept off the track, or the bot never silent before its answer) is unmeasured, and the
+    target is then not met."""
     b = unmeasured([t["latency_s"] for t in trials])
     return {
         **b,
