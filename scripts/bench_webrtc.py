@@ -209,6 +209,7 @@ def barge_figures(trials: list[dict[str, Any]]) -> dict[str, Any]:
     kept off the track, or the bot never silent before its answer) is unmeasured, and the
     target is then not met."""
     b = unmeasured([t["latency_s"] for t in trials])
+    first = trials[0]["latency_s"]
     return {
         **b,
         "target_p95_ms": TARGETS["barge_in_p95_ms"],
@@ -217,7 +218,7 @@ def barge_figures(trials: list[dict[str, Any]]) -> dict[str, Any]:
         "held": sum(1 for t in trials if t["held"]),
         "ended_barged_in": sum(1 for t in trials if t["end_reason"] == "barged_in"),
         "bot_was_speaking": sum(1 for t in trials if t["bot_was_speaking"]),
-        "first_trial_ms": None if trials[0]["latency_s"] is None else trials[0]["latency_s"] * 1000,
+        "first_trial_ms": None if first is None else round(first * 1000, 1),  # as ms() rounds
         "server_side": ms([t["server_ms"] / 1000 for t in trials if t["server_ms"]]),
     }
 
