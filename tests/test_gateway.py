@@ -188,6 +188,13 @@ def test_bad_input_gets_the_right_error_and_the_session_still_works(stack: Stack
         assert error_for(json.dumps({"type": "session_config", "audio_format": "mp3"})) == (
             "INVALID_MESSAGE"
         )
+        assert error_for('{"type": "text", "text": "\\ud800"}') == "INVALID_MESSAGE"
+        assert error_for("[" * 10_000 + "]" * 10_000) == "INVALID_MESSAGE"
+        assert error_for(json.dumps({"type": "text", "text": "ding \x07 dong"})) == "INVALID_TEXT"
+        ws.send(json.dumps({"type": "session_config", "voice": "nobody-here"}))
+        (unknown,) = events(receive(ws, "error", timeout=10), "error")
+        assert unknown["code"] == "UNKNOWN_VOICE"
+        assert "en_US-joe-medium" in unknown["message"]  # the voices there are
         for _ in range(600):  # a flood: over the per-session message rate
             ws.send(json.dumps({"type": "session_config"}))
         limited = receive(ws, "error", timeout=10)

@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bus.audio_format import INPUT_RATES
+from adapters.tts.text import check_text, without_controls
 from transports import protocol as p
 
-CODES = {"INVALID_MESSAGE", "UNSUPPORTED_TYPE", "TEXT_TOO_LONG"}
+CODES = {"INVALID_MESSAGE", "UNSUPPORTED_TYPE", "TEXT_TOO_LONG", "INVALID_TEXT"}
 COMMANDS = (p.SessionConfigCommand, p.TextCommand, p.ControlCommand, p.EndCommand)
 
 any_text = st.text(st.characters(exclude_categories=()), max_size=40)  # lone surrogates too
@@ -59,6 +60,7 @@ def test_any_json_object_is_a_command_or_a_coded_error(message: dict[str, object
     if isinstance(result, p.TextCommand):
         assert 0 < len(result.text) <= 50 and result.text.strip()
         result.text.encode("utf-8")  # whatever is accepted can be sent on the bus
+        check_text(result.text)  # and a worker will not refuse it
 
 
 @settings(max_examples=200, deadline=None)
@@ -83,12 +85,26 @@ def test_any_binary_message_is_audio_or_a_coded_error(data: bytes) -> None:
         ('{"type": "session_config", "input_sample_rate": true}', "INVALID_MESSAGE"),
         ('{"type": "session_config", "voice": "\\udfff"}', "INVALID_MESSAGE"),
         ('"just a string"', "INVALID_MESSAGE"),
+        ('{"type": "text", "text": "bell \\u0007 ringing"}', "INVALID_TEXT"),  # a control char
+        ('{"type": "text", "text": "nul\\u0000"}', "INVALID_TEXT"),
+        ('{"type": "text", "text": "c1 \\u0085 next line"}', "INVALID_TEXT"),
+        ('{"type": "text", "text": "private \\ue000 use"}', "INVALID_TEXT"),
+        ('{"type": "text", "text": "' + "[" * 5000 + '"}', "TEXT_TOO_LONG"),
+        ("{" * 100_000, "INVALID_MESSAGE"),  # over 64 KiB
     ],
 )
 def test_named_bad_inputs_get_their_code(data: str, code: str) -> None:
     with pytest.raises(p.ClientError) as refused:
         p.parse_text_message(data, max_text_chars=50)
     assert refused.value.code == code
+
+
+def test_tabs_and_newlines_are_speakable_and_other_controls_are_named() -> None:
+    command = p.parse_text_message('{"type": "text", "text": "one\\ttwo\\r\\nthree"}', 50)
+    assert command == p.TextCommand("one\ttwo\r\nthree")
+    with pytest.raises(p.ClientError, match="U\\+001B at position 3"):
+        p.parse_text_message('{"type": "text", "text": "abc\\u001b[0m"}', 50)
+    assert without_controls("a\x00b\x1bc\td") == "a b c\td"
 
 
 def test_a_valid_session_config_keeps_only_what_was_named() -> None:

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bus.audio_format import wav_bytes
 from bus.envelope import new_id
 from bus.schema.tts import EndReason, TtsFrame
+from transports import protocol
 from transports.sessions import SessionHub
 from transports.utterance_stream import Registry, UtteranceStream
 
@@ -166,6 +167,10 @@ class HttpApi:
             (text + voice).encode("utf-8")
         except UnicodeEncodeError:
             return _error(400, "INVALID_MESSAGE", "the text is not valid Unicode")
+        try:
+            protocol.speakable(text)
+        except protocol.ClientError as exc:
+            return _error(400, exc.code, str(exc))
         stream = UtteranceStream(
             new_id()[:8],
             f"http-{new_id()[:12]}",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from adapters.dialogue import NAMES as DIALOGUES
+from adapters.tts.text import TextError, check_text
 from bus.audio_format import BOT, FRAME_MS, INPUT_RATES
 
 PROTOCOL_VERSION = 1
@@ -125,7 +126,7 @@ def parse_text_message(data: str, max_text_chars: int) -> ClientCommand:
             raise ClientError("INVALID_MESSAGE", '"text" must be a non-empty string')
         if len(text) > max_text_chars:
             raise ClientError("TEXT_TOO_LONG", f"text holds at most {max_text_chars} characters")
-        return TextCommand(_encodable(text, "text"))
+        return TextCommand(speakable(_encodable(text, "text")))
     if kind == "control":
         command = message.get("command")
         if command not in tuple(Control):
@@ -138,6 +139,16 @@ def parse_text_message(data: str, max_text_chars: int) -> ClientCommand:
     if kind == "end":
         return EndCommand()
     raise ClientError("UNSUPPORTED_TYPE", f"unknown message type {_encodable(kind[:64], 'type')!r}")
+
+
+def speakable(text: str) -> str:
+    """``text`` if a voice can read it: no control characters but tab, CR and LF (the rule
+    of :func:`adapters.tts.text.check_text`, which every TTS worker applies too), else
+    ClientError ``INVALID_TEXT`` naming the first one and where it is."""
+    try:
+        return check_text(text)
+    except TextError as exc:
+        raise ClientError(exc.code, str(exc)) from None
 
 
 def _encodable(text: str, field: str) -> str:

@@ -46,7 +46,7 @@ from bus.schema.vad import SpeechEnd, SpeechStart
 from transports import protocol as p
 from transports.mic import MicInput
 from transports.playout import Playout
-from transports.utterance_stream import BusPort, StreamClient, UtteranceStream
+from transports.utterance_stream import BusPort, Registry, StreamClient, UtteranceStream
 
 LEAD_FRAMES = 10
 """Credit a worker starts an utterance with: 200 ms ahead of playout."""
@@ -57,6 +57,12 @@ MESSAGE_RATE = 100.0
 MESSAGE_BURST = 400.0
 MAX_AUDIO_AHEAD_S = 30.0
 """Microphone audio may run this far ahead of real time (a file sent fast); more is refused."""
+
+
+def live_voices(registry: Registry) -> list[str]:
+    """Every voice a live TTS worker offers, sorted."""
+    voices = {v for w in registry.alive("tts_worker") for v in w.capabilities.get("voices", ())}
+    return sorted(str(v) for v in voices)
 
 
 class ClientLink(Protocol):
@@ -221,11 +227,19 @@ class ClientSession:
         elif isinstance(command, p.ControlCommand):
             self._control(command.command)
         elif isinstance(command, p.SessionConfigCommand):
-            self._configure(command)
+            await self._configure(command)
         elif isinstance(command, p.EndCommand):
             await self.end("client_end")
 
-    def _configure(self, config: p.SessionConfigCommand) -> None:
+    async def _configure(self, config: p.SessionConfigCommand) -> None:
+        """Applied whole or not at all: a voice no live worker offers refuses the message."""
+        if config.voice:
+            voices = live_voices(self.bus.registry)
+            # With no worker registered nothing can be checked; the text will say NO_WORKER.
+            if voices and config.voice not in voices:
+                offered = ", ".join(voices[:50])
+                await self.error("UNKNOWN_VOICE", f"no voice {config.voice!r}; voices: {offered}")
+                return
         if config.voice is not None:
             self.voice = config.voice
         if config.audio_format is not None:

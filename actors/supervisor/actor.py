@@ -41,7 +41,7 @@ from actors.supervisor.commands import (
 from actors.supervisor.settings import SupervisorSettings
 from actors.supervisor.turns import TurnTaking
 from adapters.dialogue import Dialogue, DialogueError, load_dialogue
-from adapters.tts.text import SentenceBuffer, TextError
+from adapters.tts.text import SentenceBuffer, TextError, without_controls
 from bus import topics
 from bus.errors import BusError
 from bus.inbound import Inbound
@@ -234,7 +234,8 @@ class Supervisor(Actor):
         try:
             dialogue = self._dialogue(start.dialogue or self.settings.dialogue)
             cutter = SentenceBuffer()
-            async for chunk in dialogue.reply(start.history):
+            async for raw in dialogue.reply(start.history):
+                chunk = without_controls(raw)  # a model's stray control bytes are not spoken
                 chunks.append(chunk)
                 for sentence in cutter.push(chunk):
                     self._feed(session, ReplySentence(start.turn, sentence))

@@ -47,14 +47,24 @@ class TextError(ValueError):
 def check_text(text: str) -> str:
     """The text if it is speakable (no control characters but tab and newlines), else TextError."""
     for index, char in enumerate(text):
-        if char in "\t\n\r":
-            continue
-        if unicodedata.category(char) in ("Cc", "Cs", "Co"):
+        if _unspeakable(char):
             raise TextError(
                 "INVALID_TEXT",
                 f"text contains control character U+{ord(char):04X} at position {index}",
             )
     return text
+
+
+def without_controls(text: str) -> str:
+    """``text`` with each character :func:`check_text` refuses replaced by a space: for text
+    no person typed (a dialogue model's reply), where refusing would silence the whole reply."""
+    if not any(_unspeakable(char) for char in text):
+        return text  # the common case, without building a new string
+    return "".join(" " if _unspeakable(char) else char for char in text)
+
+
+def _unspeakable(char: str) -> bool:
+    return char not in "\t\n\r" and unicodedata.category(char) in ("Cc", "Cs", "Co")
 
 
 def split_sentences(text: str) -> list[str]:
