@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus.audio_format import INPUT_RATES
 from adapters.tts.text import check_text, without_controls
+from bus.audio_format import INPUT_RATES
 from transports import protocol as p
 
 CODES = {"INVALID_MESSAGE", "UNSUPPORTED_TYPE", "TEXT_TOO_LONG", "INVALID_TEXT"}
