@@ -29,10 +29,12 @@ from bus import topics
 from bus.inbound import Inbound
 from bus.logs import kv
 from bus.runtime import Actor
+from bus.schema.system import Registration, RegistryChange
 from bus.settings import load_settings
 from bus.topology import ActorConfig
 from transports import access, websocket
 from transports.http_api import HttpApi
+from transports.session import StallPolicy
 from transports.sessions import SessionHub
 from transports.webrtc import WebRtcOptions, WebRtcServer
 
@@ -51,6 +53,13 @@ class GatewaySettings:
     """Longer text gets ``TEXT_TOO_LONG``."""
     busy_wait_ms: float = 5000.0
     """Every fitting TTS worker saturated: ask the router again for this long, milliseconds."""
+    max_client_backlog_ms: float = 2000.0
+    """Audio sent to a client and not taken by it (its socket stopped draining) before its
+    utterance pauses, milliseconds."""
+    stalled_stop_ms: float = 5000.0
+    """A client stalled this long has its utterance stopped (the worker's stream slot freed)."""
+    stalled_close_ms: float = 20000.0
+    """A client stalled this long is cut off: its session ends ``client_stalled``."""
     webrtc: dict[str, Any] = field(default_factory=dict)
     """Browser sessions: :class:`~transports.webrtc.WebRtcOptions` (ICE servers, timeouts)."""
     tls_cert: Path | None = None
@@ -71,6 +80,18 @@ class GatewaySettings:
             raise ValueError(f"http_port must be 0..65535, not {self.http_port}")
         if self.max_text_chars < 1 or self.busy_wait_ms < 0:
             raise ValueError("max_text_chars must be positive and busy_wait_ms not negative")
+        stall = (self.max_client_backlog_ms, self.stalled_stop_ms, self.stalled_close_ms)
+        if not (stall[0] > 0 and 0 <= stall[1] <= stall[2]):
+            raise ValueError(
+                "max_client_backlog_ms must be positive and stalled_stop_ms <= stalled_close_ms"
+            )
+
+    def stall_policy(self) -> StallPolicy:
+        return StallPolicy(
+            self.max_client_backlog_ms / 1000,
+            self.stalled_stop_ms / 1000,
+            self.stalled_close_ms / 1000,
+        )
 
 
 class Gateway(Actor):
@@ -85,6 +106,7 @@ class Gateway(Actor):
             self.metrics.registry,
             max_text_chars=self.settings.max_text_chars,
             busy_wait_s=self.settings.busy_wait_ms / 1000,
+            stall=self.settings.stall_policy(),
         )
         self.http = HttpApi(self.hub, self.registry, self.metrics.registry, self._health)
         webrtc = load_settings(WebRtcOptions, self.settings.webrtc, kind="gateway.webrtc")
@@ -97,6 +119,10 @@ class Gateway(Actor):
         )
         self.subscribe(topics.VAD)
         self.subscribe(topics.ASR)
+        self.registry.listen(self._on_registry)
+
+    def _on_registry(self, change: RegistryChange, reg: Registration) -> None:
+        self.hub.on_registry(change, reg, resync=self.registry.in_snapshot)
 
     async def on_start(self) -> None:
         cert, key = self.settings.tls_cert, self.settings.tls_key
@@ -117,6 +143,7 @@ class Gateway(Actor):
         where = f"{f'[{host}]' if ':' in host else host}:{self.http_port}"
         self.endpoints["ws"] = f"{'wss' if tls else 'ws'}://{where}/ws"
         self.spawn(self.hub.streams.watchdog())
+        self.spawn(self.hub.watch_clients())
         http = f"{'https' if tls else 'http'}://{where}/"
         self.log.info("gateway listening", extra=kv(url=self.endpoints["ws"], http=http))
 

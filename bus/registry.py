@@ -142,6 +142,10 @@ class RegistryMirror:
         self._actors: dict[str, Registration] = {}
         self._early: list[RegistryEvent] = []
         self._listeners: list[Listener] = []
+        self.in_snapshot = False
+        """True while listeners hear the changes a snapshot brought (a broker restart, a
+        resync), not a published event: an actor missing from it may only not have registered
+        with a new broker yet."""
 
     @property
     def synced(self) -> bool:
@@ -166,14 +170,17 @@ class RegistryMirror:
         self._actors = {r.actor_id: r for r in snap.actors}
         self.epoch, self.version = snap.broker_epoch, snap.version
         self.synced_at = time.monotonic()
-        for actor_id, reg in old.items():
-            if actor_id not in self._actors:
-                self._notify(RegistryChange.REMOVED, reg)
-        for actor_id, reg in self._actors.items():
-            if old.get(actor_id) != reg:
-                self._notify(
-                    RegistryChange.ADDED if actor_id not in old else RegistryChange.UPDATED, reg
-                )
+        self.in_snapshot = True
+        try:
+            for actor_id, reg in old.items():
+                if actor_id not in self._actors:
+                    self._notify(RegistryChange.REMOVED, reg)
+            for actor_id, reg in self._actors.items():
+                if old.get(actor_id) != reg:
+                    change = RegistryChange.ADDED if actor_id not in old else RegistryChange.UPDATED
+                    self._notify(change, reg)
+        finally:
+            self.in_snapshot = False
         early, self._early = self._early, []
         for event in early:
             self.apply_event(event)

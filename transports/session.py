@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Histogram
 
 from bus import topics
-from bus.audio_format import MIC
+from bus.audio_format import BOT, FRAME_MS, MIC, SAMPLE_BYTES
 from bus.limits import PeerRateLimit
 from bus.schema import Message
 from bus.schema.asr import Transcript
@@ -40,7 +40,7 @@ from bus.schema.session import (
     SessionText,
     StateChanged,
 )
-from bus.schema.system import Error
+from bus.schema.system import Error, Registration
 from bus.schema.tts import EndReason, TtsFrame
 from bus.schema.vad import SpeechEnd, SpeechStart
 from transports import protocol as p
@@ -57,6 +57,24 @@ MESSAGE_RATE = 100.0
 MESSAGE_BURST = 400.0
 MAX_AUDIO_AHEAD_S = 30.0
 """Microphone audio may run this far ahead of real time (a file sent fast); more is refused."""
+ADOPT_WAIT_S = 2.0
+"""A session whose supervisor left waits this long for another (a restarted one) to take it,
+then ends ``supervisor_lost``."""
+RESYNC_WAIT_S = 10.0
+"""The same when the supervisor went missing from a fresh registry snapshot (a broker restart:
+actors register again over a few heartbeats)."""
+MAX_PENDING_TEXTS = 64
+"""Texts remembered until their utterance begins (the supervisor queues 32 at most)."""
+_FROM_SUPERVISOR = (
+    PlayoutSpeak,
+    PlayoutText,
+    BargeInOutcome,
+    Stop,
+    StateChanged,
+    SessionReply,
+    SessionClosed,
+)
+"""What only a session's supervisor sends it: from a former one, it is dropped."""
 
 
 def live_voices(registry: Registry) -> list[str]:
@@ -77,12 +95,28 @@ class ClientLink(Protocol):
     async def send_audio(self, pcm: bytes) -> None:
         """One 20 ms frame of bot audio (48 kHz mono s16le)."""
 
+    def backlog_bytes(self) -> int:
+        """Bytes sent to the client that it has not taken yet (0 where the transport paces
+        audio itself)."""
+
     def discard_audio(self) -> int | None:
         """Drop the bot audio sent but not yet played (a barge-in, a cut); returns how many
         frames, or None where the client holds that audio (it drops it on ``barge_in`` or
         ``tts_end``) and playout's clock tells."""
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StallPolicy:
+    """What a client that stops taking its audio gets (``actors.gateway`` settings)."""
+
+    max_backlog_s: float = 2.0
+    """Seconds of audio sent and not taken before its utterance is paused."""
+    stop_after_s: float = 5.0
+    """Stalled this long: the utterance is stopped (its worker's stream slot freed)."""
+    close_after_s: float = 20.0
+    """Stalled this long: the session ends ``client_stalled`` and the connection is cut."""
 
 
 class SessionBus(BusPort, Protocol):
@@ -152,6 +186,7 @@ class ClientSession:
         streams: StreamClient,
         metrics: SessionMetrics,
         max_text_chars: int,
+        stall: StallPolicy | None = None,
     ) -> None:
         self.session_id = session_id
         self.link = link
@@ -160,11 +195,30 @@ class ClientSession:
         self.streams = streams
         self.metrics = metrics
         self.max_text_chars = max_text_chars
+        self.stall = stall or StallPolicy()
+        self.stalled_since: float | None = None
+        """When the client's backlog went over the bound (None: it takes its audio)."""
+        self.stall_paused = False
         self.voice = ""
         self.dialogue = ""
         """Empty: the supervisor's default."""
         self.audio_format = p.AudioFormat.BINARY
         self.supervisor = ""
+        self._former: set[str] = set()
+        """Supervisors this session had: their late messages are not the session's any more."""
+        self.adopting: asyncio.Task[None] | None = None
+        """Waiting for a supervisor to take the session over."""
+        self.pending_texts: deque[SessionText] = deque(maxlen=MAX_PENDING_TEXTS)
+        """Texts sent to the supervisor whose utterance has not begun: sent again to one that
+        takes the session over."""
+        self.held_texts: deque[SessionText] = deque(maxlen=MAX_PENDING_TEXTS)
+        """Texts not sent yet: while no supervisor runs the session, or an orphan plays."""
+        self._supervisor_started = 0
+        """``started_wall_ns`` of the supervisor's registration: tells one that comes back
+        (it has the session) from a restart under the same id (it has not)."""
+        self.orphan = ""
+        """An utterance that began under a supervisor now gone: it plays out, but no one can
+        decide a barge-in on it."""
         self.mic = MicInput()
         self.stats = SessionStats()
         self.rate = PeerRateLimit(MESSAGE_RATE, MESSAGE_BURST)
@@ -194,10 +248,71 @@ class ClientSession:
         self._player = self.bus.spawn(self.playout.run())
         supervisors = self.bus.registry.alive("supervisor")
         if not supervisors:
+            # Taken by the first supervisor that registers (SessionHub.on_registry).
             await self.error("NO_WORKER", "no session supervisor is running")
             return
-        self.supervisor = supervisors[0].actor_id
+        self.adopt(min(supervisors, key=lambda r: r.load))
+
+    def adopt(self, supervisor: Registration) -> None:
+        """``supervisor`` runs this session from now on: it hears of the session, its settings
+        and the texts not yet begun (an utterance playing goes on; its texts follow its end)."""
+        self.supervisor = supervisor.actor_id
+        self._supervisor_started = supervisor.started_wall_ns
         self.tell(SessionOpened(gateway=self.bus.id, transport=self.transport))
+        if self.voice or self.dialogue:
+            self.tell(SessionConfig(voice=self.voice, dialogue=self.dialogue))
+        self.held_texts.extendleft(reversed(self.pending_texts))
+        self.pending_texts.clear()
+        if not self.orphan:
+            self._send_held()
+
+    def _send_held(self) -> None:
+        while self.held_texts and self.supervisor:
+            text = self.held_texts.popleft()
+            if self.tell(text):
+                self.pending_texts.append(text)
+
+    async def supervisor_lost(self, *, resync: bool = False) -> None:
+        """The session's supervisor left the registry (it died, hung or stopped): another takes
+        the session within :data:`ADOPT_WAIT_S` (:data:`RESYNC_WAIT_S` after a broker restart,
+        ``resync``), or the client hears ``SUPERVISOR_LOST`` and the session ends
+        ``supervisor_lost``. The same process back (a stall, a broker restart) keeps it."""
+        lost, started, self.supervisor = self.supervisor, self._supervisor_started, ""
+        self.adopting = asyncio.current_task()
+        try:
+            wait_s = RESYNC_WAIT_S if resync else ADOPT_WAIT_S
+            if await self._find_supervisor(lost, started, wait_s):
+                return
+        finally:
+            self.adopting = None
+        await self.error("SUPERVISOR_LOST", "the session supervisor stopped and no other runs")
+        await self.end("supervisor_lost")
+
+    async def _find_supervisor(self, lost: str, started: int, wait_s: float) -> bool:
+        """Wait ``wait_s`` at most for a supervisor to run the session; True if one does."""
+        deadline = time.monotonic() + wait_s
+        while not self.link.closed:
+            back = self.bus.registry.get(lost)
+            if back is not None and back.started_wall_ns == started:
+                self.supervisor = lost  # it kept the session all along
+                self._send_held()
+                return True
+            others = [r for r in self.bus.registry.alive("supervisor") if r.actor_id != lost]
+            if back is not None:
+                others.append(back)  # restarted under the same id: a new process
+            if others:
+                self._former.add(lost)
+                if self.speaking is not None:
+                    self.orphan = self.speaking.utterance_id
+                    if self.held:  # the person spoke over it and no one is left to judge it
+                        self._cut(self.speaking, EndReason.BARGED_IN)
+                self.adopt(min(others, key=lambda r: r.load))
+                self._former.discard(self.supervisor)
+                return True
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        return False
 
     async def end(self, reason: str) -> None:
         """``session_end``, then close the connection (the transport then calls :meth:`close`)."""
@@ -214,6 +329,35 @@ class ClientSession:
         self.tell(SessionClosed(reason=reason))
         self.streams.release(self.session_id)
 
+    def check_backlog(self, now: float) -> bool:
+        """Judge what the client has not taken (called every quarter second): over
+        :attr:`StallPolicy.max_backlog_s` of audio its utterance pauses, stalled longer it is
+        stopped, then the session ends. False once the session should be closed."""
+        per_second = float(BOT.sample_rate * SAMPLE_BYTES)
+        if self.audio_format is p.AudioFormat.JSON:  # base64, and some 80 bytes of fields
+            per_second = per_second * 4 / 3 + 80 * 1000 / FRAME_MS
+        backlog_s = self.link.backlog_bytes() / per_second
+        if backlog_s <= self.stall.max_backlog_s:
+            if self.stall_paused and backlog_s <= self.stall.max_backlog_s / 2:
+                self.stall_paused = False
+                self.stalled_since = None
+                if not self.held and not self.client_paused:
+                    self.playout.resume()
+                    self._to_worker(Resume)
+            elif not self.stall_paused:
+                self.stalled_since = None
+            return True
+        if self.stalled_since is None:
+            self.stalled_since = now
+        if not self.stall_paused and self.speaking is not None:
+            self.stall_paused = True
+            self.playout.pause()
+            self._to_worker(Pause)
+        stalled = now - self.stalled_since
+        if stalled > self.stall.stop_after_s and self.speaking is not None:
+            self._cut(self.speaking, EndReason.STOPPED)
+        return stalled <= self.stall.close_after_s
+
     # ------------------------------------------------------------------ from the client
 
     async def handle(self, command: p.ClientCommand) -> None:
@@ -223,7 +367,17 @@ class ClientSession:
         elif isinstance(command, p.AudioIn):
             await self.microphone(command.pcm)
         elif isinstance(command, p.TextCommand):
-            self.tell(SessionText(text=command.text, voice=self.voice))
+            text = SessionText(text=command.text, voice=self.voice)
+            if self.supervisor and not self.orphan:
+                if self.tell(text):
+                    self.pending_texts.append(text)
+                else:
+                    await self.error("NO_WORKER", "the session supervisor cannot be reached")
+            elif self.supervisor or self.adopting is not None:
+                # Sent once the orphan has played out, or to the supervisor that takes over.
+                self.held_texts.append(text)
+            else:
+                await self.error("NO_WORKER", "no session supervisor runs: the text is not spoken")
         elif isinstance(command, p.ControlCommand):
             self._control(command.command)
         elif isinstance(command, p.SessionConfigCommand):
@@ -279,6 +433,8 @@ class ClientSession:
             if speaking is not None:
                 self._cut(speaking, EndReason.STOPPED)
             self.tell(Stop())  # queued texts and a reply in the making are dropped too
+            self.pending_texts.clear()
+            self.held_texts.clear()
         elif speaking is None or self.held:
             # Nothing to pause (a PAUSE must not silence the next utterance), or a barge-in
             # holds it: its outcome, not the client, resumes it.
@@ -299,10 +455,15 @@ class ClientSession:
     async def on_bus(self, msg: Message, src: str = "") -> None:
         """A bus message for this session from actor ``src`` (its utterance streams' are
         handled before)."""
+        if isinstance(msg, _FROM_SUPERVISOR) and src != self.supervisor:
+            return  # a former supervisor's (one that hung, was given up and came back)
         if isinstance(msg, SpeechStart):
             await self.send(p.VadEvent("speech_start", round(MIC.ms(msg.stream_sample))))
-            if self.speaking is not None and not self.held and not self.client_paused:
-                await self._hold(self.speaking, msg.stream_sample)
+            speaking = self.speaking
+            if speaking is not None and speaking.utterance_id == self.orphan:
+                self._cut(speaking, EndReason.BARGED_IN)  # no supervisor can hold it for words
+            elif speaking is not None and not self.held and not self.client_paused:
+                await self._hold(speaking, msg.stream_sample)
         elif isinstance(msg, SpeechEnd):
             await self.send(p.VadEvent("speech_end", round(MIC.ms(msg.stream_sample))))
         elif isinstance(msg, Transcript):
@@ -327,13 +488,18 @@ class ClientSession:
             await self.send(p.ReplyEvent(msg.text))
         elif isinstance(msg, SessionClosed):
             await self.end(msg.reason)
-        elif isinstance(msg, Error):
+        elif isinstance(msg, Error) and src not in self._former:
             # The supervisor's codes are the client's; anyone else's error (a worker's, for an
             # utterance already forgotten) is a synthesis failure.
             mine = src == self.supervisor and msg.code != "UNSUPPORTED_TYPE"
             await self.error(msg.code if mine else "SYNTHESIS_FAILED", msg.message)
 
     def _speak(self, msg: PlayoutSpeak) -> None:
+        self.stall_paused = False  # a new utterance: a stalled client's check pauses it anew
+        for text in self.pending_texts:
+            if msg.final and msg.answers_sample < 0 and text.text == msg.text:
+                self.pending_texts.remove(text)  # the client's text begins
+                break
         if self.speaking is not None:
             self._cut(self.speaking, EndReason.STOPPED)
         self.speaking = UtteranceStream(
@@ -368,6 +534,8 @@ class ClientSession:
             return
         if msg.words:
             self._cut(speaking, EndReason.BARGED_IN)
+            self.pending_texts.clear()  # the supervisor dropped its queue
+            self.held_texts.clear()
             return
         self._release_hold()
         self.stats.false_interruptions += 1
@@ -431,6 +599,7 @@ class ClientSession:
                 reason=EndReason.ERROR,
             )
             self.tell(ended)
+            self._orphan_over(stream.utterance_id)
 
     # ------------------------------------------------------------------ playout
 
@@ -456,6 +625,12 @@ class ClientSession:
                 await self._timed("turn", self.answers_sample)
         await self.send(p.TtsStarted(utterance_id, text))
         self.tell(PlayoutEvent(utterance_id=utterance_id, event=PlayoutEventKind.STARTED))
+
+    def _orphan_over(self, utterance_id: str) -> None:
+        """The orphan played out: the texts held back go to the new supervisor."""
+        if utterance_id and utterance_id == self.orphan:
+            self.orphan = ""
+            self._send_held()
 
     async def _ended(self, utterance_id: str, reason: EndReason, played: int, words: int) -> None:
         # Everything about the session first: the sends below may wait on a slow client, and
@@ -484,6 +659,7 @@ class ClientSession:
             heard=heard[:8192],
         )
         self.tell(ended)
+        self._orphan_over(utterance_id)
 
     async def _timed(self, what: str, stream_sample: int) -> None:
         """Latency from the client's audio at ``stream_sample`` to now, per session and in

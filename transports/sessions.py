@@ -8,13 +8,22 @@ frames to their utterance streams and everything else to the session it names.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from prometheus_client import Counter
 
 from bus.envelope import new_id
 from bus.inbound import Inbound
-from transports.session import ClientLink, ClientSession, SessionBus, SessionMetrics
+from bus.schema.system import Registration, RegistryChange
+from transports.session import (
+    ClientLink,
+    ClientSession,
+    SessionBus,
+    SessionMetrics,
+    StallPolicy,
+)
 from transports.utterance_stream import StreamClient
 
 
@@ -22,10 +31,22 @@ class SessionHub:
     """The sessions of one gateway and the utterance streams they (and HTTP) share."""
 
     def __init__(
-        self, bus: SessionBus, registry: Any, *, max_text_chars: int, busy_wait_s: float
+        self,
+        bus: SessionBus,
+        registry: Any,
+        *,
+        max_text_chars: int,
+        busy_wait_s: float,
+        stall: StallPolicy | None = None,
     ) -> None:
         self.bus = bus
         self.max_text_chars = max_text_chars
+        self.stall = stall or StallPolicy()
+        self.stalled = Counter(
+            "duplex_clients_stalled_total",
+            "Sessions ended because their client stopped taking its audio",
+            registry=registry,
+        )
         self.sessions: dict[str, ClientSession] = {}
         self.metrics = SessionMetrics(registry)
         busy_waits = Counter(
@@ -45,6 +66,7 @@ class SessionHub:
             streams=self.streams,
             metrics=self.metrics,
             max_text_chars=self.max_text_chars,
+            stall=self.stall,
         )
         self.sessions[session.session_id] = session
         await session.start()
@@ -55,12 +77,36 @@ class SessionHub:
         if self.sessions.pop(session.session_id, None) is not None:
             session.close(reason)
 
+    def on_registry(self, change: RegistryChange, reg: Registration, *, resync: bool) -> None:
+        """A registry change: a session's supervisor left (``resync``: missing from a fresh
+        snapshot, a broker restart) or a first one came. (A worker that left is not judged
+        here: one only frozen a while must keep its streams; the stream watchdog asks it.)"""
+        if change is RegistryChange.REMOVED and reg.kind == "supervisor":
+            for session in list(self.sessions.values()):
+                if session.supervisor == reg.actor_id:
+                    self.bus.spawn(session.supervisor_lost(resync=resync))
+        elif change is RegistryChange.ADDED and reg.kind == "supervisor":
+            for session in self.sessions.values():
+                if not session.supervisor and session.adopting is None:
+                    session.adopt(reg)  # it had none: NO_WORKER when it connected
+
     async def on_message(self, inbound: Inbound) -> None:
         if await self.streams.on_message(inbound):
             return
         session = self.sessions.get(inbound.env.session)
         if session is not None:  # else the session is gone: late messages are dropped
             await session.on_bus(inbound.message, inbound.env.src)
+
+    async def watch_clients(self, interval_s: float = 0.25) -> None:
+        """Forever: each session's backlog judged; a client stalled too long is cut off."""
+        while True:
+            await asyncio.sleep(interval_s)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if not session.check_backlog(now):
+                    self.stalled.inc()
+                    self.bus.spawn(session.end("client_stalled"))
+                    self.close(session, "client_stalled")
 
     async def shutdown(self) -> None:
         for session in list(self.sessions.values()):

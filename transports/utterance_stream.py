@@ -156,6 +156,8 @@ class StreamSink(Protocol):
 class Registry(Protocol):
     def alive(self, kind: str) -> list[Registration]: ...
 
+    def get(self, actor_id: str) -> Registration | None: ...
+
 
 class BusPort(Protocol):
     """What a stream client needs of its actor (:class:`bus.runtime.Actor` is one)."""

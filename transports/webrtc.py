@@ -150,6 +150,10 @@ class WebRtcLink:
         if not self._closed:
             await self.track.put(pcm)
 
+    def backlog_bytes(self) -> int:
+        """The events channel's (audio is paced by the track; a slow channel closes itself)."""
+        return self.channel.bufferedAmount if self.channel is not None else 0
+
     def discard_audio(self) -> int:
         return self.track.discard()
 

@@ -6,7 +6,13 @@ in, and bot audio out is one binary message per 20 ms frame.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
+import json
+import struct
+import termios
+from collections import deque
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -19,38 +25,119 @@ MAX_MESSAGE_BYTES = protocol.MAX_AUDIO_MESSAGE_BYTES
 HEARTBEAT_S = 30.0
 
 
-class WebSocketLink:
-    """A :class:`~transports.session.ClientLink` over one aiohttp WebSocket."""
+MAX_QUEUED_BYTES = 8 * 1024 * 1024
+"""What may wait to be written to one client; more closes it (the session's backlog rule stops
+its audio long before)."""
+CLOSE_FLUSH_S = 1.0
+"""On close, how long what is queued (``session_end``) may take to leave before the connection
+is cut."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+
+class WebSocketLink:
+    """A :class:`~transports.session.ClientLink` over one aiohttp WebSocket. Sends never wait
+    on the client: they queue, in order, for a writer task, so that a client that stops
+    reading holds up nothing but itself; :meth:`backlog_bytes` says how much it has not taken."""
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None) -> None:
         self.ws = ws
+        self.transport = transport
+        self._queue: deque[str | bytes] = deque()
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def closed(self) -> bool:
         return self.ws.closed
 
     async def send_event(self, event: dict[str, Any]) -> None:
-        if not self.ws.closed:
-            with contextlib.suppress(ConnectionError):
-                await self.ws.send_json(event)
+        self._put(json.dumps(event))
 
     async def send_audio(self, pcm: bytes) -> None:
-        if not self.ws.closed:
-            with contextlib.suppress(ConnectionError):
-                await self.ws.send_bytes(pcm)
+        self._put(pcm)
+
+    def _put(self, item: str | bytes) -> None:
+        if self.ws.closed:
+            return
+        if self._queued_bytes > MAX_QUEUED_BYTES:
+            self.abort()
+            return
+        self._queue.append(item)
+        self._queued_bytes += len(item)
+        self._drained.clear()
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        self._wake.set()
+
+    async def _write(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):  # (RuntimeError: closing)
+            while not self.ws.closed:
+                if not self._queue:
+                    self._drained.set()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                item = self._queue[0]
+                if isinstance(item, bytes):
+                    await self.ws.send_bytes(item)
+                else:
+                    await self.ws.send_str(item)
+                self._queue.popleft()
+                self._queued_bytes -= len(item)
+
+    def backlog_bytes(self) -> int:
+        """Bytes sent to the client and not taken: queued here, in the transport's buffer and
+        in the kernel's send queue (Linux; elsewhere that part is not counted)."""
+        backlog = self._queued_bytes
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            backlog += transport.get_write_buffer_size()
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                backlog += _unsent_in_kernel(sock.fileno())
+        return backlog
 
     def discard_audio(self) -> None:
         """The client buffers what it was sent; it drops it on ``barge_in``/``tts_end``."""
 
     async def close(self) -> None:
-        await self.ws.close()
+        """What is queued (``session_end``) leaves first, for :data:`CLOSE_FLUSH_S` at most."""
+        if self._queue and self._writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), CLOSE_FLUSH_S)
+        if self._queue:
+            self.abort()
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.ws.close(), CLOSE_FLUSH_S)
+        self.abort()  # a close frame the client never acknowledged
+
+    def abort(self) -> None:
+        """Cut the connection now (a client that does not read gets no close handshake)."""
+        self._queue.clear()
+        self._queued_bytes = 0
+        if self._writer is not None:
+            self._writer.cancel()
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.abort()
+
+
+def _unsent_in_kernel(fd: int) -> int:
+    try:
+        raw = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("i", raw)[0])
 
 
 async def serve(request: web.Request, hub: SessionHub) -> web.WebSocketResponse:
     """Serve one client until it goes."""
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
-    session = await hub.open(WebSocketLink(ws), transport="websocket")
+    link = WebSocketLink(ws, request.transport)
+    session = await hub.open(link, transport="websocket")
     try:
         async for frame in ws:
             try:
@@ -66,4 +153,5 @@ async def serve(request: web.Request, hub: SessionHub) -> web.WebSocketResponse:
             await session.handle(command)
     finally:
         hub.close(session)
+        link.abort()  # the connection is over: the writer goes too
     return ws
