@@ -19,11 +19,12 @@ microphone as 16 kHz 20 ms ``audio.frame`` on ``audio.in.<session>``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from bus import topics
 from bus.inbound import Inbound
@@ -39,6 +40,26 @@ from transports.sessions import SessionHub
 from transports.webrtc import WebRtcOptions, WebRtcServer
 
 MAX_HTTP_BODY_BYTES = 256 * 1024
+
+
+class _BadRequestsInOneLine(logging.Filter):
+    """aiohttp logs a request it could not parse (a header over 8 KiB, a garbled request line)
+    at error level with a traceback, though it answered 400 and nothing failed: one warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, http_exceptions.HttpProcessingError):
+            record.msg, record.args, record.exc_info = "bad request refused", (), None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.__dict__["status"] = exc.code
+            record.__dict__["error"] = str(exc.message)[:200]
+        return True
+
+
+def _quiet_bad_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _BadRequestsInOneLine) for f in server_log.filters):
+        server_log.addFilter(_BadRequestsInOneLine())
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +141,7 @@ class Gateway(Actor):
         self.subscribe(topics.VAD)
         self.subscribe(topics.ASR)
         self.registry.listen(self._on_registry)
+        _quiet_bad_requests()
 
     def _on_registry(self, change: RegistryChange, reg: Registration) -> None:
         self.hub.on_registry(change, reg, resync=self.registry.in_snapshot)

@@ -96,7 +96,9 @@ class LocalStack:
     """A broker and actors as processes on free loopback ports, from a topology written for
     this run (``actors`` settings are YAML under ``actors:``; every metrics port is off)."""
 
-    def __init__(self, name: str, kinds: Sequence[str], actors: str = "") -> None:
+    def __init__(
+        self, name: str, kinds: Sequence[str], actors: str = "", keep_logs: bool = False
+    ) -> None:
         self.name = name
         self.kinds = list(kinds)
         self.control = f"tcp://127.0.0.1:{free_port()}"
@@ -110,6 +112,8 @@ class LocalStack:
             f"actors:\n  gateway:\n    http_port: {self.http_port}\n{actors}"
         )
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.log_dir = Path(tempfile.mkdtemp(prefix=f"{name}_logs_")) if keep_logs else None
+        """With ``keep_logs``, each process's output goes to ``NAME.log`` here (at info level)."""
 
     @property
     def url(self) -> str:
@@ -118,8 +122,7 @@ class LocalStack:
     def start(self, ready: Callable[[], T | None], timeout_s: float = 180) -> T:
         """Start every process, then poll ``ready`` until it returns something."""
         for args in [["broker"], *(["run", kind] for kind in self.kinds)]:
-            command = [sys.executable, "-m", "cli", *args, "--topology", str(self.topology)]
-            self.procs.append(subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT))
+            self.procs.append(self.spawn(args))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             found = ready()
@@ -128,6 +131,17 @@ class LocalStack:
             time.sleep(0.3)
         self.close()
         raise SystemExit(f"{self.name}: the stack did not become ready")
+
+    def spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+        """``duplex ARGS`` on this stack's topology (``["broker"]``, ``["run", "vad"]``)."""
+        command = [sys.executable, "-m", "cli", *args, "--topology", str(self.topology)]
+        if self.log_dir is None:
+            return subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT)
+        name = args[-1]
+        with open(self.log_dir / f"{name}.log", "ab") as out:
+            return subprocess.Popen(
+                [*command, "--log-level", "info"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def gateway_ready(self) -> dict[str, Any] | None:
         """The gateway's ``/ready`` answer once it is 200, else None."""

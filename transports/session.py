@@ -410,7 +410,9 @@ class ClientSession:
         now = time.monotonic()
         if self._audio_started is None:
             self._audio_started = now
-        if self.mic.stream_ms / 1000 - (now - self._audio_started) > MAX_AUDIO_AHEAD_S:
+        incoming_s = len(pcm) / SAMPLE_BYTES / self.mic.input_rate
+        ahead_s = self.mic.stream_ms / 1000 + incoming_s - (now - self._audio_started)
+        if ahead_s > MAX_AUDIO_AHEAD_S:
             await self.error("RATE_LIMITED", "microphone audio is far ahead of real time")
             return
         frames = self.mic.push(pcm)
