@@ -3,7 +3,9 @@ in docs/protocol.md) and HTTP on one port (aiohttp); each connection is a transp
 :class:`~transports.session.ClientSession` in the actor's :class:`~transports.sessions.SessionHub`.
 
 Clients: the WebSocket (:mod:`transports.websocket`) and browsers over WebRTC
-(:mod:`transports.webrtc`, signalling on the same port).
+(:mod:`transports.webrtc`, signalling on the same port). Who may use the port is
+:mod:`transports.access`'s; the connection caps and the handshake deadline that keep slow and
+hostile clients from costing the others anything are :mod:`transports.guard`'s.
 
 Consumes from clients: the protocol's commands and microphone audio, and HTTP requests. On the
 bus: from the supervisor ``session.state``, ``playout.speak`` / ``playout.text``,
@@ -33,7 +35,7 @@ from bus.runtime import Actor
 from bus.schema.system import Registration, RegistryChange
 from bus.settings import load_settings
 from bus.topology import ActorConfig
-from transports import access, websocket
+from transports import access, guard, websocket
 from transports.http_api import HttpApi
 from transports.session import StallPolicy
 from transports.sessions import SessionHub
@@ -93,6 +95,22 @@ class GatewaySettings:
     allowed_origins: tuple[str, ...] = ()
     """Browser origins besides the gateway's own that may open ``/ws`` and send non-GET
     requests, e.g. ``https://app.example``."""
+    handshake_timeout_s: float = 10.0
+    """A connection's first request headers (TLS handshake included) must be complete this
+    long after it is accepted, a kept-alive connection's next request this long after the
+    previous response; else it is closed unanswered. Seconds."""
+    first_message_timeout_s: float = 30.0
+    """A ``/ws`` client that sends nothing this long after the upgrade is ended
+    (``error`` ``TIMEOUT``, ``session_end`` ``first_message_timeout``), seconds."""
+    idle_timeout_s: float = 300.0
+    """A ``/ws`` client that sends nothing this long while the bot is silent is ended
+    (``error`` ``TIMEOUT``, ``session_end`` ``idle_timeout``), seconds."""
+    max_connections: int = 1000
+    """TCP connections open at once on the port; more are answered 503 ``GATEWAY_FULL``."""
+    max_connections_per_address: int = 64
+    """TCP connections open at once from one IP address; more are answered 429
+    ``TOO_MANY_CONNECTIONS``. 0: no such cap (behind a reverse proxy, whose clients all have
+    its address)."""
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -106,12 +124,33 @@ class GatewaySettings:
             raise ValueError(
                 "max_client_backlog_ms must be positive and stalled_stop_ms <= stalled_close_ms"
             )
+        for name in ("handshake_timeout_s", "first_message_timeout_s", "idle_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be more than 0")
+        if self.max_connections < 1 or self.max_connections_per_address < 0:
+            raise ValueError(
+                "max_connections must be positive and max_connections_per_address not negative"
+            )
 
     def stall_policy(self) -> StallPolicy:
         return StallPolicy(
             self.max_client_backlog_ms / 1000,
             self.stalled_stop_ms / 1000,
             self.stalled_close_ms / 1000,
+        )
+
+    @property
+    def connection_limits(self) -> guard.ConnectionLimits:
+        return guard.ConnectionLimits(
+            handshake_timeout_s=self.handshake_timeout_s,
+            max_connections=self.max_connections,
+            max_connections_per_address=self.max_connections_per_address,
+        )
+
+    @property
+    def silence_limits(self) -> websocket.SilenceLimits:
+        return websocket.SilenceLimits(
+            first_message_s=self.first_message_timeout_s, idle_s=self.idle_timeout_s
         )
 
 
@@ -133,6 +172,9 @@ class Gateway(Actor):
         webrtc = load_settings(WebRtcOptions, self.settings.webrtc, kind="gateway.webrtc")
         self.webrtc = WebRtcServer(self.hub, webrtc, self.metrics.registry)
         self._runner: web.AppRunner | None = None
+        self.guard = guard.ConnectionGuard(
+            self.settings.connection_limits, guard.GuardMetrics(self.metrics.registry)
+        )
         self.access = access.AccessPolicy.for_gateway(
             self.settings.http_host,
             access.configured_token(self.settings.token),
@@ -151,15 +193,27 @@ class Gateway(Actor):
         tls = access.server_ssl_context(cert, key) if cert and key else None
         app = web.Application(
             client_max_size=MAX_HTTP_BODY_BYTES,
-            middlewares=[access.middleware(self.access, self.metrics.registry)],
+            middlewares=[
+                self.guard.middleware(),
+                access.middleware(self.access, self.metrics.registry),
+            ],
         )
         app.router.add_get("/ws", self._websocket)
         self.http.add_routes(app)
         self.webrtc.add_routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
+        # aiohttp closes a kept-alive connection that waits this long for its next request.
+        keepalive = self.settings.handshake_timeout_s
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=keepalive)
         await self._runner.setup()
+        files, wanted = guard.raise_file_limit(self.settings.max_connections)
+        if files < wanted:
+            self.log.warning(
+                "open-file limit below max_connections",
+                extra=kv(limit=files, wanted=wanted, max_connections=self.settings.max_connections),
+            )
         host = self.settings.http_host
-        await web.TCPSite(self._runner, host, self.http_port, ssl_context=tls).start()
+        site = guard.GuardedSite(self._runner, self.guard, host, self.http_port, ssl_context=tls)
+        await site.start()
         if self._runner.addresses:
             self.http_port = int(self._runner.addresses[0][1])
         where = f"{f'[{host}]' if ':' in host else host}:{self.http_port}"
@@ -176,7 +230,8 @@ class Gateway(Actor):
             await self._runner.cleanup()
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
-        return await websocket.serve(request, self.hub)
+        silence, timeouts = self.settings.silence_limits, self.guard.metrics.timeouts
+        return await websocket.serve(request, self.hub, silence, timeouts)
 
     async def on_message(self, inbound: Inbound) -> None:
         await self.hub.on_message(inbound)

@@ -2,6 +2,13 @@
 
 Text messages are the protocol's JSON (docs/protocol.md), binary messages are microphone audio
 in, and bot audio out is one binary message per 20 ms frame.
+
+A client that sends nothing for :class:`SilenceLimits` ``first_message_s`` after the upgrade,
+or ``idle_s`` after its last message, gets ``error`` ``TIMEOUT`` and ``session_end`` reason
+``first_message_timeout`` / ``idle_timeout``, counted in ``duplex_gateway_timeouts_total``. The
+clock stops while the bot speaks: the silence counts from the later of the client's last
+message and the bot's last audio frame, and an utterance in progress (``speaking``: routing,
+playing, paused or held) never times out. A peer that is gone is found by the ping heartbeat.
 """
 
 from __future__ import annotations
@@ -12,17 +19,34 @@ import fcntl
 import json
 import struct
 import termios
+import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from prometheus_client import Counter
 
 from transports import protocol
 from transports.protocol import ClientError
+from transports.session import ClientSession
 from transports.sessions import SessionHub
 
 MAX_MESSAGE_BYTES = protocol.MAX_AUDIO_MESSAGE_BYTES
 HEARTBEAT_S = 30.0
+TIMEOUT_CODE = "TIMEOUT"
+CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+"""What ends the receive loop (as ``async for`` over an aiohttp WebSocket ends)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceLimits:
+    """How long a client may send nothing while the bot is silent, seconds."""
+
+    first_message_s: float = 30.0
+    """After the upgrade, before its first message."""
+    idle_s: float = 300.0
+    """After its last message."""
 
 
 MAX_QUEUED_BYTES = 8 * 1024 * 1024
@@ -46,15 +70,20 @@ class WebSocketLink:
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self.audio_sent_at = 0.0
+        """``time.monotonic()`` of the last bot audio frame sent (0: none yet)."""
 
     @property
     def closed(self) -> bool:
         return self.ws.closed
 
     async def send_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "audio":  # a frame in the JSON audio format
+            self.audio_sent_at = time.monotonic()
         self._put(json.dumps(event))
 
     async def send_audio(self, pcm: bytes) -> None:
+        self.audio_sent_at = time.monotonic()
         self._put(pcm)
 
     def _put(self, item: str | bytes) -> None:
@@ -132,14 +161,44 @@ def _unsent_in_kernel(fd: int) -> int:
     return int(struct.unpack("i", raw)[0])
 
 
-async def serve(request: web.Request, hub: SessionHub) -> web.WebSocketResponse:
-    """Serve one client until it goes."""
+async def serve(
+    request: web.Request,
+    hub: SessionHub,
+    silence: SilenceLimits,
+    timeouts: Counter,
+) -> web.WebSocketResponse:
+    """Serve one client until it goes, or until it has been silent too long (``timeouts``
+    counts those, by kind)."""
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
     link = WebSocketLink(ws, request.transport)
     session = await hub.open(link, transport="websocket")
+    reason = "client_closed"
+    opened_at = time.monotonic()
+    heard_at: float | None = None
+    """When the client's last message came; None before its first."""
+    busy_at = 0.0
+    """When the clock last found an utterance in progress."""
     try:
-        async for frame in ws:
+        while True:
+            limit = silence.first_message_s if heard_at is None else silence.idle_s
+            heard = opened_at if heard_at is None else heard_at
+            quiet_since = max(heard, link.audio_sent_at, busy_at)
+            left = quiet_since + limit - time.monotonic()
+            if left <= 0:
+                if session.speaking is not None:  # routing, playing, paused or held
+                    busy_at = time.monotonic()
+                    continue
+                reason = "first_message_timeout" if heard_at is None else "idle_timeout"
+                await _time_out(session, reason, limit, timeouts)
+                break
+            try:
+                frame = await ws.receive(timeout=left)
+            except TimeoutError:
+                continue
+            if frame.type in CLOSING:
+                break
+            heard_at = time.monotonic()
             try:
                 if frame.type == WSMsgType.BINARY:
                     command: protocol.ClientCommand = protocol.parse_audio_message(frame.data)
@@ -152,6 +211,16 @@ async def serve(request: web.Request, hub: SessionHub) -> web.WebSocketResponse:
                 continue
             await session.handle(command)
     finally:
-        hub.close(session)
+        hub.close(session, reason)
         link.abort()  # the connection is over: the writer goes too
     return ws
+
+
+async def _time_out(session: ClientSession, reason: str, limit: float, timeouts: Counter) -> None:
+    if reason == "first_message_timeout":
+        kind, message = "first_message", f"no message within {limit:g} s of connecting"
+    else:
+        kind, message = "idle", f"no message for {limit:g} s"
+    timeouts.labels(kind=kind).inc()
+    await session.error(TIMEOUT_CODE, message)
+    await session.end(reason)
