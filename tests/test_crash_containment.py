@@ -238,7 +238,11 @@ def test_the_actor_dies_with_its_watcher(procs: Processes, tmp_path: Path) -> No
     actor = wait_until(lambda: the_actor(ports.endpoint), 15, "the actor registered")
     watcher.send_signal(signal.SIGKILL)
     watcher.wait(timeout=5)
-    wait_until(lambda: not alive(actor.pid), 5, "the orphaned actor to die")
+    try:
+        wait_until(lambda: not alive(actor.pid), 5, "the orphaned actor to die")
+    finally:
+        if alive(actor.pid):  # the fixture only reaps what it started: the watcher
+            os.kill(actor.pid, signal.SIGKILL)
 
 
 def test_no_restart_runs_the_actor_in_this_process_as_before(
