@@ -5,6 +5,7 @@ Real broker and actor processes, hard timeouts."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Collection
@@ -28,7 +29,16 @@ from bus.schema.system import (
     RegistryEvent,
 )
 from bus.topology import CurveConfig, load_topology
-from tests.support import BrokerPorts, Processes, duplex, metric, recv, status, wait_until
+from tests.support import (
+    BrokerPorts,
+    Processes,
+    duplex,
+    free_port,
+    metric,
+    recv,
+    status,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -211,6 +221,26 @@ def test_sigterm_to_the_watcher_stops_the_actor_and_the_watcher_with_status_0(
     assert live(ports.endpoint) == {}  # it said disconnect on its way out
     log = procs.log_of(watcher)
     assert "actor stopped" in log and "crashed" not in log and "restarting" not in log, log
+
+
+def test_a_stop_during_the_backoff_ends_the_watcher_at_once(procs: Processes) -> None:
+    nowhere = f"tcp://127.0.0.1:{free_port()}"  # no broker: gone times out, the restart goes on
+    watcher = procs.duplex(
+        "run", "loopback", "--broker", nowhere, "--metrics-port", "0", "--backoff", "30",
+        name="watcher", watched=True,
+    )  # fmt: skip
+    started = wait_until(
+        lambda: re.search(r"actor started .* pid=(\d+)", procs.log_of(watcher)), 15, "the child"
+    )
+    wait_until(lambda: "actor starting" in procs.log_of(watcher), 15, "the actor running")
+    os.kill(int(started[1]), signal.SIGKILL)
+    wait_until(lambda: "restarting" in procs.log_of(watcher), 5, "the backoff")
+    asked = time.monotonic()
+    watcher.send_signal(signal.SIGTERM)
+    assert watcher.wait(timeout=10) == 0
+    assert time.monotonic() - asked < 3  # not the 30 s backoff
+    log = procs.log_of(watcher)
+    assert "broker not told" in log and log.count("actor started") == 1, log
 
 
 def test_a_child_that_does_not_stop_is_killed_after_the_stop_timeout(
