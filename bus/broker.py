@@ -1,10 +1,12 @@
 """The broker: registry, heartbeats, discovery and the event proxy.
 
 Consumes on its ROUTER (``config.control``): ``ready``, ``heartbeat``, ``update``,
-``disconnect``, ``discover``, ``describe``, ``ping``.
+``disconnect``, ``discover``, ``describe``, ``ping``; and ``gone`` from ``duplex run``'s watcher
+when an actor process died.
 Emits: ``registered``, ``heartbeat`` (every interval, to each actor), ``disconnect`` (to an
-actor it does not know), ``registry.snapshot``, ``description``, ``pong``, ``error``; and
-``registry.event`` on the event bus topic ``sys.registry`` for every change.
+actor it does not know), ``registry.snapshot``, ``description``, ``pong``, ``error``; the
+``registry.event`` of a removal in answer to ``gone``; and ``registry.event`` on the event bus
+topic ``sys.registry`` for every change.
 
 The event proxy (XSUB ``events_in`` → XPUB ``events_out``) runs in libzmq's own proxy in a
 thread, so audio never passes through Python here.
@@ -40,6 +42,7 @@ from bus.schema.system import (
     Disconnect,
     Discover,
     Error,
+    Gone,
     Heartbeat,
     Ping,
     Pong,
@@ -289,6 +292,8 @@ class Broker:
             if event is not None:
                 self.log.info("actor left", extra=kv(actor_id=event.registration.actor_id))
                 await self._publish(event)
+        elif isinstance(msg, Gone):
+            reply = await self._on_gone(msg)
         elif isinstance(msg, Discover):
             reply = self.registry.snapshot(msg.kind)
         elif isinstance(msg, Describe):
@@ -308,6 +313,14 @@ class Broker:
         known = self.registry.actor_for(identity) == reg.actor_id
         if not known and len(self.registry) >= MAX_ACTORS:
             return Error(code="REGISTRY_FULL", message=f"{MAX_ACTORS} actors registered")
+        predecessor = self.registry.remove_predecessor(reg)
+        if predecessor is not None:
+            # Published first: a mirror never sees the crashed process and its successor at once.
+            self.log.info(
+                "actor replaced",
+                extra=kv(actor_id=reg.replaces, by=reg.actor_id, restarts=reg.restarts or 0),
+            )
+            await self._publish(predecessor)
         event = self.registry.register(reg, identity, now)
         if event.change is RegistryChange.ADDED:
             self.log.info(
@@ -322,6 +335,14 @@ class Broker:
             events_in=self.endpoints["events_in"],
             events_out=self.endpoints["events_out"],
         )
+
+    async def _on_gone(self, msg: Gone) -> Message:
+        event = self.registry.remove_actor(msg.actor_id, msg.pid, "exited")
+        if event is None:
+            return Error(code="NOT_REGISTERED", message=f"no {msg.actor_id} with pid {msg.pid}")
+        self.log.info("actor exited", extra=kv(actor_id=msg.actor_id, pid=msg.pid, how=msg.reason))
+        await self._publish(event)
+        return event
 
     # ------------------------------------------------------------------ helpers
 

@@ -74,3 +74,17 @@ class BusMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class ActorMetrics(BusMetrics):
+    """Bus counters plus what only an actor (not the broker) reports."""
+
+    def __init__(self, kind: str, restarts: int = 0) -> None:
+        super().__init__(kind)
+        self.restarts = Gauge(
+            "duplex_actor_restarts",
+            "Times duplex run restarted this actor after a crash before this process",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.restarts.labels(kind).set(restarts)

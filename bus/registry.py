@@ -110,6 +110,25 @@ class Registry:
         entry = self._entries.pop(actor_id)
         return self._event(RegistryChange.REMOVED, entry.registration, reason)
 
+    def remove_actor(self, actor_id: str, pid: int, reason: str) -> RegistryEvent | None:
+        """Remove ``actor_id`` if its process is ``pid`` (a dead process's successor may hold the
+        same id); None if no such registration is live."""
+        entry = self._entries.get(actor_id)
+        if entry is None or entry.registration.pid != pid:
+            return None
+        return self.remove(entry.identity, reason)
+
+    def remove_predecessor(self, reg: Registration) -> RegistryEvent | None:
+        """Remove the live registration ``reg.replaces`` names (reason ``replaced``), unless it
+        is ``reg``'s own process sending READY again; None if there is none."""
+        entry = self._entries.get(reg.replaces) if reg.replaces else None
+        if entry is None:
+            return None
+        old = entry.registration
+        if (old.host, old.pid) == (reg.host, reg.pid):
+            return None
+        return self.remove(entry.identity, "replaced")
+
     def expire(self, now: float) -> list[RegistryEvent]:
         """Remove every actor silent for longer than ``expiry_s``."""
         stale = [e.identity for e in self._entries.values() if now - e.last_seen > self.expiry_s]

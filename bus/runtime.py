@@ -21,6 +21,7 @@ import time
 from collections import deque
 from typing import Any
 
+import msgspec
 import zmq
 
 from bus import curve, sockets
@@ -32,7 +33,7 @@ from bus.handlers import handling, outside_handler, refuse_request_in_handler
 from bus.inbound import Inbound, Via
 from bus.lifecycle import stop_on_signals
 from bus.logs import RateLimitedLog, kv
-from bus.metrics import BusMetrics
+from bus.metrics import ActorMetrics
 from bus.peers import Peers
 from bus.reactor import Reactor
 from bus.registry import RegistryMirror
@@ -72,7 +73,7 @@ class Actor:
         self.id = self.config.actor_id
         self.kind = self.config.kind
         self.log = logging.getLogger(f"duplex.{self.kind}")
-        self.metrics = BusMetrics(self.kind)
+        self.metrics = ActorMetrics(self.kind, self.config.restarts)
         self.registry = RegistryMirror()
         self.registry.listen(self._on_registry_change)
         self.capabilities: dict[str, Any] = {}
@@ -99,6 +100,9 @@ class Actor:
         self._keys: curve.KeyPair | None = None
         self._authenticator: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.started = False
+        """True once ``on_start`` has returned: what fails after that is a crash, not a start
+        that failed (``duplex run`` restarts the one and not the other)."""
 
     # ------------------------------------------------------------------ hooks
 
@@ -134,6 +138,8 @@ class Actor:
             load=self.load,
             public_key=self._keys.public.decode() if self._keys else "",
             started_wall_ns=self.started_wall_ns,
+            restarts=self.config.restarts or msgspec.UNSET,
+            replaces=self.config.replaces or msgspec.UNSET,
         )
 
     def stop(self) -> None:
@@ -273,6 +279,7 @@ class Actor:
                 extra=kv(actor_id=self.id, broker=self.config.broker, **self.endpoints),
             )
             await self.on_start()  # an actor that cannot start never registers
+            self.started = True
             self.broker.register()
             self.spawn(self.broker.heartbeat_loop())
             await self._serve()

@@ -83,6 +83,11 @@ class ActorConfig:
     curve: CurveConfig = field(default_factory=CurveConfig)
     settings: dict[str, Any] = field(default_factory=dict)
     """Actor-specific settings from topology.yaml (``actors.KIND``)."""
+    restarts: int = 0
+    """Times ``duplex run``'s watcher restarted this actor after a crash (it says so in
+    ``$DUPLEX_RESTARTS``); goes into the registration and ``duplex_actor_restarts``."""
+    replaces: str = ""
+    """Actor id of the crashed process this one restarts (``$DUPLEX_REPLACES``), if any."""
 
     def with_id(self) -> ActorConfig:
         """This config with ``actor_id`` filled in."""
@@ -105,7 +110,13 @@ class Topology:
         """The runtime config of ``kind``: defaults, then ``actors.KIND``, then ``overrides``
         (CLI flags; ``None`` values are ignored)."""
         section = dict(self.actors.get(kind) or {})
-        known = set(ActorConfig.__dataclass_fields__) - {"kind", "settings", "curve"}
+        known = set(ActorConfig.__dataclass_fields__) - {
+            "kind",
+            "settings",
+            "curve",
+            "restarts",
+            "replaces",
+        }
         merged: dict[str, Any] = {
             "broker": _connect_endpoint(self.broker.control),
             "heartbeat_ms": self.broker.heartbeat_ms,

@@ -52,6 +52,7 @@ def status(
             "capabilities": r.capabilities,
             "resident_models": list(r.resident_models),
             "load": r.load,
+            "restarts": r.restarts or 0,
             "uptime_s": round((now_ns - r.started_wall_ns) / 1e9, 1) if r.started_wall_ns else None,
         }
         for r in snap.actors
@@ -70,7 +71,7 @@ def status(
         )
         return
     click.echo(f"broker {endpoint}  epoch {snap.broker_epoch}  {len(rows)} actor(s)")
-    header = ("KIND", "ACTOR", "HOST", "PID", "LOAD", "UPTIME", "MODELS")
+    header = ("KIND", "ACTOR", "HOST", "PID", "LOAD", "RESTARTS", "UPTIME", "MODELS")
     table = [header] + [
         (
             r["kind"],
@@ -78,6 +79,7 @@ def status(
             r["host"],
             str(r["pid"]),
             f"{r['load']:.2f}",
+            str(r["restarts"]),
             f"{r['uptime_s']}s",
             ",".join(r["resident_models"]) or "-",
         )
@@ -102,6 +104,7 @@ def _watch(endpoint: str, timeout: float, topo: Topology, kind: str, as_json: bo
                         "host": reg.host,
                         "load": reg.load,
                         "resident_models": list(reg.resident_models),
+                        "restarts": reg.restarts or 0,
                     }
                     click.echo(json.dumps(line))
                 else:

@@ -76,9 +76,14 @@ class Processes:
         self.logs: dict[int, Path] = {}
 
     def duplex(
-        self, *args: str, name: str, env: dict[str, str] | None = None
+        self, *args: str, name: str, env: dict[str, str] | None = None, watched: bool = False
     ) -> subprocess.Popen[bytes]:
-        """Start ``duplex ARGS``; ``env`` replaces this process's environment."""
+        """Start ``duplex ARGS``; ``env`` replaces this process's environment. ``duplex run``
+        gets ``--no-restart`` unless ``watched``: the process is then the actor itself, so its
+        pid is the registry's and a signal (SIGKILL, SIGSTOP) reaches the actor, not a watcher
+        that would restart it."""
+        if args[:1] == ("run",) and not watched:
+            args = (*args, "--no-restart")
         log = self.tmp / f"{name}-{len(self.procs)}.log"
         env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(

@@ -1,8 +1,9 @@
 """Registry and system messages: READY / HEARTBEAT / DISCONNECT, discovery, describe, ping, errors.
 
 Actors speak these to the broker (a ROUTER) over a DEALER; any actor answers ``describe`` and
-``ping`` on its inbox. Registry changes are published on the event bus under
-:data:`REGISTRY_TOPIC` so watchers can follow them (clone pattern: snapshot + versioned events).
+``ping`` on its inbox; ``duplex run``'s watcher sends ``gone`` when the actor process it runs
+dies. Registry changes are published on the event bus under :data:`REGISTRY_TOPIC` so others
+can follow them (clone pattern: snapshot + versioned events).
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ class Registration(Message, frozen=True, kw_only=True):
     """Z85 CURVE public key of the actor's inbox, empty when CURVE is off."""
     started_wall_ns: int = 0
     """Wall clock when the actor started, nanoseconds since the epoch."""
+    restarts: int | msgspec.UnsetType = msgspec.UNSET
+    """How many times ``duplex run``'s watcher has restarted this actor after a crash, this
+    process being the latest. Absent from the wire when never (read it as ``reg.restarts or 0``):
+    the READY of an actor that never crashed is the same bytes as before the field existed, and
+    an older broker still accepts it."""
+    replaces: Annotated[str, bounded(128)] | msgspec.UnsetType = msgspec.UNSET
+    """Id of the crashed process this one restarts; the broker drops that registration at once
+    (reason ``replaced``). Absent when there is none."""
 
 
 @message
@@ -104,6 +113,22 @@ class Disconnect(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[str] = "disconnect"
 
     reason: Annotated[str, bounded(256)] = ""
+
+
+@message
+class Gone(Message, frozen=True, kw_only=True):
+    """Watcher → broker: the process behind ``actor_id`` died; drop its registration now instead
+    of after ``heartbeat_ms * liveness``. Answered with the ``registry.event`` of the removal
+    (reason ``exited``), or ``error`` ``NOT_REGISTERED`` when no live registration of that id
+    has that pid (it never registered, already left, or a successor took the id)."""
+
+    TYPE: ClassVar[str] = "gone"
+
+    actor_id: Annotated[str, bounded(128)]
+    pid: int
+    """Process id the registration must have."""
+    reason: Annotated[str, bounded(256)] = ""
+    """How it died, e.g. ``signal SIGKILL`` or ``exit 1`` (logged by the broker)."""
 
 
 @message
