@@ -16,9 +16,12 @@ tracebacks.
   soak, at most 2 minutes).
 - **Kills**: per actor kind, a session has the bot speaking (``mid_speech``) or the person
   speaking (``mid_utterance``) when the kind's process is killed with SIGKILL. Recorded: how
-  what was in flight ended, whether any text got no answer (neither ``tts_end`` nor ``error``)
-  within 3 s, and the time from the kill to the next text that is heard and the next spoken
-  turn that is answered, in the same session when it survives. ``duplex run`` restarts the
+  what was in flight ended (``in_flight``: the utterance's ``tts_end`` reason; for speech,
+  ``replied``, an error code, or ``lost``), whether any text got no first answer
+  (``tts_start``, ``tts_end`` or ``error``) within 3 s, the time to the next text that is heard
+  (``text_turn_ms``: its first frame, from the kill or from the end of the utterance in flight
+  if later) and from the kill to the reply of the next spoken turn (``spoken_turn_ms``), in the
+  same session when it survives. ``duplex run`` restarts the
   actor; the broker (not under ``duplex run``) is restarted by the benchmark.
 """
 
@@ -593,13 +596,20 @@ async def kill_trial(
     if scenario == "mid_speech":
         reason, _ = await in_flight
         record["in_flight"] = reason
-        record["in_flight_answered_s"] = round(time.monotonic() - t0, 2)
+        record["in_flight_ended_s"] = round(time.monotonic() - t0, 2)
     else:
         await in_flight
         answered = await client.wait_for(
             lambda e: e["type"] in ("tts_start", "error"), 10, t0 - 1.0
         )
-        record["in_flight"] = "answered" if answered else "lost"
+        if answered is None:
+            record["in_flight"] = "lost"  # the speech in flight: the one loss allowed
+        else:
+            event = answered[1]
+            record["in_flight"] = "replied" if event["type"] == "tts_start" else event["code"]
+    # The next text, from the kill or, if later, the end of the utterance in flight (a text
+    # waits for the one playing, as it always does).
+    after = time.monotonic()
     record["unanswered_within_bound"] = 0
     record["text_turn_ms"] = None
     while time.monotonic() - t0 < 40 and client.closed_at is None:
@@ -607,15 +617,14 @@ async def kill_trial(
         if answer_s > ANSWER_S:
             record["unanswered_within_bound"] += 1
         if reason == "completed":
-            record["text_turn_ms"] = round(1000 * (time.monotonic() - t0), 0)
+            record["text_turn_ms"] = round(1000 * (_last_start(client) - after), 0)
             break
         await asyncio.sleep(0.25)
     record["spoken_turn_ms"] = None
     while time.monotonic() - t0 < 60 and client.closed_at is None:
-        spoken = await client.speak(question)
-        answered = await client.wait_for(
-            lambda e: e["type"] in ("tts_start", "error"), 10, spoken - 0.5
-        )
+        began = time.monotonic()
+        await client.speak(question)
+        answered = await client.wait_for(lambda e: e["type"] in ("tts_start", "error"), 10, began)
         if answered is not None and answered[1]["type"] == "tts_start":
             record["spoken_turn_ms"] = round(1000 * (answered[0] - t0), 0)
             await client.wait_for(lambda e: e["type"] == "tts_end", 30, answered[0])
@@ -627,6 +636,10 @@ async def kill_trial(
         await client.close()
     await asyncio.to_thread(wait_back, stack, kind)
     return record
+
+
+def _last_start(client: Client) -> float:
+    return max(at for at, e in client.events if e["type"] == "tts_start")
 
 
 def kill(stack: LocalStack, kind: str) -> int | None:
