@@ -52,8 +52,9 @@ class Scripted(Supervisor):
         return [m.text for m in self.sent(SessionText) if isinstance(m, SessionText)]
 
 
-Start = Callable[[int | None], Awaitable[Scripted]]
-"""Starts one more supervisor (speaking that many texts) and waits until the gateway sees it."""
+Start = Callable[..., Awaitable[Scripted]]
+"""``start(speaks, kind="supervisor")``: one more supervisor (speaking that many texts), or a
+stand-in of another kind, once the gateway sees it."""
 
 
 Body = Callable[[Client, Gateway, Start, Scripted | None], Awaitable[None]]
@@ -69,8 +70,8 @@ def run(body: Body, first: bool = True) -> None:
     worker = TtsWorker(actor("tts_worker", settings={"default_voice": "mock-440hz"}))
     started: list[tuple[Scripted, asyncio.Task[None]]] = []
 
-    async def start(speaks: int | None = None) -> Scripted:
-        s = Scripted(actor("supervisor"), speaks)
+    async def start(speaks: int | None = None, kind: str = "supervisor") -> Scripted:
+        s = Scripted(actor(kind), speaks)  # (as another kind: an actor that only registers)
         started.append((s, asyncio.get_running_loop().create_task(s.run())))
         await until(lambda: gateway.registry.get(s.id) is not None, 10, "supervisor seen")
         return s
@@ -175,3 +176,25 @@ def test_a_session_that_began_with_no_supervisor_is_taken_by_the_first_to_come()
         assert late.texts() == ["Now there is someone."]
 
     run(body, first=False)
+
+
+def test_when_the_last_vad_or_asr_leaves_every_session_hears_voice_input_lost() -> None:
+    async def body(client: Client, gateway: Gateway, start: Start, first: Any) -> None:
+        asr = await start(None, kind="asr")
+        second = await start(None, kind="asr")
+        second.stop()  # another one is left: nothing to say
+        await until(lambda: gateway.registry.get(second.id) is None, 5, "one asr gone")
+        await asyncio.sleep(0.3)
+        assert not client.events("error")
+        left = time.monotonic()
+        asr.stop()
+        await until(lambda: client.events("error"), 3, "VOICE_INPUT_LOST")
+        assert time.monotonic() - left < 3
+        (error,) = client.events("error")
+        assert error["code"] == "VOICE_INPUT_LOST" and "speech recognition" in error["message"]
+        first.speaks = 1
+        await text(client, "Texts still work.")
+        await until(lambda: client.events("tts_end") or len(client.events("error")) > 1, 5, "t")
+        assert [e["code"] for e in client.events("error")] == ["VOICE_INPUT_LOST"]
+
+    run(body)

@@ -79,12 +79,19 @@ class SessionHub:
 
     def on_registry(self, change: RegistryChange, reg: Registration, *, resync: bool) -> None:
         """A registry change: a session's supervisor left (``resync``: missing from a fresh
-        snapshot, a broker restart) or a first one came. (A worker that left is not judged
+        snapshot, a broker restart) or a first one came; the last VAD or ASR left (every
+        session hears ``VOICE_INPUT_LOST``). (A worker that left is not judged
         here: one only frozen a while must keep its streams; the stream watchdog asks it.)"""
         if change is RegistryChange.REMOVED and reg.kind == "supervisor":
             for session in list(self.sessions.values()):
                 if session.supervisor == reg.actor_id:
                     self.bus.spawn(session.supervisor_lost(resync=resync))
+        elif change is RegistryChange.REMOVED and reg.kind in ("vad", "asr") and not resync:
+            if not self.bus.registry.alive(reg.kind):  # no other instance hears them now
+                what = "voice activity detection" if reg.kind == "vad" else "speech recognition"
+                message = f"{what} ({reg.kind}) stopped: speech is not heard until it is back"
+                for session in list(self.sessions.values()):
+                    self.bus.spawn(session.error("VOICE_INPUT_LOST", message))
         elif change is RegistryChange.ADDED and reg.kind == "supervisor":
             for session in self.sessions.values():
                 if not session.supervisor and session.adopting is None:
