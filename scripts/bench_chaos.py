@@ -62,7 +62,7 @@ ANSWER_S = 3.0
 KINDS = ("tts_worker", "supervisor", "router", "vad", "asr", "broker")
 LONG = (
     "This is a long answer that keeps going for a while, so that there is time for something "
-    "to go wrong while it plays. It talks about many things, one after another. " * 3
+    "to go wrong while it plays. It talks about many things, one after another. "
 )
 QUESTION = "What is the weather like in Paris today?"
 CHUNK = MIC.frame_bytes
@@ -124,18 +124,19 @@ class Client:
 
     async def say(self, text: str, timeout: float) -> tuple[str, float]:
         """Send ``text``; its answer (``tts_end`` reason, ``error`` code, ``closed`` or
-        ``silent``) and when its first answer came (tts_start, error or tts_end)."""
+        ``silent``) and when its first answer came (``tts_start`` or ``error``)."""
         sent = time.monotonic()
         await self.ws.send(json.dumps({"type": "text", "text": text}))
-        first = await self.wait_for(
-            lambda e: e["type"] in ("tts_start", "tts_end", "error"), timeout, sent
-        )
+        first = await self.wait_for(lambda e: e["type"] in ("tts_start", "error"), timeout, sent)
         if first is None:
             return ("closed" if self.closed_at else "silent"), time.monotonic() - sent
         at, event = first
         if event["type"] == "error":
             return f"error:{event['code']}", at - sent
-        end = await self.wait_for(lambda e: e["type"] == "tts_end", 120, sent)
+        uid = event["utterance_id"]  # (an utterance playing when it was sent ends first)
+        end = await self.wait_for(
+            lambda e: e["type"] == "tts_end" and e["utterance_id"] == uid, 120, sent
+        )
         if end is None:
             return ("closed" if self.closed_at else "silent"), at - sent
         return str(end[1]["reason"]), at - sent
@@ -607,6 +608,11 @@ async def kill_trial(
         else:
             event = answered[1]
             record["in_flight"] = "replied" if event["type"] == "tts_start" else event["code"]
+            if event["type"] == "tts_start":  # the reply plays out before the next text
+                uid = event["utterance_id"]
+                await client.wait_for(
+                    lambda e: e["type"] == "tts_end" and e["utterance_id"] == uid, 30, t0 - 1.0
+                )
     # The next text, from the kill or, if later, the end of the utterance in flight (a text
     # waits for the one playing, as it always does).
     after = time.monotonic()
