@@ -62,7 +62,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     topo = ports.topology(
         tmp,
         extra=(
-            "actors:\n  tts_worker:\n    max_streams: 4\n"
+            "actors:\n  tts_worker:\n    max_streams: 4\n    max_stream_wait_s: 4\n"
             f"    voicepacks: [{ROOT / 'voicepacks'}, {tmp / 'voices'}]\n"
         ),
     )
@@ -153,6 +153,20 @@ def test_pause_holds_frames_and_resume_continues_without_loss_or_repeat(worker: 
     assert end.reason == "completed" and count_at_pause < len(frames)
     assert [f.sequence for _, f in frames] == list(range(len(frames)))
     assert b"".join(f.pcm for _, f in frames) == reference.pcm
+
+
+def test_an_utterance_its_consumer_stops_crediting_ends_error_and_frees_its_slot(
+    worker: str,
+) -> None:
+    with TtsClient(worker, session="starved-test") as client:
+        uid = client.start(LONG_TEXT, credit=5)  # and never a credit more
+        started = time.monotonic()
+        frames, end = frames_until_end(client, uid, grant=False)
+        waited = time.monotonic() - started
+        assert len(frames) == 5
+        assert end.reason == "error" and "without credit for 4 s" in end.error
+        assert 4 <= waited < 8
+        assert query(client, uid) == "UNKNOWN_UTTERANCE"
 
 
 def query(client: TtsClient, utterance_id: str) -> str:

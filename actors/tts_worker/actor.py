@@ -147,6 +147,7 @@ class TtsWorker(Actor):
             credit=msg.credit or self.settings.default_credit,
             max_credit=self.settings.max_credit,
             scheduler=self.scheduler,
+            max_wait_s=self.settings.max_stream_wait_s,
         )
         try:
             utterance.feed(msg.text, msg.final)

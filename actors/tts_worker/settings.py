@@ -32,6 +32,9 @@ class WorkerSettings:
     """Frames sent before the consumer grants credit, when it names none (1 s)."""
     max_credit: int = 500
     """Most frames a worker runs ahead of playout (10 s)."""
+    max_stream_wait_s: float = 60.0
+    """An utterance that has waited this long for credit or a resume (its consumer stalled,
+    paused for good, or gone without a word) ends ``error``: its stream slot is freed."""
     render_slots: int = 1
     """Renders at once across all utterances, most urgent first (see RenderScheduler)."""
     nice: int = 0
@@ -42,5 +45,7 @@ class WorkerSettings:
         for name in ("max_resident", "max_parallel_loads", "max_streams", "max_credit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)} must be at least 1")
+        if self.max_stream_wait_s <= 0:
+            raise ValueError(f"max_stream_wait_s {self.max_stream_wait_s} must be positive")
         if not 0 <= self.nice <= 19:
             raise ValueError(f"nice {self.nice} is outside 0..19")

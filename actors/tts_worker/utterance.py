@@ -77,6 +77,10 @@ class ConsumerGone(Exception):
     """Frames can no longer be delivered: the consumer disconnected."""
 
 
+class _Starved(Exception):
+    """No credit or resume for ``max_wait_s``."""
+
+
 class _Stopped(Exception):
     """STOP arrived; the utterance ends at this frame boundary."""
 
@@ -93,12 +97,14 @@ class Utterance:
         credit: int,
         max_credit: int,
         scheduler: RenderScheduler | None = None,
+        max_wait_s: float = 60.0,
     ) -> None:
         self.utterance_id = utterance_id
         self.options = options
         self.scheduler = scheduler or RenderScheduler()
         self.credit = min(credit, max_credit)
         self.max_credit = max_credit
+        self.max_wait_s = max_wait_s
         self.frames = 0
         """Frames sent so far."""
         self.first_frame_s: float | None = None
@@ -191,6 +197,8 @@ class Utterance:
             reason = self._stop_reason or EndReason.STOPPED
         except ConsumerGone:
             return EndReason.ERROR  # nobody to tell
+        except _Starved as exc:
+            reason, error = EndReason.ERROR, str(exc)
         except Exception as exc:  # a synthesis failure must reach the consumer as a message
             reason, error = EndReason.ERROR, f"{type(exc).__name__}: {exc}"[:1000]
         finally:
@@ -243,11 +251,17 @@ class Utterance:
         await self._pcm.put(None)
 
     async def _send_frame(self, pcm: bytes, words: int) -> None:
+        waited_from = time.monotonic()
         while self.paused or self.credit <= 0 or self._stopped.is_set():
             if self._stopped.is_set():
                 raise _Stopped
+            left = waited_from + self.max_wait_s - time.monotonic()
+            if left <= 0:
+                why = "paused" if self.paused else "without credit"
+                raise _Starved(f"{why} for {self.max_wait_s:g} s: the consumer stalled")
             self._wake.clear()
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
         frame = TtsFrame(utterance_id=self.utterance_id, sequence=self.frames, pcm=pcm, words=words)
         if not await self._send(frame):
             raise ConsumerGone(self.utterance_id)
