@@ -52,7 +52,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit import LocalStack, progress
 
 from bus.audio_format import MIC, SAMPLE_BYTES  # benchkit put the repository on the path
-from bus.client import BrokerClient
 from tests.voicekit import silence
 from tests.voicekit import speech as synthesize
 
@@ -461,16 +460,7 @@ async def _one_bad_input(client: Client, url: str, port: int, how: str, what: An
 
 
 def actor_pids(stack: LocalStack) -> dict[str, list[int]]:
-    """Live actors' pids by kind, from the broker (the processes doing the work)."""
-    try:
-        with BrokerClient(stack.control, timeout_s=2.0) as broker:
-            snapshot = broker.discover()
-    except Exception:  # the broker is down (being restarted)
-        return {}
-    pids: dict[str, list[int]] = {}
-    for reg in snapshot.actors:
-        pids.setdefault(reg.kind, []).append(reg.pid)
-    return pids
+    return stack.actor_pids()
 
 
 def rss_and_fds(pid: int) -> tuple[float, int] | None:

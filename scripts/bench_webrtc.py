@@ -280,7 +280,7 @@ def main() -> None:
     spans = [speech_span_ms(s) for s in question_speech]
     log(f"starting the stack (jitter buffer {args.jitter_buffer})")
     stack = start_stack(args.jitter_buffer)
-    gateway_pid = stack.procs[1].pid  # broker first, then the kinds in order
+    gateway_pid = stack.actor_pids()["gateway"][0]  # the actor, not its `duplex run` watcher
     result: dict[str, Any] = {
         "benchmark": "bench_webrtc",
         "date": time.strftime("%Y-%m-%d"),

@@ -143,6 +143,22 @@ class LocalStack:
                 [*command, "--log-level", "info"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
             )
 
+    def actor_pids(self) -> dict[str, list[int]]:
+        """Live actors' pids by kind, from the broker: the processes doing the work (under
+        ``duplex run`` each actor is a child of the watcher that ``procs`` holds); ``{}`` while
+        the broker does not answer."""
+        from bus.client import BrokerClient
+
+        try:
+            with BrokerClient(self.control, timeout_s=2.0) as broker:
+                snapshot = broker.discover()
+        except Exception:  # the broker is down (being restarted) or not up yet
+            return {}
+        pids: dict[str, list[int]] = {}
+        for reg in snapshot.actors:
+            pids.setdefault(reg.kind, []).append(reg.pid)
+        return pids
+
     def gateway_ready(self) -> dict[str, Any] | None:
         """The gateway's ``/ready`` answer once it is 200, else None."""
         url = f"http://127.0.0.1:{self.http_port}/ready"
