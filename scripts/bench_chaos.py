@@ -459,10 +459,6 @@ async def _one_bad_input(client: Client, url: str, port: int, how: str, what: An
 # ---------------------------------------------------------------------- processes
 
 
-def actor_pids(stack: LocalStack) -> dict[str, list[int]]:
-    return stack.actor_pids()
-
-
 def rss_and_fds(pid: int) -> tuple[float, int] | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -486,7 +482,7 @@ class SoakCounts:
 
 async def soak(stack: LocalStack, sessions: int, minutes: float) -> dict[str, Any]:
     counts = SoakCounts()
-    pids = {kind: found[0] for kind, found in actor_pids(stack).items() if kind != "broker"}
+    pids = {kind: found[0] for kind, found in stack.actor_pids().items() if kind != "broker"}
     pids["broker"] = stack.procs[0].pid
     samples: dict[str, list[tuple[float, float, int]]] = {kind: [] for kind in pids}
     end = time.monotonic() + minutes * 60
@@ -646,7 +642,7 @@ def kill(stack: LocalStack, kind: str) -> int | None:
         broker.wait(10)
         stack.procs[0] = stack.spawn(["broker"])
         return broker.pid
-    pids = actor_pids(stack).get(kind)
+    pids = stack.actor_pids().get(kind)
     if not pids:
         return None
     os.kill(pids[0], signal.SIGKILL)
@@ -657,7 +653,7 @@ def wait_back(stack: LocalStack, kind: str) -> None:
     deadline = time.monotonic() + 60
     kinds = list(stack.kinds)
     while time.monotonic() < deadline:
-        live = actor_pids(stack)
+        live = stack.actor_pids()
         if all(live.get(k) for k in kinds):
             return
         time.sleep(0.5)

@@ -34,7 +34,7 @@ from bus.schema.session import (
 from bus.schema.tts import EndReason
 from bus.schema.vad import SpeechStart
 from tests.support import free_port
-from tests.test_runtime import configs, running, until
+from tests.test_runtime import all_up, configs, running, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -103,10 +103,7 @@ def run_stack(body: Any) -> None:
 
     async def main() -> None:
         async with running(Broker(broker_cfg), worker, router, supervisor, vad, gateway):
-            everyone = (gateway, router, worker, supervisor, vad)
-            await until(lambda: all(a.registered.is_set() for a in everyone), 20, "all up")
-            await until(lambda: gateway.registry.alive("tts_worker"), 10, "worker seen")
-            await until(lambda: gateway.registry.alive("supervisor"), 10, "supervisor seen")
+            await all_up(gateway, router, worker, supervisor, vad)
             await asyncio.sleep(0.3)  # subscriptions reach the event proxy
             async with websockets.connect(f"ws://127.0.0.1:{http_port}/ws") as ws:
                 client = Client(ws)

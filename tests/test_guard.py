@@ -29,7 +29,7 @@ from bus.broker import Broker
 from bus.settings import SettingsError, load_settings
 from cli.tls import tls_cert
 from tests.test_client_session import Client, Supervisor
-from tests.test_runtime import configs, running, until
+from tests.test_runtime import all_up, configs, running, until
 from transports.guard import FILE_HEADROOM, raise_file_limit
 
 pytestmark = pytest.mark.timeout(60)
@@ -209,10 +209,7 @@ def test_the_idle_clock_stops_while_the_bot_speaks_or_is_paused() -> None:
 
     async def main() -> None:
         async with running(Broker(broker_cfg), worker, router, supervisor, gateway):
-            everyone = (gateway, router, worker, supervisor)
-            await until(lambda: all(a.registered.is_set() for a in everyone), 20, "all up")
-            await until(lambda: gateway.registry.alive("tts_worker"), 10, "worker seen")
-            await until(lambda: gateway.registry.alive("supervisor"), 10, "supervisor seen")
+            await all_up(gateway, router, worker, supervisor)
             async with websockets.connect(gateway.endpoints["ws"]) as ws:
                 client = Client(ws)
                 await until(lambda: client.events("session_start"), 5, "session_start")

@@ -72,6 +72,15 @@ async def until(predicate: Callable[[], Any], timeout: float, what: str) -> None
         await asyncio.sleep(0.01)
 
 
+async def all_up(gateway: Any, *others: Actor, kinds: tuple[str, ...] = ()) -> None:
+    """The gateway and ``others`` registered, and the gateway sees a live actor of each of
+    ``kinds`` (by default: a TTS worker and a supervisor)."""
+    everyone = (gateway, *others)
+    await until(lambda: all(a.registered.is_set() for a in everyone), 20, "all up")
+    for kind in kinds or ("tts_worker", "supervisor"):
+        await until(lambda k=kind: gateway.registry.alive(k), 10, f"{kind} seen")
+
+
 class Recorder(Actor):
     """Records what reaches on_message; audio handling is slowed to build a backlog."""
 

@@ -22,7 +22,7 @@ from actors.tts_worker import TtsWorker
 from bus.broker import Broker
 from tests.support import free_port
 from tests.test_client_session import LONG, Client, Supervisor
-from tests.test_runtime import configs, running, until
+from tests.test_runtime import all_up, configs, running, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -72,10 +72,7 @@ def test_clients_that_stop_reading_are_paused_stopped_and_cut_and_others_are_ser
 
     async def main() -> None:
         async with running(Broker(broker_cfg), worker, router, supervisor, gateway):
-            everyone = (gateway, router, worker, supervisor)
-            await until(lambda: all(a.registered.is_set() for a in everyone), 20, "all up")
-            await until(lambda: gateway.registry.alive("tts_worker"), 10, "worker seen")
-            await until(lambda: gateway.registry.alive("supervisor"), 10, "supervisor seen")
+            await all_up(gateway, router, worker, supervisor)
             stalled = [  # more than the worker's slots
                 await asyncio.to_thread(stalled_client, http_port, LONG * 3) for _ in range(3)
             ]

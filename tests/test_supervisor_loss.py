@@ -24,7 +24,7 @@ from bus.runtime import Inbound
 from bus.schema.session import PlayoutSpeak, SessionConfig, SessionOpened, SessionText
 from tests.support import free_port
 from tests.test_client_session import LONG, Client, Supervisor
-from tests.test_runtime import configs, running, until
+from tests.test_runtime import all_up, configs, running, until
 from transports.session import ADOPT_WAIT_S
 
 pytestmark = pytest.mark.timeout(60)
@@ -78,9 +78,7 @@ def run(body: Body, first: bool = True) -> None:
 
     async def main() -> None:
         async with running(Broker(broker_cfg), worker, router, gateway):
-            everyone = (gateway, router, worker)
-            await until(lambda: all(a.registered.is_set() for a in everyone), 20, "all up")
-            await until(lambda: gateway.registry.alive("tts_worker"), 10, "worker seen")
+            await all_up(gateway, router, worker, kinds=("tts_worker",))
             one = await start(0) if first else None
             async with websockets.connect(f"ws://127.0.0.1:{http_port}/ws") as ws:
                 client = Client(ws)

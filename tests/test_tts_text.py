@@ -118,3 +118,43 @@ def test_render_scheduler_runs_the_most_urgent_render_first() -> None:
         return order
 
     assert asyncio.run(asyncio.wait_for(body(), 10)) == ["busy", "soon", "middle", "relaxed"]
+
+
+def test_render_scheduler_holds_the_slot_until_a_cancelled_render_thread_ends() -> None:
+    """A stopped utterance stops waiting for its render, but the thread runs on: the next
+    render must not start beside it, or stopped utterances pile renders onto the cores."""
+    import asyncio
+    import threading
+
+    from actors.tts_worker.utterance import RenderScheduler
+
+    async def body() -> tuple[bool, list[str], bool]:
+        scheduler = RenderScheduler(slots=1)
+        running: list[str] = []
+        overlapped = False
+        gate = threading.Event()
+
+        def render(name: str) -> str:
+            nonlocal overlapped
+            overlapped = overlapped or bool(running)
+            running.append(name)
+            if name == "stopped":
+                gate.wait(5)
+            running.remove(name)
+            return name
+
+        stopped = asyncio.create_task(scheduler.run(0.0, render, "stopped"))
+        await asyncio.sleep(0.05)
+        stopped.cancel()  # its utterance was stopped mid-render
+        await asyncio.gather(stopped, return_exceptions=True)
+        nxt = asyncio.create_task(scheduler.run(1.0, render, "next"))
+        await asyncio.sleep(0.1)
+        started_early = not nxt.done() and "next" in running
+        gate.set()
+        await nxt
+        await asyncio.sleep(0.05)
+        return started_early or overlapped, running, scheduler.idle
+
+    overlapped, running, idle = asyncio.run(asyncio.wait_for(body(), 10))
+    assert not overlapped, "a render started while a cancelled one still ran"
+    assert running == [] and idle

@@ -30,7 +30,7 @@ from bus.schema.session import PlayoutEventKind, SessionClosed, SessionOpened
 from bus.schema.vad import SpeechStart
 from tests.support import free_port
 from tests.test_client_session import LONG, Supervisor
-from tests.test_runtime import configs, running, until
+from tests.test_runtime import all_up, configs, running, until
 from transports.webrtc_audio import install_pass_through
 
 pytestmark = pytest.mark.timeout(60)
@@ -172,10 +172,7 @@ def run_stack(body: Any, webrtc: dict[str, Any] | None = None) -> None:
 
     async def main() -> None:
         async with running(Broker(broker_cfg), worker, router, supervisor, vad, gateway):
-            everyone = (gateway, router, worker, supervisor, vad)
-            await until(lambda: all(a.registered.is_set() for a in everyone), 20, "all up")
-            await until(lambda: gateway.registry.alive("tts_worker"), 10, "worker seen")
-            await until(lambda: gateway.registry.alive("supervisor"), 10, "supervisor seen")
+            await all_up(gateway, router, worker, supervisor, vad)
             await asyncio.sleep(0.3)  # subscriptions reach the event proxy
             await body(f"http://127.0.0.1:{http_port}", gateway, supervisor, vad)
 

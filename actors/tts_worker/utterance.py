@@ -41,9 +41,16 @@ class RenderScheduler:
     renders sharing two cores would all finish late instead of one finishing in time."""
 
     def __init__(self, slots: int = 1) -> None:
+        self._slots = slots
         self._free = slots
         self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._rendering: set[asyncio.Task[Any]] = set()
+
+    @property
+    def idle(self) -> bool:
+        """No render running (in a thread, even one whose utterance has ended) or waiting."""
+        return self._free == self._slots and not self._waiting and not self._rendering
 
     async def run(self, deadline: float, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a thread once its turn comes; ``deadline`` (monotonic seconds) is
@@ -59,10 +66,19 @@ class RenderScheduler:
                 if turn.done() and not turn.cancelled():
                     self._release()  # the slot was just handed to us: pass it on
                 raise
-        try:
-            return await asyncio.to_thread(fn, *args)
-        finally:
-            self._release()
+        # A thread cannot be cancelled: the slot is held until the render really ends, not
+        # when its utterance stops waiting for it, or stopped utterances' renders pile up on
+        # the cores (and in ONNX Runtime's memory) beyond ``slots``.
+        render = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        self._rendering.add(render)
+        render.add_done_callback(self._rendered)
+        return await asyncio.shield(render)
+
+    def _rendered(self, render: asyncio.Task[Any]) -> None:
+        self._rendering.discard(render)
+        if not render.cancelled():
+            render.exception()  # retrieved: an abandoned render's error is not "never retrieved"
+        self._release()
 
     def _release(self) -> None:
         while self._waiting:

@@ -130,6 +130,9 @@ def _load_voice(model: Path, config: Path) -> PiperVoice:
     options = onnxruntime.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # The memory pattern plans one arena layout per input shape; every text length is a new
+    # shape, so with it on the worker's RSS grows with each new length it has seen.
+    options.enable_mem_pattern = False
     session = onnxruntime.InferenceSession(
         str(model), sess_options=options, providers=["CPUExecutionProvider"]
     )
@@ -154,6 +157,10 @@ class PhraseCache:
         self.misses = 0
         self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
 
     def get(self, key: Any) -> np.ndarray | None:
         with self._lock:
