@@ -45,12 +45,12 @@ class RenderScheduler:
         self._free = slots
         self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
-        self._rendering: set[asyncio.Task[Any]] = set()
+        self._rendering: set[asyncio.Task[Any]] = set()  # referenced until they end
 
     @property
     def idle(self) -> bool:
         """No render running (in a thread, even one whose utterance has ended) or waiting."""
-        return self._free == self._slots and not self._waiting and not self._rendering
+        return self._free == self._slots and not self._waiting
 
     async def run(self, deadline: float, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a thread once its turn comes; ``deadline`` (monotonic seconds) is

@@ -9,7 +9,10 @@ rendered before the audio already made runs out, even with several streams shari
 Later units are whole sentences, long ones cut at clause marks, so no unit exceeds
 :data:`MAX_UNIT_PHONEMES` (bounding memory and the time a PAUSE or STOP waits for an
 inference in flight). ONNX Runtime's threads do not spin between inferences: spinning
-steals the CPU from the other streams (and processes) on a small machine.
+steals the CPU from the other streams (and processes) on a small machine. Its memory arena gives
+back what an inference used when the inference ends (:data:`RUN_OPTIONS`), and it keeps no
+per-shape memory plans: either would hold the worker's memory at the largest inference it has
+ever run (scripts/bench_tts_memory).
 
 Audio is taken raw from the model (Piper's own per-sentence peak normalisation would make
 loudness jump between sentences); the shared :class:`~adapters.tts.base.Renderer` applies one
@@ -20,6 +23,8 @@ cost nothing.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import threading
 from collections import OrderedDict
@@ -46,6 +51,14 @@ predecessor plays, under one stream; three times as long leaves room for several
 MIN_TAIL_PHONEMES = 6
 """A first sentence is not cut if the rest would be shorter than this."""
 CLAUSE_MARKS = frozenset(",;:\u2014\u2013")  # and em and en dashes
+RUN_OPTIONS = onnxruntime.RunOptions()
+"""Every inference's options: the CPU arena frees its unused regions when the run ends. Kept,
+they hold the largest inference's worth for good: a 200-phoneme unit at half speed is +290 MiB;
+ever-longer sentences made the worker's RSS climb through a 30-minute soak (bench_chaos)."""
+RUN_OPTIONS.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+MMAP_THRESHOLD_BYTES = 1 << 20
+"""glibc maps allocations of this size and more on pages of their own, unmapped when freed."""
+M_MMAP_THRESHOLD = -3  # mallopt's parameter, glibc's malloc.h
 
 
 class PiperEngine(TtsEngine):
@@ -126,18 +139,44 @@ def cut(phonemes: list[str], limit: int) -> tuple[list[str], list[str]]:
     return phonemes[:at], _lstrip(phonemes[at:])
 
 
+def map_large_allocations() -> None:
+    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD_BYTES` for this process.
+
+    The arena's regions freed after each run are a few MiB each. glibc raises its threshold to
+    the size of each large block freed and keeps later ones in its heap, where they fragment:
+    RSS wandered 195-210 MiB over 300 texts; with the threshold fixed it stays within 1 MiB
+    (144 MiB), for about 5 ms more on a 70 ms first unit (scripts/bench_tts_memory). Elsewhere
+    than glibc this does nothing."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
 def _load_voice(model: Path, config: Path) -> PiperVoice:
+    map_large_allocations()
     options = onnxruntime.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     # The memory pattern plans one arena layout per input shape; every text length is a new
     # shape, so with it on the worker's RSS grows with each new length it has seen.
     options.enable_mem_pattern = False
-    session = onnxruntime.InferenceSession(
-        str(model), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    session = _Session(str(model), sess_options=options, providers=["CPUExecutionProvider"])
     with config.open(encoding="utf-8") as f:
         return PiperVoice(config=PiperConfig.from_dict(json.load(f)), session=session)
+
+
+class _Session(onnxruntime.InferenceSession):  # type: ignore[misc]
+    """An inference session whose runs (Piper passes no options) use :data:`RUN_OPTIONS`."""
+
+    def run(
+        self,
+        output_names: list[str] | None,
+        input_feed: dict[str, Any],
+        run_options: onnxruntime.RunOptions | None = None,
+    ) -> list[Any]:
+        return super().run(output_names, input_feed, run_options or RUN_OPTIONS)  # type: ignore[no-any-return]
 
 
 def _lstrip(phonemes: list[str]) -> list[str]:
@@ -157,10 +196,6 @@ class PhraseCache:
         self.misses = 0
         self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
 
     def get(self, key: Any) -> np.ndarray | None:
         with self._lock:
