@@ -15,11 +15,13 @@ from transports.playout import Playout
 class Listener:
     def __init__(self) -> None:
         self.frames: list[tuple[float, str, bytes]] = []
+        self.play_at: list[float] = []
         self.events: list[tuple[str, str, int]] = []
         self.ended: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
-    async def send(self, utterance_id: str, frame: bytes) -> None:
+    async def send(self, utterance_id: str, frame: bytes, play_at: float) -> None:
         self.frames.append((time.monotonic(), utterance_id, frame))
+        self.play_at.append(play_at)
 
     async def on_started(self, utterance_id: str) -> None:
         self.events.append(("start", utterance_id, 0))
@@ -55,6 +57,10 @@ def test_frames_go_out_every_20_ms_on_absolute_deadlines() -> None:
         # Each frame is sent near its own deadline (generous: a loaded CI machine).
         offsets = [t - (times[0] + i * FRAME_S) for i, t in enumerate(times)]
         assert max(abs(o) for o in offsets) < 0.04, offsets
+        # Each is told its play time (echo cancellation's reference): its deadline, exactly.
+        steps = [b - a for a, b in zip(out.play_at, out.play_at[1:], strict=False)]
+        assert all(abs(step - FRAME_S) < 1e-9 for step in steps), steps
+        assert abs(out.play_at[0] - times[0]) < 0.04
         assert out.events == [("start", "u1", 0), ("end:completed", "u1", 50)]
         assert playout.stats.underruns == 0
 

@@ -185,7 +185,7 @@ async def _held_playout() -> tuple[list[int], int, int]:
     sent: list[int] = []
     ended: list[tuple[str, int, int]] = []
 
-    async def send(_uid: str, frame: bytes) -> None:
+    async def send(_uid: str, frame: bytes, _play_at: float) -> None:
         sent.append(frame[0])
 
     async def on_started(_uid: str) -> None:

@@ -73,5 +73,10 @@ class MicInput:
         return frames
 
     @property
+    def pending_samples(self) -> int:
+        """Samples received (after resampling) that make no whole frame yet."""
+        return len(self._pending) // 2
+
+    @property
     def stream_ms(self) -> float:
         return MIC.ms(self.stream_sample)

@@ -50,8 +50,9 @@ class PlayoutStats:
     """Frames sent more than one frame after their deadline (the loop was held up)."""
 
 
-SendFrame = Callable[[str, bytes], Awaitable[None]]
-"""Sends one frame of an utterance to the client."""
+SendFrame = Callable[[str, bytes, float], Awaitable[None]]
+"""``(utterance_id, pcm, play_at)``: sends one frame of an utterance to the client, due to play
+at ``play_at`` (monotonic seconds)."""
 OnStarted = Callable[[str], Awaitable[None]]
 """``(utterance_id)``: its first frame is about to go out."""
 OnEnded = Callable[[str, EndReason, int, int], Awaitable[None]]
@@ -200,7 +201,7 @@ class Playout:
             utterance.heard_words = words
             utterance.recent.append((play_at, frame, words))  # before the send: a hold
             self.stats.frames += 1  # during it takes this frame back too
-            await self.send(utterance.utterance_id, frame)
+            await self.send(utterance.utterance_id, frame, play_at)
 
     async def _wait_for_deadline(self) -> bool:
         """Wait for the next frame's deadline; False if a pause or flush came first."""

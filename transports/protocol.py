@@ -65,6 +65,8 @@ class SessionConfigCommand:
     input_sample_rate: int | None = None
     """Hertz: 16000 or 48000."""
     dialogue: str | None = None
+    echo_cancellation: bool | None = None
+    """Cancel the bot's own voice heard back in the microphone (transports/echo.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,7 @@ def _encodable(text: str, field: str) -> str:
 
 
 def _session_config(message: dict[str, Any]) -> SessionConfigCommand:
-    known = {"type", "voice", "audio_format", "input_sample_rate", "dialogue"}
+    known = {"type", "voice", "audio_format", "input_sample_rate", "dialogue", "echo_cancellation"}
     unknown = set(message) - known
     if unknown:
         names = sorted(_encodable(str(k)[:64], "field") for k in unknown)
@@ -179,11 +181,15 @@ def _session_config(message: dict[str, Any]) -> SessionConfigCommand:
     dialogue = message.get("dialogue")
     if dialogue is not None and dialogue not in DIALOGUES:
         raise ClientError("INVALID_MESSAGE", f'"dialogue" must be one of {DIALOGUES}')
+    echo = message.get("echo_cancellation")
+    if echo is not None and not isinstance(echo, bool):
+        raise ClientError("INVALID_MESSAGE", '"echo_cancellation" must be true or false')
     return SessionConfigCommand(
         voice=None if voice is None else _encodable(voice, "voice"),
         audio_format=None if audio_format is None else AudioFormat(audio_format),
         input_sample_rate=rate,
         dialogue=dialogue,
+        echo_cancellation=echo,
     )
 
 
@@ -291,6 +297,9 @@ class MetricsEvent(ServerEvent):
     """Last reply: the person's end of speech received → first reply frame sent."""
     asr_rtf: float | None
     """Real-time factor of the last final transcript."""
+    echo_erle_db: float | None = None
+    """Echo cancelled over the session while the bot was audible (echo return loss
+    enhancement, dB); None with cancellation off or before the bot was heard."""
 
 
 @dataclass(frozen=True, slots=True)

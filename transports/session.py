@@ -44,6 +44,7 @@ from bus.schema.system import Error, Registration
 from bus.schema.tts import EndReason, TtsFrame
 from bus.schema.vad import SpeechEnd, SpeechStart
 from transports import protocol as p
+from transports.echo import EchoCanceller
 from transports.mic import MicInput
 from transports.playout import Playout
 from transports.utterance_stream import BusPort, Registry, StreamClient, UtteranceStream
@@ -151,6 +152,18 @@ class SessionMetrics:
             "Frames sent more than one frame after their deadline",
             registry=registry,
         )
+        self.false_interruptions = Counter(
+            "duplex_false_interruptions_total",
+            "Barge-ins whose speech had no words of the person's (noise, the bot's own echo)",
+            registry=registry,
+        )
+        self.echo_erle = Histogram(
+            "duplex_echo_erle_db",
+            "Per utterance heard, with echo cancellation on: echo cancelled while the bot was "
+            "audible (echo return loss enhancement, dB)",
+            buckets=(0, 3, 6, 10, 15, 20, 25, 30, 40, 50),
+            registry=registry,
+        )
 
 
 @dataclass(slots=True)
@@ -162,6 +175,7 @@ class SessionStats:
     barge_in_ms: float | None = None
     turn_latency_ms: float | None = None
     asr_rtf: float | None = None
+    echo_erle_db: float | None = None
 
     def event(self) -> p.MetricsEvent:
         return p.MetricsEvent(
@@ -170,6 +184,7 @@ class SessionStats:
             self.barge_in_ms,
             self.turn_latency_ms,
             self.asr_rtf,
+            self.echo_erle_db,
         )
 
 
@@ -220,6 +235,9 @@ class ClientSession:
         """An utterance that began under a supervisor now gone: it plays out, but no one can
         decide a barge-in on it."""
         self.mic = MicInput()
+        self.echo = EchoCanceller() if transport != "webrtc" else None
+        """The bot's voice out of the microphone: on for clients with no canceller of their
+        own; a browser runs its own (session_config ``echo_cancellation`` either way)."""
         self.stats = SessionStats()
         self.rate = PeerRateLimit(MESSAGE_RATE, MESSAGE_BURST)
         self.playout = Playout(self._send_frame, self._started, self._ended)
@@ -402,6 +420,8 @@ class ClientSession:
             self.mic.set_rate(config.input_sample_rate)
         if config.dialogue is not None:
             self.dialogue = config.dialogue
+        if config.echo_cancellation is not None and config.echo_cancellation != bool(self.echo):
+            self.echo = EchoCanceller() if config.echo_cancellation else None
         self.tell(SessionConfig(voice=self.voice, dialogue=self.dialogue))
 
     async def microphone(self, pcm: bytes) -> None:
@@ -419,12 +439,18 @@ class ClientSession:
         if frames:
             self._arrivals.append((self.mic.stream_sample, now))
         topic = topics.topic(topics.AUDIO_IN, self.session_id)
+        # The chunk's last sample was captured just now: each frame's end, on the same clock.
+        captured = now - (self.mic.stream_sample + self.mic.pending_samples) / MIC.sample_rate
         for frame in frames:
+            pcm = frame.pcm
+            if self.echo is not None:
+                end = frame.stream_sample + MIC.frame_samples
+                pcm = self.echo.cancel(pcm, captured + end / MIC.sample_rate)
             audio = AudioFrame(
                 sample_rate=MIC.sample_rate,
                 sequence=frame.sequence,
                 stream_sample=frame.stream_sample,
-                pcm=frame.pcm,
+                pcm=pcm,
             )
             await self.bus.publish(topic, audio, session=self.session_id)
 
@@ -522,6 +548,8 @@ class ClientSession:
         self.held = True
         # The unplayed lead is taken back: dropped by the link, or by the client on barge_in.
         self.playout.hold(self.link.discard_audio())
+        if self.echo is not None:
+            self.echo.taken_back(time.monotonic())
         self._to_worker(Pause)
         await self.send(p.BargeInEvent(speaking.utterance_id))
         self.stats.barge_ins += 1
@@ -541,7 +569,8 @@ class ClientSession:
             return
         self._release_hold()
         self.stats.false_interruptions += 1
-        await self.send(self.stats.event())
+        self.metrics.false_interruptions.inc()
+        await self.send(self._metrics())
 
     def _release_hold(self) -> None:
         if self.held:
@@ -605,10 +634,12 @@ class ClientSession:
 
     # ------------------------------------------------------------------ playout
 
-    async def _send_frame(self, utterance_id: str, pcm: bytes) -> None:
+    async def _send_frame(self, utterance_id: str, pcm: bytes, play_at: float) -> None:
         """One frame to the client, in its audio format; credits the worker."""
         if self.link.closed:
             return
+        if self.echo is not None:
+            self.echo.played(pcm, play_at)
         if self.audio_format is p.AudioFormat.JSON:
             await self.link.send_event(p.AudioJson.frame(pcm, self._sequence).to_json())
             self._sequence += 1
@@ -649,6 +680,9 @@ class ClientSession:
             text = stream.spoken_text
             heard = text if reason is EndReason.COMPLETED else " ".join(text.split()[:words])
         await self.send(p.TtsEnded(utterance_id, reason.value, played))
+        erle = self.echo.take_erle_db() if self.echo is not None else None
+        if erle is not None:
+            self.metrics.echo_erle.observe(erle)
         stats = self.playout.stats
         self.metrics.underruns.inc(stats.underruns)
         self.metrics.late_frames.inc(stats.late)
@@ -677,7 +711,11 @@ class ClientSession:
         else:
             self.metrics.turn.observe(seconds)
             self.stats.turn_latency_ms = round(1000 * seconds, 1)
-        await self.send(self.stats.event())
+        await self.send(self._metrics())
+
+    def _metrics(self) -> p.MetricsEvent:
+        self.stats.echo_erle_db = self.echo.erle_db() if self.echo is not None else None
+        return self.stats.event()
 
     # ------------------------------------------------------------------ sending
 
