@@ -18,12 +18,12 @@ AEC3 with no echo to learn (a headset, a client that plays nothing aloud) suppre
 person's voice 10-20 dB while the bot speaks for its first 4-8 s, until its own transparent mode
 takes over: a barge-in there would come late or not at all. So the session also asks whether
 the microphone hears the bot at all (:class:`EchoPath`: the raw microphone's correlation with
-the reference, over quarter-second windows while the bot is audible): until it knows, and once
-it has heard echo, the cancelled audio goes on; after half a second of bot speech with no echo
-in it, the microphone's own audio does (the canceller keeps learning, for echo that comes
-later). A client that streams its microphone all along (silence included) has that settled
-before the person can talk over the bot; one that sends audio only while the person talks
-loses the first half second of its first interruption to the canceller.
+the reference, over quarter-second windows while the bot is audible). Once it has heard echo,
+the cancelled audio goes on; after half a second of bot speech with no echo in it, the
+microphone's own audio does (the canceller keeps learning, for echo that comes later). Until it
+knows, a microphone that was streaming before the bot spoke gets the cancelled audio (the echo
+comes first), and one whose audio begins while the bot speaks gets its own (a client that sends
+audio only while the person talks: what it sends is the person).
 
 The canceller's output lags its input by 8 ms (128 samples); the stream keeps its length.
 """
@@ -106,6 +106,13 @@ class EchoPath:
         self._quiet = 0
         self._lag: int | None = None
         """Where the last window that looked like echo found it."""
+        self._listened = False
+        """The microphone streamed while the bot was silent."""
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the canceller's output should go on rather than the microphone's own."""
+        return self.heard if self.heard is not None else self._listened
 
     def observe(self, near: np.ndarray, end: int, reference: Timeline) -> None:
         """A raw microphone frame ending at sample ``end`` (the reference's clock)."""
@@ -117,6 +124,7 @@ class EchoPath:
         ref = reference.read(end - len(mic) - MAX_LAG, len(mic) + MAX_LAG).astype(np.float64)
         blocks = ref[: len(ref) // FRAME * FRAME].reshape(-1, FRAME)
         if np.mean(np.sqrt(np.mean(blocks**2, axis=1)) >= AUDIBLE_RMS) < 0.5:
+            self._listened = True
             return  # the bot mostly silent: nothing to tell
         self.correlation, lag = peak_correlation(mic, ref)
         if self.correlation >= ECHO_CORRELATION:
@@ -183,7 +191,7 @@ class EchoCanceller:
         far = self._reference.read(end - len(near), len(near))
         out = self._aec.process(near, far)
         self.path.observe(near, end, self._reference)
-        if self.path.heard is False:
+        if not self.path.cancelled:
             return pcm
         if self.path.heard and _rms(far) >= AUDIBLE_RMS:
             self._energy += (_energy(near), _energy(out))

@@ -152,11 +152,6 @@ class SessionMetrics:
             "Frames sent more than one frame after their deadline",
             registry=registry,
         )
-        self.false_interruptions = Counter(
-            "duplex_false_interruptions_total",
-            "Barge-ins whose speech had no words of the person's (noise, the bot's own echo)",
-            registry=registry,
-        )
         self.echo_erle = Histogram(
             "duplex_echo_erle_db",
             "Per utterance heard, with echo cancellation on: echo cancelled while the bot was "
@@ -569,7 +564,6 @@ class ClientSession:
             return
         self._release_hold()
         self.stats.false_interruptions += 1
-        self.metrics.false_interruptions.inc()
         await self.send(self._metrics())
 
     def _release_hold(self) -> None:
