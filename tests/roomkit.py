@@ -64,8 +64,11 @@ class Room:
     ) -> None:
         rng = np.random.default_rng(seed)
         n = int(tail_s * RATE)
-        # A direct path, then exponentially decaying reflections (RT60 = tail_s).
-        tail = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / max(n, 1)) * 0.3
+        # A direct path, then exponentially decaying reflections (RT60 = tail_s) carrying a
+        # tenth of its energy (-10 dB): the echo's level is about ``gain_db``.
+        tail = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / max(n, 1))
+        tail[0] = 0.0
+        tail *= np.sqrt(0.1 / max(float(np.dot(tail, tail)), 1e-12))
         tail[0] = 1.0
         self.response = np.concatenate([np.zeros(int(delay_ms * RATE / 1000)), tail])
         self.response *= 10 ** (gain_db / 20)

@@ -7,12 +7,18 @@ microphone frames, before VAD and ASR, with its own playout as the far end:
 
 - each bot frame the playout sends is decimated to 16 kHz (a stateful low-pass FIR, scipy; a
   soxr stream would hand its output out in 30 ms bursts, late for the reference) and written into a
-  reference timeline at the time the playout scheduled it to play (the monotonic clock counted
-  in 16 kHz samples); frames a barge-in takes back are erased from it;
+  reference timeline at the time the playout scheduled it to be sent (its play time less the
+  playout's lead: a client may play it the moment it comes, and an echo must never come before
+  its reference), on the monotonic clock counted in 16 kHz samples; frames a barge-in takes
+  back are erased from it;
 - each microphone frame is placed on the same clock by the arrival of the chunk that completed
   it (the chunk's last sample is taken as captured just now), and is cancelled against the
-  reference of the same 20 ms. AEC3 estimates the rest of the delay (network, the client's
-  buffer, the room: 300 ms and more) and follows a sound card's clock drift.
+  reference of the same 20 ms. The reference is read as one unbroken stream, 20 ms per frame
+  (placing each read by its own arrival would skip and repeat samples with the network's
+  jitter, and AEC3 would never converge); it is placed again only when the microphone's clock
+  has strayed :data:`REANCHOR` from it (the stream's start, a gap). AEC3 estimates the rest of
+  the delay (network, the client's buffer, the room: 300 ms and more) and follows a sound
+  card's clock drift.
 
 AEC3 with no echo to learn (a headset, a client that plays nothing aloud) suppresses the
 person's voice 10-20 dB while the bot speaks for its first 4-8 s, until its own transparent mode
@@ -45,6 +51,9 @@ HISTORY = 1 << 15
 DECIMATION = BOT.sample_rate // RATE
 LOW_PASS = firwin(63, 7_200, fs=BOT.sample_rate)
 """Anti-alias filter before taking every third sample: 0.65 ms of delay."""
+REANCHOR = RATE // 10
+"""How far (100 ms) the microphone's arrival clock may stray from the reference's read cursor
+before the cursor is placed again."""
 AUDIBLE_RMS = 30.0
 """A reference frame this loud (int16 RMS, about -61 dBFS) counts as the bot speaking."""
 WINDOW = RATE // 4
@@ -159,14 +168,16 @@ class EchoCanceller:
         self._reference = Timeline()
         self._next: int | None = None
         """Where the next reference sample goes while a run of frames continues."""
+        self._cursor: int | None = None
+        """Where the next microphone frame's reference starts."""
         self.path = EchoPath()
         self._energy = np.zeros((2, 2))
         """Microphone energy while the bot was audible and heard, before and after cancelling:
         row 0 for the session, row 1 since :meth:`take_erle_db`."""
 
-    def played(self, pcm: bytes, play_at: float) -> None:
-        """A bot frame (48 kHz s16le) the playout sent, due to play at ``play_at``."""
-        at = round(play_at * RATE)
+    def played(self, pcm: bytes, sent_at: float) -> None:
+        """A bot frame (48 kHz s16le) the playout sent at ``sent_at`` (monotonic seconds)."""
+        at = round(sent_at * RATE)
         if self._next is None or abs(at - self._next) > FRAME:  # a new run of frames
             self._next = at
         samples = self._decimate(np.frombuffer(pcm, dtype="<i2"))
@@ -180,7 +191,7 @@ class EchoCanceller:
         return np.clip(np.round(kept), -32768, 32767).astype(np.int16)
 
     def taken_back(self, after: float) -> None:
-        """Frames due to play after ``after`` will not play (a barge-in held them)."""
+        """Frames sent after ``after`` will not play (a barge-in took them back)."""
         self._reference.erase_from(round(after * RATE))
         self._next = None
 
@@ -188,7 +199,11 @@ class EchoCanceller:
         """One 16 kHz microphone frame whose last sample was captured by ``captured_by``."""
         near = np.frombuffer(pcm, dtype="<i2")
         end = round(captured_by * RATE)
-        far = self._reference.read(end - len(near), len(near))
+        if self._cursor is None or abs(end - len(near) - self._cursor) > REANCHOR:
+            self._cursor = end - len(near)
+        far = self._reference.read(self._cursor, len(near))
+        self._cursor += len(near)
+        end = self._cursor
         out = self._aec.process(near, far)
         self.path.observe(near, end, self._reference)
         if not self.path.cancelled:

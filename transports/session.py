@@ -543,8 +543,8 @@ class ClientSession:
         self.held = True
         # The unplayed lead is taken back: dropped by the link, or by the client on barge_in.
         self.playout.hold(self.link.discard_audio())
-        if self.echo is not None:
-            self.echo.taken_back(time.monotonic())
+        if self.echo is not None:  # the frames due to play after now, sent a lead before
+            self.echo.taken_back(time.monotonic() - self.playout.lead_s)
         self._to_worker(Pause)
         await self.send(p.BargeInEvent(speaking.utterance_id))
         self.stats.barge_ins += 1
@@ -632,8 +632,8 @@ class ClientSession:
         """One frame to the client, in its audio format; credits the worker."""
         if self.link.closed:
             return
-        if self.echo is not None:
-            self.echo.played(pcm, play_at)
+        if self.echo is not None:  # heard no sooner than sent: a client may play it at once
+            self.echo.played(pcm, play_at - self.playout.lead_s)
         if self.audio_format is p.AudioFormat.JSON:
             await self.link.send_event(p.AudioJson.frame(pcm, self._sequence).to_json())
             self._sequence += 1
