@@ -11,14 +11,14 @@ microphone frames, before VAD and ASR, with its own playout as the far end:
   playout's lead: a client may play it the moment it comes, and an echo must never come before
   its reference), on the monotonic clock counted in 16 kHz samples; frames a barge-in takes
   back are erased from it;
-- each microphone frame is placed on the same clock by the arrival of the chunk that completed
-  it (the chunk's last sample is taken as captured just now), and is cancelled against the
-  reference of the same 20 ms. The reference is read as one unbroken stream, 20 ms per frame
-  (placing each read by its own arrival would skip and repeat samples with the network's
-  jitter, and AEC3 would never converge); it is placed again only when the microphone's clock
-  has strayed :data:`REANCHOR` from it (the stream's start, a gap). AEC3 estimates the rest of
-  the delay (network, the client's buffer, the room: 300 ms and more) and follows a sound
-  card's clock drift.
+- each microphone frame is placed on the same clock: its position in the microphone stream
+  plus the stream's offset, the smallest of the last two seconds' (arrival time - stream
+  time), its chunk's last sample taken as captured on arrival. So the reference is read as one
+  unbroken stream, 20 ms per frame: placing each read by its own arrival would skip and repeat
+  samples with the network's and the event loop's jitter, and AEC3 would never converge. The
+  offset moves only when that minimum strays 10 ms (:data:`REALIGN_S`), and at once after a
+  gap in the stream. AEC3 estimates the rest of the delay (network, the client's buffer, the
+  room: 300 ms and more) and follows a sound card's clock drift.
 
 AEC3 with no echo to learn (a headset, a client that plays nothing aloud) suppresses the
 person's voice 10-20 dB while the bot speaks for its first 4-8 s, until its own transparent mode
@@ -37,6 +37,7 @@ The canceller's output lags its input by 8 ms (128 samples); the stream keeps it
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 from pywebrtc_audio import EchoCanceller as Aec3
@@ -51,9 +52,12 @@ HISTORY = 1 << 15
 DECIMATION = BOT.sample_rate // RATE
 LOW_PASS = firwin(63, 7_200, fs=BOT.sample_rate)
 """Anti-alias filter before taking every third sample: 0.65 ms of delay."""
-REANCHOR = RATE // 10
-"""How far (100 ms) the microphone's arrival clock may stray from the reference's read cursor
-before the cursor is placed again."""
+OFFSET_FRAMES = 100
+"""Microphone frames (2 s) over which the stream's offset is the smallest seen."""
+REALIGN_S = 0.01
+"""How far that smallest offset may stray before the reference is read from a new place."""
+GAP_S = 1.0
+"""A microphone stream that comes this much later than its offset paused: placed again."""
 AUDIBLE_RMS = 30.0
 """A reference frame this loud (int16 RMS, about -61 dBFS) counts as the bot speaking."""
 WINDOW = RATE // 4
@@ -168,8 +172,10 @@ class EchoCanceller:
         self._reference = Timeline()
         self._next: int | None = None
         """Where the next reference sample goes while a run of frames continues."""
-        self._cursor: int | None = None
-        """Where the next microphone frame's reference starts."""
+        self._mic_samples = 0
+        self._offsets: deque[float] = deque(maxlen=OFFSET_FRAMES)
+        self._offset: float | None = None
+        """Monotonic time of the microphone stream's sample 0, as the reference reads it."""
         self.path = EchoPath()
         self._energy = np.zeros((2, 2))
         """Microphone energy while the bot was audible and heard, before and after cancelling:
@@ -198,12 +204,17 @@ class EchoCanceller:
     def cancel(self, pcm: bytes, captured_by: float) -> bytes:
         """One 16 kHz microphone frame whose last sample was captured by ``captured_by``."""
         near = np.frombuffer(pcm, dtype="<i2")
-        end = round(captured_by * RATE)
-        if self._cursor is None or abs(end - len(near) - self._cursor) > REANCHOR:
-            self._cursor = end - len(near)
-        far = self._reference.read(self._cursor, len(near))
-        self._cursor += len(near)
-        end = self._cursor
+        self._mic_samples += len(near)
+        offset = captured_by - self._mic_samples / RATE
+        if self._offset is not None and offset - self._offset > GAP_S:
+            self._offsets.clear()  # the stream paused: its samples come later than before
+            self._offset = None
+        self._offsets.append(offset)
+        smallest = min(self._offsets)
+        if self._offset is None or abs(smallest - self._offset) > REALIGN_S:
+            self._offset = smallest
+        end = round((self._offset + self._mic_samples / RATE) * RATE)
+        far = self._reference.read(end - len(near), len(near))
         out = self._aec.process(near, far)
         self.path.observe(near, end, self._reference)
         if not self.path.cancelled:

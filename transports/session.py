@@ -675,8 +675,9 @@ class ClientSession:
             heard = text if reason is EndReason.COMPLETED else " ".join(text.split()[:words])
         await self.send(p.TtsEnded(utterance_id, reason.value, played))
         erle = self.echo.take_erle_db() if self.echo is not None else None
-        if erle is not None:
+        if erle is not None:  # echo was heard and cancelled: how much, after each utterance
             self.metrics.echo_erle.observe(erle)
+            await self.send(self._metrics())
         stats = self.playout.stats
         self.metrics.underruns.inc(stats.underruns)
         self.metrics.late_frames.inc(stats.late)
