@@ -62,6 +62,8 @@ def test_the_bots_own_voice_through_a_loudspeaker_does_not_interrupt_it(stack: S
         assert not talker.events("barge_in")
         assert not [e for e in talker.events("transcript") if e["final"]]
         assert "THINKING" not in [e["state"] for e in talker.events("state")]
+        metrics = talker.events("metrics")  # after tts_end: how much echo was cancelled
+        assert metrics and metrics[-1]["echo_erle_db"] > 10, metrics
         erle = metric(stack.http + "/metrics", "duplex_echo_erle_db_sum")
         assert metric(stack.http + "/metrics", "duplex_echo_erle_db_count") >= 1 and erle > 0
     finally:

@@ -32,6 +32,7 @@ messages = st.fixed_dictionaries(
         "audio_format": st.sampled_from(["binary", "json", "wav"]) | json_values,
         "input_sample_rate": st.sampled_from([*INPUT_RATES, 44100, True]) | json_values,
         "dialogue": st.sampled_from(["echo", "openai", "nope"]) | json_values,
+        "echo_cancellation": st.booleans() | json_values,
         "extra": json_values,
     },
 )
@@ -84,6 +85,8 @@ def test_any_binary_message_is_audio_or_a_coded_error(data: bytes) -> None:
         ('{"type": "dance"}', "UNSUPPORTED_TYPE"),
         ('{"type": "session_config", "input_sample_rate": true}', "INVALID_MESSAGE"),
         ('{"type": "session_config", "voice": "\\udfff"}', "INVALID_MESSAGE"),
+        ('{"type": "session_config", "echo_cancellation": 1}', "INVALID_MESSAGE"),
+        ('{"type": "session_config", "echo_cancellation": "on"}', "INVALID_MESSAGE"),
         ('"just a string"', "INVALID_MESSAGE"),
         ('{"type": "text", "text": "bell \\u0007 ringing"}', "INVALID_TEXT"),  # a control char
         ('{"type": "text", "text": "nul\\u0000"}', "INVALID_TEXT"),
@@ -114,3 +117,5 @@ def test_a_valid_session_config_keeps_only_what_was_named() -> None:
     assert command == p.SessionConfigCommand(
         audio_format=p.AudioFormat.JSON, input_sample_rate=48000
     )
+    command = p.parse_text_message('{"type": "session_config", "echo_cancellation": false}', 50)
+    assert command == p.SessionConfigCommand(echo_cancellation=False)
