@@ -9,7 +9,9 @@ loopback ports; each trial is a new session.
   sentence. Latency = the first speech sample sent (the first 20 ms chunk above -40 dBFS) →
   the last bot frame received before the bot fell silent. Each trial also records whether the
   interrupted utterance ended ``barged_in`` and whether the bot spoke over the person (frames
-  still arriving 50 ms after ``barge_in``, before its reply began).
+  still arriving 50 ms after ``barge_in``, before its reply began). The client sends no audio
+  until it speaks, so echo cancellation (on for WebSocket sessions) passes its microphone as
+  it is; ``--echo-off-too`` runs every trial again with it off, alternating, for comparison.
 - Voice-to-voice: the client streams a spoken question then silence. Latency = the last speech
   sample sent (the last chunk above -40 dBFS) → the first frame of the reply received.
 - WER: the stack's final transcripts of those questions against their text, beside offline
@@ -167,9 +169,11 @@ class Client:
         return sent
 
 
-async def session(url: str, body: Any) -> Any:
+async def session(url: str, body: Any, config: dict[str, Any] | None = None) -> Any:
     async with websockets.connect(url, max_size=2**21) as ws:
         await ws.recv()  # session_start
+        if config:
+            await ws.send(json.dumps({"type": "session_config", **config}))
         client = Client(ws)
         receiver = asyncio.get_running_loop().create_task(client.receive())
         try:
@@ -178,7 +182,9 @@ async def session(url: str, body: Any) -> Any:
             receiver.cancel()
 
 
-async def barge_trial(url: str, long_text: str, speech: bytes) -> dict[str, Any]:
+async def barge_trial(
+    url: str, long_text: str, speech: bytes, config: dict[str, Any] | None = None
+) -> dict[str, Any]:
     first, _ = loud_chunks(speech)
 
     async def body(client: Client) -> dict[str, Any]:
@@ -206,7 +212,7 @@ async def barge_trial(url: str, long_text: str, speech: bytes) -> dict[str, Any]
             "frames_after_hold": over,
         }
 
-    result: dict[str, Any] = await session(url, body)
+    result: dict[str, Any] = await session(url, body, config)
     return result
 
 
@@ -270,6 +276,11 @@ def main() -> None:
         default=0,
         help="also ask this many questions at the same instant, in as many sessions",
     )
+    parser.add_argument(
+        "--echo-off-too",
+        action="store_true",
+        help="also run each barge-in trial with echo cancellation off, alternating",
+    )
     args = parser.parse_args()
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.trials)]
     clips = [bytes(2 * 3200) + synthesize(q) for q in questions]
@@ -277,11 +288,15 @@ def main() -> None:
     log("starting the stack (Piper, Whisper tiny.en warm-up)")
     stack, url = start_stack()
     try:
-        barge, turns = [], []
+        barge, barge_off, turns = [], [], []
         for i in range(args.trials):
             long_text = LONG.format(n=NUMBER_WORDS[i % len(NUMBER_WORDS)])
             barge.append(asyncio.run(barge_trial(url, long_text, barges[i])))
             log(f"barge-in {i + 1}/{args.trials}: {barge[-1]['latency_s'] * 1000:.0f} ms")
+            if args.echo_off_too:
+                off = {"echo_cancellation": False}
+                barge_off.append(asyncio.run(barge_trial(url, long_text, barges[i], off)))
+                log(f"  echo cancellation off: {barge_off[-1]['latency_s'] * 1000:.0f} ms")
         for i in range(args.trials):
             turns.append(asyncio.run(turn_trial(url, clips[i])))
             log(f"voice-to-voice {i + 1}/{args.trials}: {turns[-1]['latency_s'] * 1000:.0f} ms")
@@ -348,6 +363,11 @@ def main() -> None:
             if wer([(q, t["heard"])]) or wer([(q, o)])
         ],
     }
+    if barge_off:
+        result["barge_in_echo_cancellation_off"] = {
+            **ms([b["latency_s"] for b in barge_off]),
+            "ended_barged_in": sum(1 for b in barge_off if b["end_reason"] == "barged_in"),
+        }
     if together:
         answered = [t["latency_s"] for t in together if t["latency_s"] is not None]
         result["voice_to_voice_concurrent"] = {
