@@ -1,4 +1,4 @@
-"""scripts/bench_echo runs end to end (``--quick``: two rooms, two double-talk trials per mode)
+"""scripts/bench_echo runs end to end (``--quick``: one room, two double-talk trials per mode)
 and reports figures that hang together. No targets here: what is checked is that the room is
 real (with the canceller off, -6 dB echo interrupts the bot), that every condition spoke, and
 that the summaries are what they claim."""
@@ -19,9 +19,9 @@ def test_bench_echo_quick_run_reports_each_room_with_the_canceller_on_and_off() 
     data = bench_json("bench_echo.py", "--quick", timeout=390)
     for mode in ("cancellation_on", "cancellation_off"):
         conditions = data[mode]["conditions"]
-        assert set(conditions) == {"-6dB_150ms", "0dB_300ms"}
+        assert set(conditions) == {"-6dB_150ms"}
         for figures in conditions.values():
-            assert figures["bot_speech_s"] >= 10 or figures["never_finished_a_text"]
+            assert figures["bot_speech_s"] >= 8 or figures["never_finished_a_text"]
             per_min = figures["self_interruptions"] / (figures["bot_speech_s"] / 60)
             assert figures["self_interruptions_per_min"] == round(per_min, 2)
         talk = data[mode]["double_talk"]
