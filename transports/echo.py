@@ -16,12 +16,14 @@ microphone frames, before VAD and ASR, with its own playout as the far end:
   time), its chunk's last sample taken as captured on arrival. So the reference is read as one
   unbroken stream, 20 ms per frame: placing each read by its own arrival would skip and repeat
   samples with the network's and the event loop's jitter, and AEC3 would never converge. The
-  offset moves only when that minimum strays 10 ms (:data:`REALIGN_S`), and at once after a
-  gap in the stream. AEC3 estimates the rest of the delay (network, the client's buffer, the
-  room: 300 ms and more) and follows a sound card's clock drift.
+  offset moves only when that minimum strays 10 ms (:data:`REALIGN_S`), when half a second of
+  frames all came 80 ms or more later than it (the stream paused), and at once after a gap of a
+  second.
+  AEC3 estimates the rest of the delay (network, the client's buffer, the room: 300 ms and
+  more) and follows a sound card's clock drift.
 
 AEC3 with no echo to learn (a headset, a client that plays nothing aloud) suppresses the
-person's voice 10-20 dB while the bot speaks for its first 4-8 s, until its own transparent mode
+person's voice 10-40 dB while the bot speaks for its first 4-8 s, until its own transparent mode
 takes over: a barge-in there would come late or not at all. So the session also asks whether
 the microphone hears the bot at all (:class:`EchoPath`: the raw microphone's correlation with
 the reference, over quarter-second windows while the bot is audible). Once it has heard echo,
@@ -31,11 +33,14 @@ knows, a microphone that was streaming before the bot spoke gets the cancelled a
 comes first), and one whose audio begins while the bot speaks gets its own (a client that sends
 audio only while the person talks: what it sends is the person).
 
-The canceller's output lags its input by 8 ms (128 samples); the stream keeps its length.
+The canceller's output lags its input by 8 ms (128 samples), and the microphone's own audio is
+passed 8 ms late too, so a switch between them neither skips nor repeats; the stream keeps its
+length.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 
@@ -56,6 +61,14 @@ OFFSET_FRAMES = 100
 """Microphone frames (2 s) over which the stream's offset is the smallest seen."""
 REALIGN_S = 0.01
 """How far that smallest offset may stray before the reference is read from a new place."""
+RECENT_FRAMES = 25
+PAUSE_S = 0.08
+"""Half a second of frames (:data:`RECENT_FRAMES`) all this much later than the offset: the
+stream paused (jitter alone leaves some frame in half a second close to the offset)."""
+AEC_LAG = 128
+"""AEC3's output lags its input by this many samples."""
+SENT_FRAMES = 256
+"""Where the last bot frames were written, for a barge-in taking some back."""
 GAP_S = 1.0
 """A microphone stream that comes this much later than its offset paused: placed again."""
 AUDIBLE_RMS = 30.0
@@ -172,6 +185,9 @@ class EchoCanceller:
         self._reference = Timeline()
         self._next: int | None = None
         """Where the next reference sample goes while a run of frames continues."""
+        self._sent: deque[int] = deque(maxlen=SENT_FRAMES)
+        """Where each recent bot frame was written."""
+        self._raw_tail = np.zeros(AEC_LAG, dtype=np.int16)
         self._mic_samples = 0
         self._offsets: deque[float] = deque(maxlen=OFFSET_FRAMES)
         self._offset: float | None = None
@@ -184,10 +200,13 @@ class EchoCanceller:
     def played(self, pcm: bytes, sent_at: float) -> None:
         """A bot frame (48 kHz s16le) the playout sent at ``sent_at`` (monotonic seconds)."""
         at = round(sent_at * RATE)
-        if self._next is None or abs(at - self._next) > FRAME:  # a new run of frames
+        # A new run of frames after a silence; never back over frames already sent (a run
+        # re-anchored after an underrun can be labelled up to the lead before the last one).
+        if self._next is None or at > self._next + FRAME:
             self._next = at
         samples = self._decimate(np.frombuffer(pcm, dtype="<i2"))
         self._reference.write(self._next, samples)
+        self._sent.append(self._next)
         self._next += len(samples)
 
     def _decimate(self, pcm: np.ndarray) -> np.ndarray:
@@ -196,9 +215,12 @@ class EchoCanceller:
         self._phase = (self._phase - len(pcm)) % DECIMATION
         return np.clip(np.round(kept), -32768, 32767).astype(np.int16)
 
-    def taken_back(self, after: float) -> None:
-        """Frames sent after ``after`` will not play (a barge-in took them back)."""
-        self._reference.erase_from(round(after * RATE))
+    def taken_back(self, frames: int) -> None:
+        """The last ``frames`` bot frames sent will not play (a barge-in took them back)."""
+        if frames > 0 and self._sent:
+            self._reference.erase_from(self._sent[-min(frames, len(self._sent))])
+            for _ in range(min(frames, len(self._sent))):
+                self._sent.pop()
         self._next = None
 
     def cancel(self, pcm: bytes, captured_by: float) -> bytes:
@@ -210,6 +232,10 @@ class EchoCanceller:
             self._offsets.clear()  # the stream paused: its samples come later than before
             self._offset = None
         self._offsets.append(offset)
+        recent = min(itertools.islice(reversed(self._offsets), RECENT_FRAMES))
+        if self._offset is not None and recent - self._offset > PAUSE_S:
+            while len(self._offsets) > RECENT_FRAMES:  # a pause: the older arrivals are stale
+                self._offsets.popleft()
         smallest = min(self._offsets)
         if self._offset is None or abs(smallest - self._offset) > REALIGN_S:
             self._offset = smallest
@@ -217,11 +243,17 @@ class EchoCanceller:
         far = self._reference.read(end - len(near), len(near))
         out = self._aec.process(near, far)
         self.path.observe(near, end, self._reference)
+        raw = np.concatenate([self._raw_tail, near])
+        self._raw_tail = raw[len(near) :]
         if not self.path.cancelled:
-            return pcm
+            return raw[: len(near)].astype("<i2", copy=False).tobytes()
         if self.path.heard and _rms(far) >= AUDIBLE_RMS:
             self._energy += (_energy(near), _energy(out))
         return out.astype("<i2", copy=False).tobytes()
+
+    def cancel_frames(self, frames: list[bytes], captured_by: list[float]) -> list[bytes]:
+        """:meth:`cancel` for each frame of a chunk, in order (run it off the event loop)."""
+        return [self.cancel(pcm, at) for pcm, at in zip(frames, captured_by, strict=True)]
 
     def erle_db(self) -> float | None:
         """Echo return loss enhancement over the session while the bot was audible (speech of

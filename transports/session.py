@@ -434,13 +434,15 @@ class ClientSession:
         if frames:
             self._arrivals.append((self.mic.stream_sample, now))
         topic = topics.topic(topics.AUDIO_IN, self.session_id)
-        # The chunk's last sample was captured just now: each frame's end, on the same clock.
-        captured = now - (self.mic.stream_sample + self.mic.pending_samples) / MIC.sample_rate
-        for frame in frames:
-            pcm = frame.pcm
-            if self.echo is not None:
-                end = frame.stream_sample + MIC.frame_samples
-                pcm = self.echo.cancel(pcm, captured + end / MIC.sample_rate)
+        pcms = [frame.pcm for frame in frames]
+        if self.echo is not None and frames:
+            # The chunk's last sample was captured just now: each frame's end, on that clock.
+            # AEC3 releases the GIL; in a thread, a burst of audio does not hold up the loop
+            # that paces every session's playout.
+            zero = now - (self.mic.stream_sample + self.mic.pending_samples) / MIC.sample_rate
+            ends = [zero + (f.stream_sample + MIC.frame_samples) / MIC.sample_rate for f in frames]
+            pcms = await asyncio.to_thread(self.echo.cancel_frames, pcms, ends)
+        for frame, pcm in zip(frames, pcms, strict=True):
             audio = AudioFrame(
                 sample_rate=MIC.sample_rate,
                 sequence=frame.sequence,
@@ -542,9 +544,9 @@ class ClientSession:
         supervisor asked what the speech was."""
         self.held = True
         # The unplayed lead is taken back: dropped by the link, or by the client on barge_in.
-        self.playout.hold(self.link.discard_audio())
-        if self.echo is not None:  # the frames due to play after now, sent a lead before
-            self.echo.taken_back(time.monotonic() - self.playout.lead_s)
+        back = self.playout.hold(self.link.discard_audio())
+        if self.echo is not None:
+            self.echo.taken_back(back)
         self._to_worker(Pause)
         await self.send(p.BargeInEvent(speaking.utterance_id))
         self.stats.barge_ins += 1
