@@ -13,7 +13,8 @@ tracebacks.
 - **Soak**: ``--sessions`` clients each speak texts one after another for ``--minutes``;
   every utterance must end ``completed`` with as many frames received as ``tts_end`` says;
   every actor's RSS and open files are sampled each 10 s (after warm-up: the first fifth of the
-  soak, at most 2 minutes).
+  soak, at most 2 minutes; for the TTS worker, also until its phrase cache holds 90 % of its
+  bound, ``duplex_tts_phrase_cache_bytes``: filling it is growth by design).
 - **Kills**: per actor kind, a session has the bot speaking (``mid_speech``) or the person
   speaking (``mid_utterance``) when the kind's process is killed with SIGKILL. Recorded: how
   what was in flight ended (``in_flight``: the utterance's ``tts_end`` reason; for speech,
@@ -49,13 +50,14 @@ from typing import Any
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import LocalStack, progress
+from benchkit import LocalStack, free_port, progress
 
 from bus.audio_format import MIC, SAMPLE_BYTES  # benchkit put the repository on the path
 from tests.voicekit import silence
 from tests.voicekit import speech as synthesize
 
 log = progress("bench_chaos")
+WORKER_METRICS_PORT = free_port()
 ANSWER_S = 3.0
 """The bound: every text gets ``tts_end`` or ``error`` (its first answer) within this."""
 KINDS = ("tts_worker", "supervisor", "router", "vad", "asr", "broker")
@@ -485,6 +487,10 @@ async def soak(stack: LocalStack, sessions: int, minutes: float) -> dict[str, An
     pids = {kind: found[0] for kind, found in stack.actor_pids().items() if kind != "broker"}
     pids["broker"] = stack.procs[0].pid
     samples: dict[str, list[tuple[float, float, int]]] = {kind: [] for kind in pids}
+    cache_full_at: float | None = None
+    """When the worker's phrase cache first held 90 % of its bound: before, its RSS grows by
+    design (16 MiB of rendered units), so its warm-up lasts until then."""
+    cache_bytes: list[float] = []
     end = time.monotonic() + minutes * 60
     started = time.monotonic()
 
@@ -508,7 +514,13 @@ async def soak(stack: LocalStack, sessions: int, minutes: float) -> dict[str, An
         await client.close()
 
     async def sampler() -> None:
+        nonlocal cache_full_at
         while time.monotonic() < end:
+            held = gateway_metric(stack, "duplex_tts_phrase_cache_bytes", WORKER_METRICS_PORT)
+            bound = gateway_metric(stack, "duplex_tts_phrase_cache_max_bytes", WORKER_METRICS_PORT)
+            cache_bytes.append(held)
+            if cache_full_at is None and bound > 0 and held >= 0.9 * bound:
+                cache_full_at = time.monotonic() - started
             for kind, pid in pids.items():
                 figures = rss_and_fds(pid)
                 if figures is not None:
@@ -521,10 +533,15 @@ async def soak(stack: LocalStack, sessions: int, minutes: float) -> dict[str, An
     warm_s = min(120.0, minutes * 60 / 5)
     actors = {}
     for kind, series in samples.items():
-        warm = [s for s in series if s[0] >= warm_s] or series
+        until = warm_s
+        if kind == "tts_worker":
+            until = max(warm_s, cache_full_at if cache_full_at is not None else float("inf"))
+        warm = [s for s in series if s[0] >= until] or series[-1:]
         if not warm:
             continue
         actors[kind] = {
+            "warmup_s": round(min(until, series[-1][0]), 1),
+            "rss_mib_per_minute": [round(s[1], 1) for s in series[::6]],
             "rss_mib_start": round(series[0][1], 1),
             "rss_mib_after_warmup": round(warm[0][1], 1),
             "rss_mib_end": round(warm[-1][1], 1),
@@ -537,6 +554,8 @@ async def soak(stack: LocalStack, sessions: int, minutes: float) -> dict[str, An
         "sessions": sessions,
         "minutes": minutes,
         "warmup_s": warm_s,
+        "tts_phrase_cache_full_s": None if cache_full_at is None else round(cache_full_at, 1),
+        "tts_phrase_cache_mib_end": round(cache_bytes[-1] / 2**20, 1) if cache_bytes else None,
         "utterances": counts.utterances,
         "completed": counts.completed,
         "errors": counts.errors,
@@ -546,8 +565,8 @@ async def soak(stack: LocalStack, sessions: int, minutes: float) -> dict[str, An
     }
 
 
-def gateway_metric(stack: LocalStack, name: str) -> float:
-    url = f"http://127.0.0.1:{stack.http_port}/metrics"
+def gateway_metric(stack: LocalStack, name: str, port: int | None = None) -> float:
+    url = f"http://127.0.0.1:{port or stack.http_port}/metrics"
     try:
         text = urllib.request.urlopen(url, timeout=5).read().decode()
     except OSError:
@@ -726,6 +745,8 @@ def main() -> None:
     stack = LocalStack(
         "bench_chaos",
         ["gateway", "supervisor", "router", "vad", "asr", "tts_worker"],
+        # The worker's metrics: its phrase cache's fill marks the end of its warm-up.
+        actors=f"  tts_worker:\n    metrics_port: {WORKER_METRICS_PORT}\n",
         keep_logs=True,
     )
 

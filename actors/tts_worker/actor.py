@@ -64,13 +64,18 @@ class TtsWorker(Actor):
         )
         self.utterances: dict[tuple[str, str], Utterance] = {}
         self.scheduler = RenderScheduler(max(1, self.settings.render_slots))
-        self.tts_metrics = TtsMetrics(self.metrics.registry)
+        self.tts_metrics = TtsMetrics(self.metrics.registry, self._phrase_cache)
         self.capabilities = {
             "voices": sorted(voices),
             "languages": sorted({v.language for v in voices.values()}),
             "default_voice": self.settings.default_voice,
             "max_streams": self.settings.max_streams,
         }
+
+    def _phrase_cache(self) -> tuple[int, int]:
+        """Bytes held and the most allowed, over the resident voices' phrase caches."""
+        figures = [r.engine.cached_bytes() for r in list(self.models.resident.values())]
+        return sum(held for held, _ in figures), sum(bound for _, bound in figures)
 
     async def on_start(self) -> None:
         if self.settings.nice:

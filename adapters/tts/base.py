@@ -84,6 +84,10 @@ class TtsEngine(ABC):
         if rms > 1e-4:
             self.reference_rms = rms
 
+    def cached_bytes(self) -> tuple[int, int]:
+        """Rendered audio the engine keeps for reuse, and the most it may keep (bytes)."""
+        return 0, 0
+
     def close(self) -> None:  # noqa: B027 - optional hook: most engines hold nothing to release
         """Release the model."""
 

@@ -102,6 +102,9 @@ class PiperEngine(TtsEngine):
         self.cache.put(key, audio)
         return audio
 
+    def cached_bytes(self) -> tuple[int, int]:
+        return self.cache.bytes, self.cache.max_bytes
+
 
 def split_first(
     phonemes: list[str], target: int = FIRST_UNIT_PHONEMES
