@@ -6,7 +6,6 @@ second voice (espeak-ng, not the bot's Piper voice) for the person who talks ove
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import subprocess
 import threading
@@ -111,18 +110,11 @@ class EchoTalker(Talker):
         self._mic = threading.Thread(target=self._microphone, daemon=True)
         self._mic.start()
 
-    def _read(self) -> None:
-        try:
-            for message in self.ws:
-                item = message if isinstance(message, bytes) else json.loads(message)
-                with self._lock:
-                    self.got.append((time.monotonic(), item))
-                    if isinstance(item, bytes):
-                        self._play(item)
-                    elif item.get("type") == "barge_in":
-                        self._speaker.clear()  # the unplayed bot audio is dropped
-        except Exception:
-            return
+    def _received(self, item: Any) -> None:
+        if isinstance(item, bytes):
+            self._play(item)
+        elif item.get("type") == "barge_in":
+            self._speaker.clear()  # the unplayed bot audio is dropped
 
     def _play(self, pcm: bytes) -> None:
         samples = self._resampler.resample_chunk(np.frombuffer(pcm, "<i2"))

@@ -84,8 +84,12 @@ class Talker:
                 item = message if isinstance(message, bytes) else json.loads(message)
                 with self._lock:
                     self.got.append((time.monotonic(), item))
+                    self._received(item)
         except Exception:
             return
+
+    def _received(self, item: Any) -> None:
+        """A message just recorded (the lock held): for subclasses."""
 
     def send(self, message: dict[str, Any]) -> None:
         self.ws.send(json.dumps(message))
