@@ -22,8 +22,9 @@ def test_bench_echo_quick_run_reports_each_room_with_the_canceller_on_and_off() 
         assert set(conditions) == {"-6dB_150ms"}
         for figures in conditions.values():
             assert figures["bot_speech_s"] >= 8 or figures["never_finished_a_text"]
+            # bot_speech_s is rounded to 0.1 s in the report, the rate is not: within 1 %.
             per_min = figures["self_interruptions"] / (figures["bot_speech_s"] / 60)
-            assert figures["self_interruptions_per_min"] == round(per_min, 2)
+            assert abs(figures["self_interruptions_per_min"] - per_min) <= 0.01 * per_min + 0.01
         talk = data[mode]["double_talk"]
         assert talk["trials"] == 2 and talk["detection_rate"] == talk["detected"] / 2
         assert talk["barge_in_latency"]["samples"] == talk["detected"]
