@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit import LocalStack, free_port, progress
 
 from bus.audio_format import MIC, SAMPLE_BYTES  # benchkit put the repository on the path
+from tests.support import rss_mib
 from tests.voicekit import silence
 from tests.voicekit import speech as synthesize
 
@@ -463,12 +464,9 @@ async def _one_bad_input(client: Client, url: str, port: int, how: str, what: An
 
 def rss_and_fds(pid: int) -> tuple[float, int] | None:
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        return rss_mib(pid), len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
-    match = re.search(r"VmRSS:\s+(\d+) kB", status)
-    return (int(match.group(1)) / 1024 if match else 0.0), fds
 
 
 # ---------------------------------------------------------------------- soak

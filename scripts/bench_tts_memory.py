@@ -30,6 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.support import rss_mib  # noqa: E402
 
 VOICE = ROOT / "voicepacks" / "piper-en_US-joe-medium"
 WORDS = [
@@ -52,13 +53,6 @@ WORDS = [
 
 def log(line: str) -> None:
     print(f"bench_tts_memory: {line}", file=sys.stderr, flush=True)
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 MODES = ("worker", "arena_kept", "pattern")

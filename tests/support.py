@@ -181,6 +181,14 @@ def metric(url: str, name: str, **labels: str) -> float:
     return total
 
 
+def rss_mib(pid: int | str = "self") -> float:
+    """A process's resident memory (VmRSS) in MiB; OSError when it is gone."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"no VmRSS in /proc/{pid}/status")
+
+
 def recv(sock: zmq.Socket[bytes], timeout: float = 2.0) -> list[bytes]:
     """Receive a multipart message or fail the test (never hang)."""
     if not sock.poll(int(timeout * 1000), zmq.POLLIN):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support import bench_json
+from tests.support import bench_json, rss_mib
 
 
 def test_bench_tts_memory_small_run_reports_each_mode() -> None:
@@ -43,10 +43,3 @@ def test_the_piper_engine_gives_back_the_memory_of_its_largest_inference() -> No
         assert len(audio) > 15 * engine.voice.sample_rate  # it is long: about 19 s of speech
     # Kept by the arena: +290 MiB; freed to glibc's heap without a fixed mmap threshold: +48.
     assert rss_mib() - before < 25
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")

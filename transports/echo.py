@@ -126,8 +126,6 @@ class EchoPath:
 
     def __init__(self) -> None:
         self.heard: bool | None = None
-        self.correlation: float | None = None
-        """The last window's peak correlation with the reference."""
         self._mic: list[np.ndarray] = []
         self._quiet = 0
         self._lag: int | None = None
@@ -152,12 +150,12 @@ class EchoPath:
         if np.mean(np.sqrt(np.mean(blocks**2, axis=1)) >= AUDIBLE_RMS) < 0.5:
             self._listened = True
             return  # the bot mostly silent: nothing to tell
-        self.correlation, lag = peak_correlation(mic, ref)
-        if self.correlation >= ECHO_CORRELATION:
+        correlation, lag = peak_correlation(mic, ref)
+        if correlation >= ECHO_CORRELATION:
             if self._lag is not None and abs(lag - self._lag) <= SAME_LAG:
                 self.heard = True
             self._lag = lag
-        elif self.heard is None and self.correlation < NO_ECHO_CORRELATION:
+        elif self.heard is None and correlation < NO_ECHO_CORRELATION:
             self._quiet += 1
             if self._quiet >= NO_ECHO_WINDOWS:
                 self.heard = False
