@@ -273,6 +273,16 @@ def _resident() -> list[str]:
     return [m for a in data["actors"] if a["kind"] == "tts_worker" for m in a["resident_models"]]
 
 
+def test_the_worker_speaks_written_forms_as_words(worker: str) -> None:
+    """Normalised before synthesis: espeak alone reads "e.g." as "ee gee" and "12:00" as
+    "twelve zero zero"."""
+    with TtsClient(worker) as client:
+        spoken = client.speak("Bring a warm coat, e.g. a wool one, by 12:00.")
+    assert spoken.end is not None and spoken.end.reason == "completed"
+    heard = transcribe(spoken.pcm).lower()
+    assert "for example" in heard and "o'clock" in heard, heard
+
+
 def test_duplex_say_uses_the_running_worker(worker: str, tmp_path: Path) -> None:
     out = tmp_path / "hello.wav"
     result = duplex(

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from adapters.tts.base import FrameSlicer, Renderer, SynthesisOptions, TtsEngine
+from adapters.tts.normalize import normalize
 from adapters.tts.text import SentenceBuffer, TextError, check_text
 from bus.audio_format import BOT, SAMPLE_BYTES
 from bus.schema import Message
@@ -248,7 +249,7 @@ class Utterance:
         first, words = True, 0
         while (sentence := await self._sentences.get()) is not None:
             await self._running.wait()
-            units = await asyncio.to_thread(engine.plan, sentence, first)
+            units = await asyncio.to_thread(plan, engine, sentence, first)
             first, sentence_start, sentence_words = False, words, len(sentence.split())
             for n, unit in enumerate(units, 1):
                 # a unit's words: its share of the sentence (units are cut at word boundaries)
@@ -288,3 +289,9 @@ class Utterance:
         self._ahead_bytes -= len(pcm)
         if self._ahead_bytes < MAX_AHEAD_BYTES:
             self._room.set()
+
+
+def plan(engine: TtsEngine, sentence: str, first: bool) -> list[Any]:
+    """``sentence``'s units, planned as the voice should read it (:func:`normalize`); its words
+    are counted as the client wrote them."""
+    return engine.plan(normalize(sentence, engine.voice.language), first)

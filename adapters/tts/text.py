@@ -23,6 +23,8 @@ _ABBREVIATIONS = frozenset(
         "etc",
         "e.g",
         "i.e",
+        "a.m",
+        "p.m",
         "no",
         "fig",
         "approx",
