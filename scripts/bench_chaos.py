@@ -14,7 +14,9 @@ tracebacks.
   every utterance must end ``completed`` with as many frames received as ``tts_end`` says;
   every actor's RSS and open files are sampled each 10 s (after warm-up: the first fifth of the
   soak, at most 2 minutes; for the TTS worker, also until its phrase cache holds 90 % of its
-  bound, ``duplex_tts_phrase_cache_bytes``: filling it is growth by design).
+  bound, ``duplex_tts_phrase_cache_bytes``: filling it is growth by design). Growth after
+  warm-up is the lowest sample of its last three minutes against the lowest of its first three
+  (:data:`FLOOR_WINDOW_S`): what the process keeps, not the work in flight at one sample.
 - **Kills**: per actor kind, a session has the bot speaking (``mid_speech``) or the person
   speaking (``mid_utterance``) when the kind's process is killed with SIGKILL. Recorded: how
   what was in flight ended (``in_flight``: the utterance's ``tts_end`` reason; for speech,
@@ -480,6 +482,24 @@ class SoakCounts:
     frames_mismatch: int = 0
 
 
+FLOOR_WINDOW_S = 180.0
+"""RSS growth compares the lowest sample of the first this-many seconds after warm-up with the
+lowest of the last as many (at most a third of the span each). A busy process's RSS swings with
+the work in flight (the TTS worker's by 20-40 MiB within seconds, as each inference allocates
+and gives back its tensors), so two single samples differ by chance; what a process keeps, and
+a leak raises, is its floor."""
+
+
+def floor_windows(samples: list[tuple[float, float, int]]) -> tuple[list[float], list[float]]:
+    """The RSS samples of the first and of the last floor window of ``samples`` (time, RSS,
+    fds), each at least one sample."""
+    span = samples[-1][0] - samples[0][0]
+    width = min(FLOOR_WINDOW_S, span / 3)
+    first = [s[1] for s in samples if s[0] <= samples[0][0] + width]
+    last = [s[1] for s in samples if s[0] >= samples[-1][0] - width]
+    return first, last
+
+
 async def soak(stack: LocalStack, sessions: int, minutes: float) -> dict[str, Any]:
     counts = SoakCounts()
     pids = {kind: found[0] for kind, found in stack.actor_pids().items() if kind != "broker"}
@@ -537,13 +557,18 @@ async def soak(stack: LocalStack, sessions: int, minutes: float) -> dict[str, An
         warm = [s for s in series if s[0] >= until] or series[-1:]
         if not warm:
             continue
+        first, last = floor_windows(warm)
         actors[kind] = {
             "warmup_s": round(min(until, series[-1][0]), 1),
             "rss_mib_per_minute": [round(s[1], 1) for s in series[::6]],
             "rss_mib_start": round(series[0][1], 1),
             "rss_mib_after_warmup": round(warm[0][1], 1),
             "rss_mib_end": round(warm[-1][1], 1),
-            "rss_growth_after_warmup_pct": round(100 * (warm[-1][1] / warm[0][1] - 1), 2),
+            "rss_mib_max": round(max(s[1] for s in warm), 1),
+            "rss_floor_window_samples": len(first),
+            "rss_floor_mib_after_warmup": round(min(first), 1),
+            "rss_floor_mib_end": round(min(last), 1),
+            "rss_growth_after_warmup_pct": round(100 * (min(last) / min(first) - 1), 2),
             "fds_after_warmup": warm[0][2],
             "fds_end": warm[-1][2],
             "samples": len(series),

@@ -63,10 +63,12 @@ def measure(mode: str, texts: int, every: int) -> dict[str, Any]:
     import onnxruntime
 
     import adapters.tts.piper as piper
+    from adapters.tts.base import CALIBRATION_TEXT, SynthesisOptions, tune_malloc
 
-    if mode != "worker":  # arena kept: runs without the shrinkage option, glibc as it comes
+    if mode == "worker":  # as the worker process runs: glibc tuned at its start
+        tune_malloc()
+    else:  # arena kept: runs without the shrinkage option, glibc as it comes
         piper.RUN_OPTIONS = onnxruntime.RunOptions()
-        piper.map_large_allocations = lambda: None
     if mode == "pattern":  # undo the engine's ``enable_mem_pattern = False``
 
         class WithPattern(onnxruntime.SessionOptions):  # type: ignore[misc]
@@ -75,7 +77,6 @@ def measure(mode: str, texts: int, every: int) -> dict[str, Any]:
 
         onnxruntime.SessionOptions = WithPattern  # type: ignore[misc]
 
-    from adapters.tts.base import CALIBRATION_TEXT, SynthesisOptions
     from adapters.tts.voicepacks import load_voicepack
 
     engine = piper.PiperEngine(load_voicepack(VOICE))

@@ -20,7 +20,7 @@ import os
 from actors.tts_worker.metrics import TtsMetrics
 from actors.tts_worker.settings import WorkerSettings
 from actors.tts_worker.utterance import RenderScheduler, Utterance
-from adapters.tts.base import SynthesisOptions, TtsEngine
+from adapters.tts.base import SynthesisOptions, TtsEngine, tune_malloc
 from adapters.tts.manager import ModelCapacityError, ModelInUse, ModelManager
 from adapters.tts.text import TextError
 from adapters.tts.voicepacks import UnknownVoice, discover_voicepacks
@@ -78,6 +78,7 @@ class TtsWorker(Actor):
         return sum(held for held, _ in figures), sum(bound for _, bound in figures)
 
     async def on_start(self) -> None:
+        tune_malloc()  # before the first render thread starts
         if self.settings.nice:
             os.nice(self.settings.nice)  # 0..19, checked by WorkerSettings
         await self.models.start()  # a broken default voice stops the worker unregistered

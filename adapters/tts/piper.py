@@ -23,8 +23,6 @@ cost nothing.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import threading
 from collections import OrderedDict
@@ -33,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime
-from piper import PiperVoice, SynthesisConfig
+from piper import PiperVoice, SynthesisConfig, espeakbridge
 from piper.config import PiperConfig
 
 from adapters.tts.base import SynthesisOptions, TtsEngine
@@ -56,9 +54,32 @@ RUN_OPTIONS = onnxruntime.RunOptions()
 they hold the largest inference's worth for good: a 200-phoneme unit at half speed is +290 MiB;
 ever-longer sentences made the worker's RSS climb through a 30-minute soak (bench_chaos)."""
 RUN_OPTIONS.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-MMAP_THRESHOLD_BYTES = 1 << 20
-"""glibc maps allocations of this size and more on pages of their own, unmapped when freed."""
-M_MMAP_THRESHOLD = -3  # mallopt's parameter, glibc's malloc.h
+
+
+def _set_espeak_voice_once() -> None:
+    """Make piper's ``espeakbridge.set_voice`` a no-op when the voice is already set.
+
+    Piper sets the espeak voice before every text it phonemizes, and each call leaks about
+    1.3 KiB inside its espeak bridge (espeak-ng loads the voice again): 26 MiB over 20 000
+    sentences, the TTS worker's slow climb through a soak (scripts/bench_chaos). Piper holds
+    one lock across ``set_voice`` and ``get_phonemes``, so the voice last set is the one in
+    force; this runs under that lock too. ``get_phonemes`` itself still leaks about 0.5 KiB per
+    sentence (more with more clauses), which no caller can avoid."""
+    real = getattr(espeakbridge, "set_voice", None)
+    if real is None or getattr(real, "remembers", False):
+        return
+    current: list[str] = []
+
+    def set_voice(voice: str) -> None:
+        if current != [voice]:
+            real(voice)
+            current[:] = [voice]
+
+    set_voice.remembers = True  # type: ignore[attr-defined]
+    espeakbridge.set_voice = set_voice
+
+
+_set_espeak_voice_once()
 
 
 class PiperEngine(TtsEngine):
@@ -142,23 +163,7 @@ def cut(phonemes: list[str], limit: int) -> tuple[list[str], list[str]]:
     return phonemes[:at], _lstrip(phonemes[at:])
 
 
-def map_large_allocations() -> None:
-    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD_BYTES` for this process.
-
-    The arena's regions freed after each run are a few MiB each. glibc raises its threshold to
-    the size of each large block freed and keeps later ones in its heap, where they fragment:
-    RSS wandered 195-210 MiB over 300 texts; with the threshold fixed it stays within 1 MiB
-    (144 MiB), for about 5 ms more on a 70 ms first unit (scripts/bench_tts_memory). Elsewhere
-    than glibc this does nothing."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-
-
 def _load_voice(model: Path, config: Path) -> PiperVoice:
-    map_large_allocations()
     options = onnxruntime.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
