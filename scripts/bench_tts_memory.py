@@ -81,7 +81,9 @@ def measure(mode: str, texts: int, every: int) -> dict[str, Any]:
 
     engine = piper.PiperEngine(load_voicepack(VOICE))
     phonemes = [p for sentence in engine.model.phonemize(CALIBRATION_TEXT) for p in sentence]
-    longest = tuple((phonemes * piper.MAX_UNIT_PHONEMES)[: piper.MAX_UNIT_PHONEMES])
+    longest = piper.Unit(
+        (), tuple((phonemes * piper.MAX_UNIT_PHONEMES)[: piper.MAX_UNIT_PHONEMES]), ()
+    )
     rng = random.Random(1)
     samples = [round(rss_mib(), 1)]
     rendering = 0.0

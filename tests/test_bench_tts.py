@@ -31,7 +31,8 @@ def test_bench_tts_quick_run_prints_all_figures() -> None:
     assert data["max_real_time_streams"] == max(held, default=0) <= 1
     # Quality beside raw Piper on the same sentences, transcribed by tiny.en.
     quality = data["quality"]
-    assert quality["sentences"] == 2
+    assert quality["sentences"] == quality["renderings"] == 2
+    assert 0.7 < quality["duration_ratio_total"] < 1.6
     for row in quality["worst"]:
         assert row["duplex_heard"] and row["raw_heard"]
         assert 0.7 < row["duration_ratio"] < 1.6  # the same sentence at the same speed (sanity)

@@ -28,7 +28,7 @@ def test_the_piper_engine_gives_back_the_memory_of_its_largest_inference() -> No
     arena kept it for good (+290 MiB) before its regions were freed after every run, and glibc
     kept those in its heap before large blocks had pages of their own."""
     from adapters.tts.base import CALIBRATION_TEXT, SynthesisOptions, tune_malloc
-    from adapters.tts.piper import MAX_UNIT_PHONEMES, PiperEngine
+    from adapters.tts.piper import MAX_UNIT_PHONEMES, PiperEngine, Unit
     from adapters.tts.voicepacks import load_voicepack
 
     tune_malloc()  # as the worker does at its start
@@ -40,7 +40,8 @@ def test_the_piper_engine_gives_back_the_memory_of_its_largest_inference() -> No
     phonemes = [p for sentence in engine.model.phonemize(CALIBRATION_TEXT) for p in sentence]
     longest = tuple((phonemes * MAX_UNIT_PHONEMES)[:MAX_UNIT_PHONEMES])
     before = rss_mib()
-    for unit in (longest, longest[:-1]):  # two lengths: each a new block from the heap
+    for body in (longest, longest[:-1]):  # two lengths: each a new block from the heap
+        unit = Unit((), body, ())
         audio = engine.render(unit, SynthesisOptions(speed=0.5))
         assert len(audio) > 15 * engine.voice.sample_rate  # it is long: about 19 s of speech
     # Kept by the arena: +290 MiB; freed to glibc's heap without a fixed mmap threshold: +48.
