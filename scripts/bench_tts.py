@@ -368,7 +368,7 @@ def main() -> None:
     parser.add_argument(
         "--worker-max-streams",
         type=int,
-        default=WorkerSettings.max_streams,
+        default=WorkerSettings().max_streams,
         help="the worker's own limit (its default); streams over it are refused and not held",
     )
     parser.add_argument(
