@@ -34,7 +34,7 @@ LIMIT_KNEE = 0.9
 MMAP_THRESHOLD_BYTES = 1 << 20
 """glibc maps allocations of this size and more on pages of their own, unmapped when freed."""
 MALLOC_ARENAS = 2
-"""glibc heaps (arenas) at most: the main one and one for every render thread."""
+"""glibc heaps (arenas) at most: the main one and one that every other thread shares."""
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt's parameters, glibc's malloc.h
 
 
@@ -47,9 +47,10 @@ def tune_malloc() -> None:
     :data:`MMAP_THRESHOLD_BYTES` it stays within 1 MiB, for about 5 ms more on a 70 ms first
     unit (scripts/bench_tts_memory). Rendered units (50-300 KB each, under the threshold) are
     allocated in several render threads and freed later in others; with an arena per thread
-    each arena fragments on its own: in a 15-minute soak the worker's lowest RSS rose 2.6 %
-    over its last five minutes with glibc's default arenas and 1.1 % with two
-    (scripts/bench_chaos). Elsewhere than glibc this does nothing."""
+    each arena fragments on its own: in three 15-minute soaks run at once (scripts/bench_chaos
+    --minutes 15 --kinds "", 2026-12-02, the arena limit set by MALLOC_ARENA_MAX in one), the
+    worker's lowest RSS rose 2.6 % over its last five minutes with glibc's default arenas and
+    1.1 % with two. Elsewhere than glibc this does nothing."""
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):

@@ -52,10 +52,13 @@ predecessor plays, under one stream; three times as long leaves room for several
 CONTEXT_WORDS = 2
 """Words of its neighbours each unit is rendered with (see :class:`Unit`). Alone, a unit is
 read as a phrase: the model closes it with a falling pitch, lengthening and a pause, and opens
-the next as if the sentence began again; on 30 sentences the worker's audio was 16 % longer than
-whole-sentence Piper's, with up to half a second of silence inserted, and tiny.en's word error
-rate 0.099 against 0.053 (scripts/bench_tts). A voice pack may set ``params.context_words``
-(0 renders units alone, as must a model that does not report its durations)."""
+the next as if the sentence began again. On bench_tts's 30 sentences, through the worker's
+render path in one process (not a bench_tts run), units alone were 16 % longer than raw
+Piper's whole sentences, with up to half a second of silence inserted, and tiny.en's word error
+rate 0.099 against 0.053; with two words of context 1.4 % longer, at most 40 ms inserted, 0.053
+against 0.056 (one word: 3 % longer; three: 0.075). tests/test_tts_units.py checks the
+durations and gaps. A voice pack may set ``params.context_words`` (0 renders units alone, as
+must a model that does not report its durations)."""
 MIN_TAIL_PHONEMES = 6
 """A first sentence is not cut if the rest would be shorter than this."""
 CLAUSE_MARKS = frozenset(",;:\u2014\u2013")  # and em and en dashes
@@ -71,7 +74,7 @@ def _set_espeak_voice_once() -> None:
 
     Piper sets the espeak voice before every text it phonemizes, and each call leaks about
     1.3 KiB inside its espeak bridge (espeak-ng loads the voice again): 26 MiB over 20 000
-    sentences, the TTS worker's slow climb through a soak (scripts/bench_chaos). Piper holds
+    sentences, part of the TTS worker's climb through a soak (scripts/bench_chaos). Piper holds
     one lock across ``set_voice`` and ``get_phonemes``, so the voice last set is the one in
     force; this runs under that lock too. ``get_phonemes`` itself still leaks about 0.5 KiB per
     sentence (more with more clauses), which no caller can avoid."""
