@@ -192,6 +192,16 @@ def test_a_reply_never_starts_while_the_person_speaks_again() -> None:
     )
 
 
+def test_a_reply_waits_for_a_person_who_went_on_while_the_cut_utterance_was_ending() -> None:
+    """Their words cut the story; they speak again before its end comes back from the gateway:
+    the reply to the words waits for the rest."""
+    core = barged()
+    run_test(core, [SpeechEnd(stream_sample=6 * SECOND), final("wait", 5)], expect=[StartReply])
+    run_test(core, [*speech(6.3), ReplySentence(2, "Sure."), ReplyDone(2, "Sure.")])
+    run_test(core, [ended("u1", reason=EndReason.BARGED_IN)], never=[PlayoutSpeak])
+    run_test(core, [final("", 6.3)], expect=[PlayoutSpeak])
+
+
 def test_the_persons_next_words_drop_the_reply_in_the_making_and_join_the_turn() -> None:
     core = Core()
     run_test(

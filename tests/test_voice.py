@@ -143,7 +143,10 @@ def test_a_noise_burst_over_the_bot_resumes_it_with_no_audio_lost(
     text = "This sentence keeps going while somebody coughs near the microphone, and it ends."
     talker.send({"type": "text", "text": text})
     started, _tts_start = talker.wait_for(kind("tts_start"), 10, "the bot to start")
-    talker.say(silence(0.8) + noise(0.25, -18) + silence(0.2))
+    # Past the canceller's first judgement (a microphone that starts with the bot's utterance
+    # is cancelled until half a second of bot speech says it hears no echo): under CI's load a
+    # burst 0.8 s in was taken out by AEC3 once.
+    talker.say(silence(1.5) + noise(0.25, -18) + silence(0.2))
     _, barge = talker.wait_for(kind("barge_in"), 5, "the burst to hold the bot")
     talker.wait_for(kind("state", state="SPEAKING"), 5, "playout to resume", since=started + 0.5)
     ended, end = talker.wait_for(kind("tts_end"), 20, "the utterance to complete")
@@ -413,17 +416,20 @@ def test_a_reply_waits_for_a_person_who_went_on_while_the_cut_utterance_was_endi
     ears: Ears, talker: Talker
 ) -> None:
     """ "Hold on," cuts the story and is a turn; the person goes on before the story's end has
-    come back from the gateway. The reply must not start over them once the story is gone."""
+    come back from the gateway. The reply must not start over them once the story is gone.
+
+    Their next speech_start comes before the final here: after it, on the bus, it can be
+    overtaken by the story's end straight from the gateway (CI saw it); the pure core is tested
+    in that order (tests/test_turns.py)."""
     sid = talker.session_id
     talker.send({"type": "text", "text": LONG})
     _, story = talker.wait_for(kind("tts_start"), 10, "the bot to start")
     ears.hear(
         sid,
         SpeechStart(stream_sample=16_000, preroll_sample=11_200),
-        Transcript(text="Hold on", final=False, start_sample=11_200),
         SpeechEnd(stream_sample=25_600),
-        Transcript(text="Hold on.", final=True, start_sample=11_200, end_sample=27_500),
         SpeechStart(stream_sample=30_400, preroll_sample=25_600),
+        Transcript(text="Hold on.", final=True, start_sample=11_200, end_sample=27_500),
     )
     talker.wait_for(kind("tts_end", utterance_id=story["utterance_id"]), 5, "the story cut")
     time.sleep(1.0)
