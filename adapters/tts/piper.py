@@ -305,7 +305,16 @@ def with_durations(model: Path) -> bytes | str:
 
 
 class _Session(onnxruntime.InferenceSession):  # type: ignore[misc]
-    """An inference session whose runs (Piper passes no options) use :data:`RUN_OPTIONS`."""
+    """An inference session whose runs (Piper passes no options) use :data:`RUN_OPTIONS`.
+
+    Made from a model's bytes, onnxruntime (1.x) keeps those bytes for as long as the session
+    lives (``_model_bytes``, for re-creating it if a provider fails; there is one, the CPU):
+    60 MiB for a medium voice, dropped here."""
+
+    def __init__(self, model: bytes | str, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        if isinstance(getattr(self, "_model_bytes", None), bytes):
+            self._model_bytes = None
 
     def run(
         self,
