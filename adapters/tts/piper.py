@@ -46,7 +46,8 @@ FIRST_UNIT_PHONEMES = 12
 """Target length of an utterance's first unit, two or three words: with its two words of right
 context about 70-100 ms of inference on a 2-core CPU (50-70 alone), where a whole 100-character
 sentence takes 300-400 ms (scripts/bench_tts, docs/benchmarks.md). Shorter heads cost words
-(8 phonemes: WER 0.065 against 0.054, in one process) for little time. A voice pack may set its
+(8 phonemes: WER 0.065 against 0.054, in one process, a harness not in the repo) for
+little time. A voice pack may set its
 own with ``params.first_unit_phonemes``."""
 MAX_UNIT_PHONEMES = 200
 """Longest unit rendered in one inference (about 12 s of speech)."""
@@ -108,7 +109,7 @@ def _release_espeak_clauses() -> None:
     real = getattr(espeakbridge, "get_phonemes", None)
     if real is None or getattr(real, "releases", False):
         return
-    probe = [tuple([str(len(CLAUSE_MARKS)), "", False])]
+    probe = [tuple(["probe", "", False])]  # built at run time, as the bridge builds its own
     held = 0
     for item in probe:  # the same shape as below: the list's, the loop's and the call's
         held = sys.getrefcount(item)
