@@ -2,8 +2,9 @@
 in docs/protocol.md) and HTTP on one port (aiohttp); each connection is a transport-neutral
 :class:`~transports.session.ClientSession` in the actor's :class:`~transports.sessions.SessionHub`.
 
-Clients: the WebSocket (:mod:`transports.websocket`) and browsers over WebRTC
-(:mod:`transports.webrtc`, signalling on the same port). Who may use the port is
+Clients: the WebSocket (:mod:`transports.websocket`; at ``/`` in the older project's protocol),
+browsers over WebRTC (:mod:`transports.webrtc`, signalling on the same port), and OpenAI's
+audio API (:mod:`transports.openai_api`). Who may use the port is
 :mod:`transports.access`'s; the connection caps and the handshake deadline that keep slow and
 hostile clients from costing the others anything are :mod:`transports.guard`'s.
 
@@ -37,6 +38,7 @@ from bus.settings import load_settings
 from bus.topology import ActorConfig
 from transports import access, guard, websocket
 from transports.http_api import HttpApi
+from transports.openai_api import OpenAiAudio
 from transports.session import StallPolicy
 from transports.sessions import SessionHub
 from transports.webrtc import WebRtcOptions, WebRtcServer
@@ -168,7 +170,14 @@ class Gateway(Actor):
             busy_wait_s=self.settings.busy_wait_ms / 1000,
             stall=self.settings.stall_policy(),
         )
-        self.http = HttpApi(self.hub, self.registry, self.metrics.registry, self._health)
+        self.http = HttpApi(
+            self.hub,
+            self.registry,
+            self.metrics.registry,
+            self._health,
+            older_websocket=self._older_websocket,
+        )
+        self.openai = OpenAiAudio(self.hub, self.registry, self)
         webrtc = load_settings(WebRtcOptions, self.settings.webrtc, kind="gateway.webrtc")
         self.webrtc = WebRtcServer(self.hub, webrtc, self.metrics.registry)
         self._runner: web.AppRunner | None = None
@@ -200,6 +209,7 @@ class Gateway(Actor):
         )
         app.router.add_get("/ws", self._websocket)
         self.http.add_routes(app)
+        self.openai.add_routes(app)
         self.webrtc.add_routes(app)
         # aiohttp closes a kept-alive connection that waits this long for its next request.
         keepalive = self.settings.handshake_timeout_s
@@ -232,6 +242,10 @@ class Gateway(Actor):
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         silence, timeouts = self.settings.silence_limits, self.guard.metrics.timeouts
         return await websocket.serve(request, self.hub, silence, timeouts)
+
+    async def _older_websocket(self, request: web.Request) -> web.StreamResponse:
+        silence, timeouts = self.settings.silence_limits, self.guard.metrics.timeouts
+        return await websocket.serve(request, self.hub, silence, timeouts, older_project=True)
 
     async def on_message(self, inbound: Inbound) -> None:
         await self.hub.on_message(inbound)

@@ -38,6 +38,7 @@ ACTORS: dict[str, str] = {
     "supervisor": "actors.supervisor:Supervisor",
     "tts_worker": "actors.tts_worker:TtsWorker",
     "vad": "actors.vad:Vad",
+    "wyoming": "actors.wyoming:Wyoming",
 }
 """Actor kinds ``duplex run`` knows, as ``module:Class`` (imported only when run)."""
 

@@ -141,18 +141,21 @@ def test_off_loopback_every_guarded_route_refuses_a_missing_or_wrong_token(lan: 
             ("POST", "/webrtc/offer"),  # no such route yet: the middleware answers first
             ("DELETE", "/webrtc/session/abc"),
             ("GET", "/no-such-path"),
+            ("POST", "/v1/audio/speech"),
+            ("GET", "/v1/models"),
         ]:
             status, got, body = http(f"http://{lan}{path}", method, headers)
             assert status == 401, (method, path, headers, body)
             assert body["error"]["code"] == "UNAUTHORIZED", body
             assert got["WWW-Authenticate"].startswith("Bearer"), got
-        status, body = websocket(f"ws://{lan}/ws", headers)
-        assert (status, body["error"]["code"]) == (401, "UNAUTHORIZED"), body
+        for path in ("/ws", "/"):  # "/": the older project's clients; the page stays open
+            status, body = websocket(f"ws://{lan}{path}", headers)
+            assert (status, body["error"]["code"]) == (401, "UNAUTHORIZED"), (path, body)
     for query in ("?token=wrong-token-0123456789", f"?token={TOPOLOGY_TOKEN}"):
         assert http(f"http://{lan}/v1/voices{query}")[0] == 401
         assert websocket(f"ws://{lan}/ws{query}")[0] == 401
     after = metric(f"http://{lan}/metrics?token={ENV_TOKEN}", "duplex_gateway_refused_total")
-    assert after - refusals == len(wrong) * 7 + 4
+    assert after - refusals == len(wrong) * 10 + 4
 
 
 def test_off_loopback_the_token_in_a_header_or_the_query_is_accepted(lan: str) -> None:
@@ -165,7 +168,11 @@ def test_off_loopback_the_token_in_a_header_or_the_query_is_accepted(lan: str) -
     # Past the door, an unknown path is an ordinary 404 (no route yet: 404 or 405, never 401).
     assert http(f"http://{lan}/no-such-path", headers=bearer)[0] == 404
     assert http(f"http://{lan}/webrtc/offer", "POST", bearer)[0] not in (401, 403)
-    for url, headers in [(f"ws://{lan}/ws", bearer), (f"ws://{lan}/ws?token={ENV_TOKEN}", {})]:
+    for url, headers in [
+        (f"ws://{lan}/ws", bearer),
+        (f"ws://{lan}/ws?token={ENV_TOKEN}", {}),
+        (f"ws://{lan}/?token={ENV_TOKEN}", {}),
+    ]:
         status, first = websocket(url, headers)
         assert status == 101 and first["type"] == "session_start", first
 

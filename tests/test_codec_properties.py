@@ -25,6 +25,7 @@ from bus.envelope import PROTOCOL_VERSION, Envelope, decode, encode
 from bus.errors import DecodeError, ValidationError
 from bus.schema import MESSAGE_TYPES, Message, decode_message, envelope_for
 from bus.schema._base import MAX_ITEMS, MAX_TEXT_CHARS
+from bus.schema.asr import Answer, RequestAudio
 from bus.schema.audio import AudioFrame
 from bus.schema.tts import TtsFrame
 
@@ -147,6 +148,13 @@ CONSTRAINED: dict[type[Message], st.SearchStrategy[Any]] = {
         sequence=INT64,
         pcm=st.binary(min_size=BOT.frame_bytes, max_size=BOT.frame_bytes),
         words=INT64,
+    ),
+    RequestAudio: st.builds(
+        RequestAudio,
+        sequence=st.integers(0, 2**63 - 1),
+        pcm=st.binary(max_size=4096).map(lambda b: b[: len(b) // 2 * 2]),
+        answer=st.sampled_from(Answer),
+        language=st.text(max_size=16),
     ),
 }
 """Messages whose ``__post_init__`` ties fields together: built whole."""

@@ -13,9 +13,10 @@ too). It refuses, in this order:
    ``WWW-Authenticate: Bearer``; the token comes as ``Authorization: Bearer TOKEN`` or a
    ``token`` query parameter (browsers cannot set headers on a WebSocket).
 
-Open without a token: ``GET /``, ``GET /web/...`` (the page's assets; the page reads the token
-from its own URL), ``/health`` and ``/ready`` (probes; they tell only counts and which kinds of
-actor are missing). Everything else needs the token, ``/ws``, ``/webrtc/...``, ``/v1/...``,
+Open without a token: ``GET /`` (but not a WebSocket upgrade there: the older project's
+clients), ``GET /web/...`` (the page's assets; the page reads the token from its own URL),
+``/health`` and ``/ready`` (probes; they tell only counts and which kinds of actor are
+missing). Everything else needs the token, ``/ws``, ``/webrtc/...``, ``/v1/...``,
 ``/metrics`` and unknown paths alike. Refusals count in ``duplex_gateway_refused_total``.
 """
 
@@ -174,6 +175,8 @@ class AccessPolicy:
 def _is_open(request: web.Request) -> bool:
     if request.method not in SAFE_METHODS:
         return False
+    if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
+        return False  # a WebSocket at ``/`` (the older project's clients) is a session
     return request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES)
 
 

@@ -1,18 +1,18 @@
 """The gateway's HTTP endpoints, on the WebSocket's port.
 
 ``GET /`` the browser web app (``transports/web/index.html``, which talks WebRTC: see
-``transports/web/app.js``) and ``GET /web/{name}`` its scripts and style sheet (a fixed list of
-names); ``GET /health``, ``GET /ready`` (200 only when a TTS worker is routable; ``voice_in``
-says whether VAD and ASR are up too), ``GET /metrics``, ``GET /v1/voices``,
-``POST /v1/synthesize`` (``{"text", "voice"?, "format": "wav"}`` → a 48 kHz mono WAV).
+``transports/web/app.js``), or with a WebSocket upgrade a client of the older project, and
+``GET /web/{name}`` the app's scripts and style sheet (a fixed list of names); ``GET /health``,
+``GET /ready`` (200 only when a TTS worker is routable; ``voice_in`` says whether VAD and ASR
+are up too), ``GET /metrics``, ``GET /v1/voices``, ``POST /v1/synthesize`` (``{"text",
+"voice"?, "format": "wav"}`` → a 48 kHz mono WAV).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -20,11 +20,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bus.audio_format import wav_bytes
-from bus.envelope import new_id
-from bus.schema.tts import EndReason, TtsFrame
 from transports import protocol
 from transports.sessions import SessionHub
-from transports.utterance_stream import Registry, UtteranceStream
+from transports.synthesis import Synthesis, SynthesisFailed
+from transports.utterance_stream import Registry
 
 SYNTHESIZE_TIMEOUT_S = 60.0
 SYNTHESIZE_CREDIT = 500
@@ -44,35 +43,6 @@ def web_file(name: str) -> bytes:
     return resources.files("transports").joinpath("web", name).read_bytes()
 
 
-@dataclass(slots=True)
-class _Synthesis:
-    """A :class:`~transports.utterance_stream.StreamSink` collecting one HTTP synthesis."""
-
-    hub: SessionHub
-    frames: list[bytes] = field(default_factory=list)
-    done: asyncio.Future[tuple[EndReason, str]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    refused: tuple[str, str] | None = None
-    """(code, message) of a refusal."""
-
-    async def on_frame(self, stream: UtteranceStream, msg: TtsFrame) -> None:
-        self.frames.append(msg.pcm)
-        self.hub.streams.send(stream, stream.used(1))
-
-    async def on_end(self, stream: UtteranceStream, reason: EndReason, error: str) -> None:
-        if not self.done.done():
-            self.done.set_result((reason, error))
-
-    async def on_error(self, stream: UtteranceStream, code: str, message: str) -> None:
-        self.refused = self.refused or (code, message)
-
-    async def on_refused(self, stream: UtteranceStream, code: str, message: str) -> None:
-        self.refused = (code, message)
-        if not self.done.done():
-            self.done.set_result((EndReason.ERROR, message))
-
-
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
@@ -86,7 +56,9 @@ class HttpApi:
         registry: Registry,
         metrics_registry: Any,
         health: Callable[[], dict[str, Any]],
+        older_websocket: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
     ) -> None:
+        self.older_websocket = older_websocket
         self.hub = hub
         self.registry = registry
         self.metrics_registry = metrics_registry
@@ -101,7 +73,10 @@ class HttpApi:
         app.router.add_get("/v1/voices", self.voices)
         app.router.add_post("/v1/synthesize", self.synthesize)
 
-    async def page(self, _request: web.Request) -> web.Response:
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        """The web app; a WebSocket upgrade here is a client of the older project."""
+        if self.older_websocket is not None and web.WebSocketResponse().can_prepare(request).ok:
+            return await self.older_websocket(request)
         # Read on each request (a few kilobytes) so that an edited page shows on reload.
         body = web_file("index.html")
         return web.Response(body=body, content_type="text/html", charset="utf-8", headers=NO_CACHE)
@@ -171,26 +146,19 @@ class HttpApi:
             protocol.speakable(text)
         except protocol.ClientError as exc:
             return _error(400, exc.code, str(exc))
-        stream = UtteranceStream(
-            new_id()[:8],
-            f"http-{new_id()[:12]}",
-            text,
-            voice=voice,
-            lead=SYNTHESIZE_CREDIT,
-            credit_batch=SYNTHESIZE_CREDIT // 2,
-        )
-        job = _Synthesis(self.hub)
-        self.hub.streams.open(stream, job)
+        synthesis = Synthesis(self.hub.streams, text, voice=voice, lead=SYNTHESIZE_CREDIT)
         try:
-            reason, error = await asyncio.wait_for(job.done, SYNTHESIZE_TIMEOUT_S)
+            pcm = await asyncio.wait_for(_collect(synthesis), SYNTHESIZE_TIMEOUT_S)
         except TimeoutError:
-            self.hub.streams.stop(stream)
             return _error(504, "SYNTHESIS_FAILED", "the worker did not finish")
+        except SynthesisFailed as exc:
+            if exc.code in ("NO_WORKER", "BUSY"):
+                return _error(503, exc.code, str(exc))
+            return _error(502 if exc.code == "SYNTHESIS_FAILED" else 400, exc.code, str(exc))
         finally:
-            self.hub.streams.release(stream.session)  # one session per request: no affinity
-        if job.refused is not None:
-            code, message = job.refused
-            return _error(503 if code in ("NO_WORKER", "BUSY") else 400, code, message)
-        if reason is not EndReason.COMPLETED:
-            return _error(502, "SYNTHESIS_FAILED", error or reason.value)
-        return web.Response(body=wav_bytes(b"".join(job.frames)), content_type="audio/wav")
+            synthesis.close()  # one session per request: no affinity
+        return web.Response(body=wav_bytes(pcm), content_type="audio/wav")
+
+
+async def _collect(synthesis: Synthesis) -> bytes:
+    return b"".join([pcm async for pcm in synthesis.frames()])

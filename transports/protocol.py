@@ -128,7 +128,7 @@ def parse_text_message(data: str, max_text_chars: int) -> ClientCommand:
             raise ClientError("INVALID_MESSAGE", '"text" must be a non-empty string')
         if len(text) > max_text_chars:
             raise ClientError("TEXT_TOO_LONG", f"text holds at most {max_text_chars} characters")
-        return TextCommand(speakable(_encodable(text, "text")))
+        return TextCommand(speakable(encodable(text, "text")))
     if kind == "control":
         command = message.get("command")
         if command not in tuple(Control):
@@ -140,7 +140,7 @@ def parse_text_message(data: str, max_text_chars: int) -> ClientCommand:
         return _session_config(message)
     if kind == "end":
         return EndCommand()
-    raise ClientError("UNSUPPORTED_TYPE", f"unknown message type {_encodable(kind[:64], 'type')!r}")
+    raise ClientError("UNSUPPORTED_TYPE", f"unknown message type {encodable(kind[:64], 'type')!r}")
 
 
 def speakable(text: str) -> str:
@@ -153,7 +153,7 @@ def speakable(text: str) -> str:
         raise ClientError(exc.code, str(exc)) from None
 
 
-def _encodable(text: str, field: str) -> str:
+def encodable(text: str, field: str) -> str:
     """JSON allows lone surrogates (``"\\ud800"``); nothing downstream can encode them."""
     try:
         text.encode("utf-8")
@@ -166,7 +166,7 @@ def _session_config(message: dict[str, Any]) -> SessionConfigCommand:
     known = {"type", "voice", "audio_format", "input_sample_rate", "dialogue", "echo_cancellation"}
     unknown = set(message) - known
     if unknown:
-        names = sorted(_encodable(str(k)[:64], "field") for k in unknown)
+        names = sorted(encodable(str(k)[:64], "field") for k in unknown)
         raise ClientError("INVALID_MESSAGE", f"unknown session_config fields {names}")
     voice = message.get("voice")
     if voice is not None and (not isinstance(voice, str) or len(voice) > MAX_VOICE_CHARS):
@@ -185,7 +185,7 @@ def _session_config(message: dict[str, Any]) -> SessionConfigCommand:
     if echo is not None and not isinstance(echo, bool):
         raise ClientError("INVALID_MESSAGE", '"echo_cancellation" must be true or false')
     return SessionConfigCommand(
-        voice=None if voice is None else _encodable(voice, "voice"),
+        voice=None if voice is None else encodable(voice, "voice"),
         audio_format=None if audio_format is None else AudioFormat(audio_format),
         input_sample_rate=rate,
         dialogue=dialogue,

@@ -266,6 +266,12 @@ class ClientSession:
             return
         self.adopt(min(supervisors, key=lambda r: r.load))
 
+    def speak_older_protocol(self) -> None:
+        """The older full-duplex-voice-chat project's protocol (a WebSocket at ``/``): bot
+        audio as JSON ``audio`` messages whose ``sequence`` counts from 1 over the session."""
+        self.audio_format = p.AudioFormat.JSON
+        self._sequence = 1
+
     def adopt(self, supervisor: Registration) -> None:
         """``supervisor`` runs this session from now on: it hears of the session, its settings
         and the texts not yet begun (an utterance playing goes on; its texts follow its end)."""

@@ -57,14 +57,26 @@ CLOSE_FLUSH_S = 1.0
 is cut."""
 
 
+OLDER_PROJECT_EVENTS = frozenset({"session_start", "audio", "session_end", "error"})
+"""The events the older project's server sends, all its clients know: in the compatibility
+mode (a WebSocket at ``/``) the others are not sent."""
+
+
 class WebSocketLink:
     """A :class:`~transports.session.ClientLink` over one aiohttp WebSocket. Sends never wait
     on the client: they queue, in order, for a writer task, so that a client that stops
-    reading holds up nothing but itself; :meth:`backlog_bytes` says how much it has not taken."""
+    reading holds up nothing but itself; :meth:`backlog_bytes` says how much it has not taken.
+    ``events``: the event types sent (None: all)."""
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.BaseTransport | None,
+        events: frozenset[str] | None = None,
+    ) -> None:
         self.ws = ws
         self.transport = transport
+        self.events = events
         self._queue: deque[str | bytes] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
@@ -78,6 +90,8 @@ class WebSocketLink:
         return self.ws.closed
 
     async def send_event(self, event: dict[str, Any]) -> None:
+        if self.events is not None and event.get("type") not in self.events:
+            return
         if event.get("type") == "audio":  # a frame in the JSON audio format
             self.audio_sent_at = time.monotonic()
         self._put(json.dumps(event))
@@ -166,13 +180,19 @@ async def serve(
     hub: SessionHub,
     silence: SilenceLimits,
     timeouts: Counter,
+    *,
+    older_project: bool = False,
 ) -> web.WebSocketResponse:
     """Serve one client until it goes, or until it has been silent too long (``timeouts``
-    counts those, by kind)."""
+    counts those, by kind). ``older_project``: speak the older project's protocol
+    (docs/protocol.md, "Clients of the older project")."""
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
-    link = WebSocketLink(ws, request.transport)
+    events = OLDER_PROJECT_EVENTS if older_project else None
+    link = WebSocketLink(ws, request.transport, events)
     session = await hub.open(link, transport="websocket")
+    if older_project:
+        session.speak_older_protocol()
     reason = "client_closed"
     opened_at = time.monotonic()
     heard_at: float | None = None

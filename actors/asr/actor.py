@@ -11,6 +11,9 @@ moment ``speech_end`` arrives (otherwise the audio to ``speech_end`` is transcri
 VAD's events are applied in order, a ``speech_end`` only once the audio up to it has come:
 VAD hears the same frames at its own pace and can run ahead (at most ``AUDIO_WAIT_S``).
 
+Transcription requests (:mod:`.requests`: ``asr.audio`` chunks to the inbox, from the Wyoming
+server and the gateway's ``/v1/audio/transcriptions``) are answered ``asr.result``.
+
 The model runs in one worker thread; a final never waits behind queued partials. Settings:
 :class:`~actors.asr.settings.AsrSettings` (``actors.asr`` in topology.yaml).
 """
@@ -21,9 +24,11 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from prometheus_client import Counter, Histogram
 
 from actors.asr.jobs import Job, JobQueue
+from actors.asr.requests import RequestRefused, Requests
 from actors.asr.settings import AsrSettings
 from actors.asr.stream import Early, Stream
 from adapters.asr.whisper import WHISPER_RATE, Recognition, WhisperAsr
@@ -32,9 +37,10 @@ from bus.audio_format import MIC
 from bus.inbound import Inbound
 from bus.logs import kv
 from bus.runtime import Actor
-from bus.schema.asr import Transcript
+from bus.schema.asr import Answer, RequestAudio, RequestResult, Segment, Transcript
 from bus.schema.audio import AudioFrame
 from bus.schema.session import SessionState, StateChanged
+from bus.schema.system import Error
 from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.settings import load_settings
 from bus.topology import ActorConfig
@@ -60,7 +66,8 @@ class Asr(Actor):
         self.streams: dict[str, Stream] = {}
         self.engine: WhisperAsr | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
-        self._jobs = JobQueue(maxsize=4 * self.max_sessions)
+        self._jobs = JobQueue(maxsize=4 * self.max_sessions + 2 * self.settings.max_requests)
+        self.requests = Requests(self.settings.max_requests, self.settings.max_request_s)
         self.subscribe(topics.AUDIO_IN)
         self.subscribe(topics.VAD)
         self.subscribe(topics.STATE)
@@ -103,7 +110,13 @@ class Asr(Actor):
 
         engine, warm_s = await loop.run_in_executor(self._pool, load)
         self.engine = engine
-        self.capabilities = {"model": engine.model_path, "context": engine.context}
+        self.capabilities = {
+            "model": engine.model_path,
+            "model_name": engine.name,
+            "context": engine.context,
+            "language": engine.language,
+            "multilingual": engine.multilingual,
+        }
         self.spawn(self._work())
         self.spawn(self._partials())
         self.log.info("asr ready", extra=kv(model=engine.model_path, warm_s=round(warm_s, 3)))
@@ -131,8 +144,29 @@ class Asr(Actor):
             await self._boundaries(sid, stream)
         elif isinstance(msg, StateChanged) and msg.state is SessionState.ENDED:
             self.streams.pop(sid, None)
+        elif isinstance(msg, RequestAudio):
+            await self._request_audio(inbound, msg)
         elif not isinstance(msg, SpeechStart | SpeechEnd | StateChanged):
             await super().on_message(inbound)
+
+    async def _request_audio(self, inbound: Inbound, msg: RequestAudio) -> None:
+        key = (inbound.env.src, inbound.env.session)
+        try:
+            request = self.requests.add(key, msg)
+        except RequestRefused as exc:
+            if msg.answer is not Answer.NONE:
+                await self.reply(inbound, Error(code=exc.code, message=str(exc)))
+            else:
+                self.log.warning("request chunk refused", extra=kv(error=str(exc)))
+            return
+        if msg.answer is Answer.NONE:
+            return
+        samples = np.frombuffer(bytes(request.pcm), dtype="<i2").astype(np.float32) / 32768.0
+        kind = "request" if msg.answer is Answer.FINAL else "request_partial"
+        if msg.answer is Answer.FINAL:
+            self.requests.finish(key)
+        if not self._jobs.put(Job(kind, key[1], 0, samples, inbound=inbound)):
+            await self.reply(inbound, Error(code="BUSY", message="the ASR queue is full"))
 
     async def _boundaries(self, sid: str, stream: Stream) -> None:
         """Apply VAD's events in order; a speech_end only once the audio up to it (and the tail)
@@ -215,6 +249,9 @@ class Asr(Actor):
         engine = self.engine
         while True:
             job = await self._jobs.get()
+            if job.inbound is not None:
+                await self._serve_request(job)
+                continue
             stream = self.streams.get(job.sid)
             if stream is None:
                 continue
@@ -245,6 +282,48 @@ class Asr(Actor):
                 if early.wanted is not None:  # speech_end came while it ran
                     stream.early = None
                     await self._publish(job.sid, job.start, result, "final", early.wanted)
+
+    async def _serve_request(self, job: Job) -> None:
+        """Run a request's recognition and answer it (``asr.result`` or ``error``)."""
+        assert self.engine is not None and job.inbound is not None and job.audio is not None
+        engine, audio = self.engine, job.audio
+        final = job.kind == "request"
+        try:
+            if final:
+                result, spans = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, engine.transcribe_all, audio
+                )
+            else:  # a partial: the last 30 s, greedy
+                tail = audio[-30 * MIC.sample_rate :]
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, engine.transcribe, tail, 1
+                )
+                spans = []
+        except Exception:
+            self.log.exception("recognition failed", extra=kv(request=job.sid))
+            await self.reply(job.inbound, Error(code="INTERNAL", message="recognition failed"))
+            return
+        self.rtf.labels(job.kind).observe(result.rtf)
+        self.transcripts.labels(job.kind).inc()
+        segments = tuple(
+            Segment(start_s=round(a, 3), end_s=round(b, 3), text=t[:4096]) for a, b, t in spans
+        )
+        await self.reply(
+            job.inbound,
+            RequestResult(
+                text=result.text[:65536],
+                final=final,
+                language=engine.language,
+                duration_s=round(len(audio) / MIC.sample_rate, 3),
+                rtf=round(result.rtf, 4),
+                segments=segments[:1024],
+            ),
+        )
+        took = round(result.seconds, 3)
+        self.log.info(
+            "request transcript",
+            extra=kv(request=job.sid, final=final, text=result.text[:80], seconds=took),
+        )
 
     async def _publish(
         self, sid: str, start: int, result: Recognition, kind: str, since: float

@@ -28,11 +28,17 @@ class AsrSettings:
     """Milliseconds of audio after ``speech_end`` that are transcribed too."""
     max_sessions: int = 200
     """Sessions transcribed at once; audio of more is ignored."""
+    max_requests: int = 16
+    """Transcription requests (Wyoming, ``/v1/audio/transcriptions``) open at once."""
+    max_request_s: float = 600.0
+    """Seconds of audio one transcription request may hold."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.beam_size <= 10:
             raise ValueError(f"beam_size {self.beam_size} is outside 1..10")
         if self.cpu_threads < 0:
             raise ValueError(f"cpu_threads {self.cpu_threads} is below 0")
+        if self.max_requests < 1 or self.max_request_s <= 0:
+            raise ValueError("max_requests and max_request_s must be positive")
         if self.partial_interval_ms < 0 or self.tail_ms < 0:
             raise ValueError("partial_interval_ms and tail_ms must not be negative")

@@ -68,6 +68,7 @@ class TtsWorker(Actor):
         self.capabilities = {
             "voices": sorted(voices),
             "languages": sorted({v.language for v in voices.values()}),
+            "voice_languages": {name: v.language for name, v in sorted(voices.items())},
             "default_voice": self.settings.default_voice,
             "max_streams": self.settings.max_streams,
         }

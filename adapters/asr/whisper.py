@@ -34,6 +34,9 @@ HOP = 160
 """Samples per mel frame (10 ms at :data:`WHISPER_RATE`)."""
 MAX_SAMPLES = 30 * WHISPER_RATE
 
+Span = tuple[float, float, str]
+"""A segment of audio and its words: start and end seconds, text."""
+
 
 @dataclass(frozen=True, slots=True)
 class Recognition:
@@ -97,6 +100,8 @@ class WhisperAsr:
         if context not in ("auto", "full"):
             raise ValueError(f"ASR context {context!r} is not auto or full")
         self.model_path = model_path or default_model_path()
+        self.name = "tiny.en" if not model_path else model_path.rstrip("/").rsplit("/", 1)[-1]
+        """What clients are told the model is (the bundled one is Whisper tiny.en)."""
         self.model = WhisperModel(
             self.model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads
         )
@@ -114,6 +119,7 @@ class WhisperAsr:
             language=language if self.model.model.is_multilingual else None,
         )
         self._tokenizer = tokenizer
+        self.multilingual = bool(self.model.model.is_multilingual)
         self._prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
 
     def warm(self) -> float:
@@ -142,6 +148,38 @@ class WhisperAsr:
             seconds=time.perf_counter() - started,
             audio_s=len(audio) / WHISPER_RATE,
         )
+
+    def transcribe_all(self, audio: np.ndarray) -> tuple[Recognition, list[Span]]:
+        """Transcribe mono float32 16 kHz ``audio`` of any length (a file, a request): up to
+        30 s as :meth:`transcribe` does, longer through faster-whisper's own windows. Returns
+        the recognition and its segments (start and end seconds, text)."""
+        audio = np.asarray(audio, dtype=np.float32)
+        duration = len(audio) / WHISPER_RATE
+        if len(audio) <= MAX_SAMPLES:
+            result = self.transcribe(audio)
+            return result, ([(0.0, duration, result.text)] if result.text else [])
+        started = time.perf_counter()
+        found, _ = self.model.transcribe(
+            audio,
+            language=self.language,
+            beam_size=self.beam_size,
+            condition_on_previous_text=False,
+        )
+        segments = []
+        for segment in found:
+            text = trim_repeats(segment.text.strip())
+            if self._keep(text, segment.no_speech_prob, segment.avg_logprob):
+                segments.append((float(segment.start), float(segment.end), text))
+        text = " ".join(t for _, _, t in segments)
+        result = Recognition(
+            text=text,
+            raw_text=text,
+            no_speech_prob=0.0 if segments else 1.0,
+            avg_logprob=0.0,
+            seconds=time.perf_counter() - started,
+            audio_s=duration,
+        )
+        return result, segments
 
     def _keep(self, text: str, no_speech: float, logprob: float) -> bool:
         if not any(ch.isalnum() for ch in text):
