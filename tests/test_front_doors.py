@@ -219,7 +219,11 @@ def test_wyoming_transcribes_audio_at_any_rate_with_streamed_words(stack: FrontD
 
 def test_three_wyoming_clients_at_once_none_waits_for_another(stack: FrontDoors) -> None:
     """Each client's first audio comes before any other client's audio has ended."""
-    texts = [f"{WINDOW} {BAKERY}", f"{MUSEUM} {WINDOW}", f"{BAKERY} {MUSEUM}"]
+    texts = [  # said nowhere else here: no phrase cache answers at once
+        "A small grey cat slept on the warm stones of the old bridge until the sun went down.",
+        "The children painted a long blue boat and carried it slowly down to the quiet lake.",
+        "Every autumn the farmer counts his apples twice and gives the smallest ones away.",
+    ]
 
     async def one(text: str) -> tuple[float, float, bytes]:
         async with _wyoming(stack) as c:
@@ -300,7 +304,10 @@ def _openai(stack: FrontDoors) -> openai.OpenAI:
 
 def test_the_openai_sdk_streams_speech_whose_words_are_its_text(stack: FrontDoors) -> None:
     client = _openai(stack)
-    text = f"{WINDOW} {MUSEUM}"
+    text = (  # said nowhere else here: a phrase cache would answer it all at once
+        "Ostriches rarely sing, yet the old keeper swore he heard one humming softly by "
+        "the fence every evening after supper."
+    )
     chunks: list[tuple[float, bytes]] = []
     with client.audio.speech.with_streaming_response.create(
         model="tts-1", voice="alloy", input=text, response_format="wav"

@@ -12,6 +12,7 @@ the router (no worker affinity kept): :meth:`Synthesis.close` releases it.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -60,7 +61,9 @@ class Synthesis:
             credit_batch=max(1, lead // 4),
             options=dict(options or {}),
         )
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._queue: deque[bytes | None] = deque()
+        """Frames come in, None at the end."""
+        self._arrived = asyncio.Event()
         self.frames_taken = 0
         self.reason: EndReason | None = None
         self._failure: tuple[str, str] | None = None
@@ -83,20 +86,36 @@ class Synthesis:
     async def frames(self) -> AsyncIterator[bytes]:
         """The 48 kHz frames as they come; raises SynthesisFailed when the synthesis did not
         complete (after the frames that came)."""
+        async for chunk in self.chunks(1):
+            yield chunk
+
+    async def chunks(self, max_frames: int) -> AsyncIterator[bytes]:
+        """The frames as they come, joined: each chunk is every frame already here, up to
+        ``max_frames`` (so the first comes alone, at once). A consumer whose every message
+        costs (Wyoming's events) sends fewer while the worker runs ahead, and waits for none.
+        Raises SynthesisFailed when the synthesis did not complete."""
         self.start()
         while True:
-            try:
-                pcm = await asyncio.wait_for(self._queue.get(), FRAME_TIMEOUT_S)
-            except TimeoutError:
-                self.stop()
-                raise SynthesisFailed(
-                    "SYNTHESIS_FAILED", "the worker sent nothing", started=self.frames_taken > 0
-                ) from None
-            if pcm is None:
+            if not self._queue:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), FRAME_TIMEOUT_S)
+                except TimeoutError:
+                    self.stop()
+                    raise SynthesisFailed(
+                        "SYNTHESIS_FAILED", "the worker sent nothing", started=self.frames_taken > 0
+                    ) from None
+            chunk: list[bytes] = []
+            while self._queue and self._queue[0] is not None and len(chunk) < max_frames:
+                pcm = self._queue.popleft()
+                assert pcm is not None
+                chunk.append(pcm)
+            if chunk:
+                self.frames_taken += len(chunk)
+                self.streams.send(self.stream, self.stream.used(len(chunk)))
+                yield b"".join(chunk)
+            elif self._queue:  # the end
                 break
-            self.frames_taken += 1
-            self.streams.send(self.stream, self.stream.used(1))
-            yield pcm
         if self._failure is not None or self.reason is not EndReason.COMPLETED:
             code, message = self._failure or ("SYNTHESIS_FAILED", str(self.reason))
             raise SynthesisFailed(code, message, started=self.frames_taken > 0)
@@ -112,16 +131,20 @@ class Synthesis:
         if self._opened:
             self.streams.release(self.stream.session)
 
+    def _put(self, item: bytes | None) -> None:
+        self._queue.append(item)
+        self._arrived.set()
+
     # ------------------------------------------------------------------ StreamSink
 
     async def on_frame(self, stream: UtteranceStream, msg: TtsFrame) -> None:
-        self._queue.put_nowait(msg.pcm)
+        self._put(msg.pcm)
 
     async def on_end(self, stream: UtteranceStream, reason: EndReason, error: str) -> None:
         self.reason = reason
         if reason is not EndReason.COMPLETED and self._failure is None:
             self._failure = ("SYNTHESIS_FAILED", error or reason.value)
-        self._queue.put_nowait(None)
+        self._put(None)
 
     async def on_error(self, stream: UtteranceStream, code: str, message: str) -> None:
         self._failure = self._failure or (code, message)
@@ -129,4 +152,4 @@ class Synthesis:
     async def on_refused(self, stream: UtteranceStream, code: str, message: str) -> None:
         self._failure = (code, message)
         self.reason = EndReason.ERROR
-        self._queue.put_nowait(None)
+        self._put(None)

@@ -5,18 +5,15 @@ rather than talk to it (the Wyoming server's ``transcribe``, the gateway's
 A :class:`Transcription` picks the least loaded live ASR, sends it the audio as it comes in
 ``asr.audio`` chunks (:mod:`actors.asr.requests`), so that only the last chunk is left to send
 when the client's audio ends, and asks for a partial or the final transcript
-(``asr.result``). The audio is 16 kHz mono PCM s16le; :func:`resampled` brings other rates and
-widths to it.
+(``asr.result``). The audio is 16 kHz mono PCM s16le (the Wyoming server resamples what it is
+sent, the OpenAI endpoint decodes files to it).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-import numpy as np
-import soxr
-
-from bus.audio_format import MIC, SAMPLE_BYTES
+from bus.audio_format import SAMPLE_BYTES
 from bus.envelope import new_id
 from bus.errors import BusError, RemoteError
 from bus.schema import Message
@@ -116,22 +113,3 @@ class Transcription:
         if not isinstance(reply, RequestResult):
             raise TranscriptionError("ASR_FAILED", f"unexpected answer {reply.TYPE}")
         return reply
-
-
-def resampled(pcm: bytes, rate: int, width: int = 2, channels: int = 1) -> bytes:
-    """PCM of ``width`` bytes per sample (1: unsigned 8-bit, 2: s16le, 4: s32le),
-    interleaved ``channels``, at ``rate`` Hz, as 16 kHz mono s16le (channels averaged)."""
-    if width not in (1, 2, 4) or channels < 1 or not 8000 <= rate <= 192_000:
-        raise ValueError(f"unsupported audio: {rate} Hz, {width} bytes, {channels} channels")
-    usable = len(pcm) - len(pcm) % (width * channels)
-    if width == 1:
-        samples = (np.frombuffer(pcm[:usable], dtype=np.uint8).astype(np.float32) - 128) / 128
-    elif width == 2:
-        samples = np.frombuffer(pcm[:usable], dtype="<i2").astype(np.float32) / 32768
-    else:
-        samples = np.frombuffer(pcm[:usable], dtype="<i4").astype(np.float32) / 2**31
-    if channels > 1:
-        samples = samples.reshape(-1, channels).mean(axis=1)
-    if rate != MIC.sample_rate:
-        samples = soxr.resample(samples, rate, MIC.sample_rate)
-    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()

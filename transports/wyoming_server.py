@@ -6,11 +6,12 @@ actor's bus side). Per connection:
 
 - ``describe`` → ``info``: a TTS program listing every voice a live worker offers (installed:
   resident on one) and an ASR program with the live ASR's model, both from the registry.
-- ``synthesize`` → ``audio-start``, ``audio-chunk`` per 20 ms frame as the worker makes it
-  (48 kHz, 16-bit, mono), ``audio-stop``. Streaming: ``synthesize-start``, ``synthesize-chunk``
-  (any piece of text: the worker speaks each sentence as soon as it is complete), the
-  ``synthesize`` copy of the whole text a streaming client also sends (ignored), and
-  ``synthesize-stop`` → one ``audio-start`` … ``audio-stop`` block, then
+- ``synthesize`` → ``audio-start``, ``audio-chunk`` events as the worker makes the audio
+  (48 kHz, 16-bit, mono; the first frame alone, at once, then the frames that have come, up to
+  :data:`CHUNK_FRAMES` per chunk), ``audio-stop``. Streaming: ``synthesize-start``,
+  ``synthesize-chunk`` (any piece of text: the worker speaks each sentence as soon as it is
+  complete), the ``synthesize`` copy of the whole text a streaming client also sends
+  (ignored), and ``synthesize-stop`` → one ``audio-start`` … ``audio-stop`` block, then
   ``synthesize-stopped``.
 - ``transcribe`` (optional: its ``language``), ``audio-start`` (any rate, width and channel
   count), ``audio-chunk`` …, ``audio-stop`` → ``transcript``. The audio goes to the ASR as it
@@ -65,6 +66,9 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 read (the ``wyoming`` reader would otherwise buffer whatever length a header claims)."""
 DRAIN_S = 120.0
 """A client that closes its side while audio plays: how long that audio may still go out."""
+CHUNK_FRAMES = 5
+"""Frames (100 ms) one ``audio-chunk`` may join when the worker runs ahead; the first frame
+goes alone, at once."""
 DISCARD_S, DISCARD_BYTES = 2.0, 16 * 1024 * 1024
 """After refusing an oversized event: what of the client's rest is read and dropped."""
 PARTIAL_EVERY_S = 1.0
@@ -352,7 +356,7 @@ class WyomingHandler(AsyncEventHandler):
         fmt = {"rate": BOT.sample_rate, "width": SAMPLE_BYTES, "channels": 1}
         started = False
         try:
-            async for pcm in synthesis.frames():
+            async for pcm in synthesis.chunks(CHUNK_FRAMES):
                 if not started:
                     started = True
                     await self._send(AudioStart(**fmt).event())
