@@ -15,6 +15,7 @@ counted and logged, never raised. Control messages are served before queued data
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
@@ -308,8 +309,27 @@ class Actor:
         self._peers.start(ctx, self._keys)
 
         if cfg.metrics_port is not None:
-            port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
+            port = self._serve_metrics(cfg)
             self.endpoints["metrics"] = f"http://{cfg.metrics_host}:{port}/metrics"
+
+    def _serve_metrics(self, cfg: ActorConfig) -> int:
+        """The metrics server's port: the configured one, or (the kind's shared port held by
+        another instance on this host) a free one."""
+        assert cfg.metrics_port is not None
+        try:
+            return self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            where = f"{cfg.metrics_host}:{cfg.metrics_port}"
+            if not cfg.metrics_port_shared:
+                raise OSError(exc.errno, f"metrics port {where} is in use") from exc
+        port = self.metrics.serve(cfg.metrics_host, 0)
+        self.log.warning(
+            "metrics port in use, serving on a free one",
+            extra=kv(wanted=where, port=port, why="another actor of the kind on this host?"),
+        )
+        return port
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):

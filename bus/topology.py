@@ -74,6 +74,10 @@ class ActorConfig:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 0
     """Prometheus port; 0 picks a free one, None turns it off."""
+    metrics_port_shared: bool = False
+    """``metrics_port`` is the kind's port from topology.yaml, which every instance of the kind
+    on a host is given: when another holds it, this one serves on a free port (and says so).
+    A port given on the command line is this instance's own: taken, the actor does not start."""
     heartbeat_ms: int = 1000
     liveness: int = 3
     request_timeout_s: float = 2.0
@@ -116,6 +120,7 @@ class Topology:
             "curve",
             "restarts",
             "replaces",
+            "metrics_port_shared",
         }
         merged: dict[str, Any] = {
             "broker": _connect_endpoint(self.broker.control),
@@ -125,6 +130,9 @@ class Topology:
         for source in (self.defaults, section):
             merged.update({k: v for k, v in source.items() if k in known})
         merged.update({k: v for k, v in overrides.items() if v is not None})
+        merged["metrics_port_shared"] = overrides.get("metrics_port") is None and bool(
+            merged.get("metrics_port")
+        )
         settings = {k: v for k, v in section.items() if k not in known}
         return ActorConfig(kind=kind, curve=self.broker.curve, settings=settings, **merged)
 

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from bus.topology import TopologyError, load_topology, parse_topology
-from tests.support import ROOT, duplex, free_port
+from tests.support import (
+    ROOT,
+    BrokerPorts,
+    Processes,
+    duplex,
+    free_port,
+    metric,
+    status,
+    wait_until,
+)
 
 
 def test_status_without_a_broker_fails_clearly_within_its_timeout() -> None:
@@ -60,3 +69,38 @@ def test_the_shipped_topology_loads() -> None:
     topo = load_topology(ROOT / "topology.yaml")
     assert topo.broker.control == "tcp://127.0.0.1:5550"
     assert not topo.broker.curve.enabled
+
+
+def test_two_actors_of_a_kind_on_one_host_start_and_a_taken_flag_port_is_named(
+    tmp_path: Path,
+) -> None:
+    """The kind's metrics port from topology.yaml is shared by every instance on the host: the
+    second serves on a free port. A port given on the command line is the instance's own."""
+    ports = BrokerPorts.pick()
+    port = free_port()
+    topology = str(
+        ports.topology(tmp_path, extra=f"actors:\n  loopback:\n    metrics_port: {port}\n")
+    )
+    procs = Processes(tmp_path)
+    try:
+        procs.duplex("broker", "--topology", topology, name="broker")
+        for n in (1, 2):
+            procs.duplex("run", "loopback", "--topology", topology, "--id", f"loop-{n}", name="l")
+
+        def both() -> list[str] | None:
+            found = status(ports.endpoint) or {"actors": []}
+            urls = [a["endpoints"].get("metrics", "") for a in found["actors"]]
+            return urls if len(urls) == 2 else None
+
+        urls = wait_until(both, 30, "two loopback actors")
+        assert sorted(urls)[0] != sorted(urls)[1] and f"127.0.0.1:{port}/" in " ".join(urls)
+        for url in urls:  # each serves its own metrics
+            assert metric(url, "duplex_up", kind="loopback") == 1
+        taken = duplex(
+            "run", "loopback", "--topology", topology, "--metrics-port", str(port),
+            "--no-restart", timeout=30,
+        )  # fmt: skip
+        assert taken.returncode != 0
+        assert f"metrics port 127.0.0.1:{port} is in use" in taken.stderr, taken.stderr
+    finally:
+        procs.close()
