@@ -10,7 +10,8 @@ How a worker is chosen, in order:
 1. it is a live ``tts_worker`` that has the voice (any, if none is named), is not saturated
    (load below 1) and is not stale (answered a recent ping);
 2. the session's previous worker, if it still qualifies (affinity);
-3. among the rest, those with the voice already loaded come first;
+3. among the rest, those on ``prefer_device`` (``cpu`` or ``cuda``, when set) if any, and of
+   those the ones with the voice already loaded come first;
 4. then the strategy: ``least_loaded`` (default), ``round_robin`` or ``least_latency``.
 A worker that leaves the registry loses its sessions' affinity at once, so the next request
 re-routes. Settings: :class:`RouterSettings` (``actors.router`` in topology.yaml).
@@ -46,6 +47,9 @@ class RouterSettings:
     ping_interval_s: float = 1.0
     """Seconds between pings of each TTS worker (its liveness and latency); a ping waits half
     of this for its answer, 0.1 s at least."""
+    prefer_device: Literal["", "cpu", "cuda"] = ""
+    """Workers on this device class first (the ``device`` of their registration); empty: no
+    preference. A preferred worker that is saturated or lacks the voice is passed over."""
 
     def __post_init__(self) -> None:
         if self.ping_interval_s <= 0:
@@ -77,6 +81,7 @@ class Selector:
     """The routing rules as plain data and functions (no sockets), see the module docstring."""
 
     strategy: Strategy = "least_loaded"
+    prefer_device: str = ""
     stale_after_failures: int = 2
     health: dict[str, Health] = field(default_factory=dict)
     affinity: dict[str, str] = field(default_factory=dict)
@@ -112,6 +117,9 @@ class Selector:
         previous = by_id.get(self.affinity.get(session, ""))
         if previous is not None:
             return self._choice(previous, request, "affinity")
+        if self.prefer_device:
+            preferred = [w for w in candidates if _device_class(w) == self.prefer_device]
+            candidates = preferred or candidates
         resident = [w for w in candidates if self._voice(w, request) in w.resident_models]
         pool = sorted(resident or candidates, key=lambda w: w.actor_id)
         if self.strategy == "round_robin":
@@ -151,6 +159,11 @@ class Selector:
         return latency if latency is not None else 1.0
 
 
+def _device_class(worker: Registration) -> str:
+    """``cpu`` or ``cuda`` (from ``cuda:N``); a worker that reports none runs on the CPU."""
+    return str(worker.capabilities.get("device", "cpu")).partition(":")[0]
+
+
 class Router(Actor):
     """Routes sessions to TTS workers; see the module docstring."""
 
@@ -158,7 +171,9 @@ class Router(Actor):
         super().__init__(config)
         self.settings = load_settings(RouterSettings, config.settings, kind=config.kind)
         self.ping_interval_s = self.settings.ping_interval_s
-        self.selector = Selector(strategy=self.settings.strategy)
+        self.selector = Selector(
+            strategy=self.settings.strategy, prefer_device=self.settings.prefer_device
+        )
         self.capabilities = {"strategy": self.settings.strategy}
         self.registry.listen(self._on_change)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from adapters import devices
 from bus import lifecycle, logs
 from bus.runtime import Actor, serve_actor
 from bus.topology import ActorConfig
@@ -41,6 +42,8 @@ ACTORS: dict[str, str] = {
     "wyoming": "actors.wyoming:Wyoming",
 }
 """Actor kinds ``duplex run`` knows, as ``module:Class`` (imported only when run)."""
+DEVICE_KINDS = ("asr", "tts_worker")
+"""Kinds whose engines run on a device (``--device``)."""
 
 
 @click.command()
@@ -64,6 +67,11 @@ ACTORS: dict[str, str] = {
 )
 @click.option(
     "--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Gateway only: its key."
+)
+@click.option(
+    "--device",
+    help="ASR and TTS workers: cpu, cuda, cuda:N or auto (a GPU when the engine's runtime "
+    "sees one); overrides the topology's device.",
 )
 @log_level_option
 @log_json_option
@@ -135,6 +143,7 @@ def run(
     metrics_port: int | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    device: str | None,
     log_level: str,
     log_json: bool,
     restart: bool,
@@ -161,9 +170,19 @@ def run(
         restarts=restarts if not restart else None,
         replaces=replaces if not restart else None,
     )
-    tls = {k: str(v.absolute()) for k, v in (("tls_cert", tls_cert), ("tls_key", tls_key)) if v}
-    if tls and actor != "gateway":
+    given: dict[str, str] = {  # settings given as flags, over the topology's
+        k: str(v.absolute()) for k, v in (("tls_cert", tls_cert), ("tls_key", tls_key)) if v
+    }
+    if given and actor != "gateway":
         raise click.UsageError(f"--tls-cert and --tls-key apply to the gateway, not to {actor}")
+    if device is not None:
+        if actor not in DEVICE_KINDS:
+            raise click.UsageError(f"--device applies to {' and '.join(DEVICE_KINDS)}, not {actor}")
+        try:
+            devices.check(device)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        given["device"] = device
     if restart:
         policy = RestartPolicy(
             max_crashes=max_crashes,
@@ -175,7 +194,7 @@ def run(
         )
         command = [sys.executable, "-m", "cli", "run", actor, *_child_options()]
         sys.exit(Watcher([*command, "--no-restart", "--watched"], config, policy).run())
-    run_here(actor, dataclasses.replace(config, settings={**config.settings, **tls}), watched)
+    run_here(actor, dataclasses.replace(config, settings={**config.settings, **given}), watched)
 
 
 def run_here(kind: str, config: ActorConfig, watched: bool) -> None:

@@ -71,7 +71,7 @@ def status(
         )
         return
     click.echo(f"broker {endpoint}  epoch {snap.broker_epoch}  {len(rows)} actor(s)")
-    header = ("KIND", "ACTOR", "HOST", "PID", "LOAD", "RESTARTS", "UPTIME", "MODELS")
+    header = ("KIND", "ACTOR", "HOST", "PID", "LOAD", "RESTARTS", "UPTIME", "DEVICE", "MODELS")
     table = [header] + [
         (
             r["kind"],
@@ -81,6 +81,7 @@ def status(
             f"{r['load']:.2f}",
             str(r["restarts"]),
             f"{r['uptime_s']}s",
+            _device(r["capabilities"]),
             ",".join(r["resident_models"]) or "-",
         )
         for r in rows
@@ -114,3 +115,12 @@ def _watch(endpoint: str, timeout: float, topo: Topology, kind: str, as_json: bo
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
         pass
+
+
+def _device(capabilities: dict[str, Any]) -> str:
+    """Where an actor's engine runs (``cuda:0 (81559 MiB)``); ``-`` for actors with none."""
+    device = capabilities.get("device")
+    if not isinstance(device, str):
+        return "-"
+    memory = capabilities.get("device_memory_mb")
+    return f"{device} ({memory} MiB)" if isinstance(memory, int) else device

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +105,57 @@ def test_two_actors_of_a_kind_on_one_host_start_and_a_taken_flag_port_is_named(
         assert f"metrics port 127.0.0.1:{port} is in use" in taken.stderr, taken.stderr
     finally:
         procs.close()
+
+
+def test_device_flags_resolve_report_and_refuse_clearly(tmp_path: Path) -> None:
+    """``--device`` for the ASR and TTS workers: ``auto`` is the CPU where no runtime sees a
+    GPU, the registration and ``duplex status`` say where each runs; ``cuda`` with no GPU, a
+    bad name, or a kind without an engine are refused at start, naming why."""
+    from adapters import devices
+
+    ports = BrokerPorts.pick()
+    topology = str(ports.topology(tmp_path))
+    procs = Processes(tmp_path)
+    try:
+        procs.duplex("broker", "--topology", topology, name="broker")
+        for kind in ("asr", "tts_worker"):
+            procs.duplex("run", kind, "--topology", topology, "--device", "auto", name=kind)
+
+        def both() -> dict[str, Any] | None:
+            found = status(ports.endpoint) or {"actors": []}
+            by_kind = {a["kind"]: a for a in found["actors"]}
+            return by_kind if {"asr", "tts_worker"} <= set(by_kind) else None
+
+        actors = wait_until(both, 90, "the ASR and a worker")
+        expected = {
+            "asr": "cuda:0" if devices.ctranslate2_gpus() else "cpu",
+            "tts_worker": "cuda:0" if devices.onnxruntime_gpus() else "cpu",
+        }
+        for kind, device in expected.items():
+            assert actors[kind]["capabilities"]["device"] == device, actors[kind]
+        assert actors["asr"]["capabilities"]["compute_type"] == (
+            "int8" if expected["asr"] == "cpu" else "float16"
+        )
+        table = duplex("status", "--broker", ports.endpoint).stdout
+        assert "DEVICE" in table.splitlines()[1], table
+        for kind, gpus in (
+            ("asr", devices.ctranslate2_gpus()),
+            ("tts_worker", devices.onnxruntime_gpus()),
+        ):
+            if gpus:
+                continue  # a GPU here: cuda is served (checked above through auto)
+            refused = duplex(
+                "run", kind, "--topology", topology, "--device", "cuda", "--no-restart",
+                timeout=60,
+            )  # fmt: skip
+            assert refused.returncode == 1, refused.stderr
+            assert f"{kind} could not start: device cuda:" in refused.stderr, refused.stderr
+            assert "sees no GPU" in refused.stderr
+    finally:
+        procs.close()
+    bad = duplex("run", "asr", "--device", "gpu", "--no-restart")
+    assert bad.returncode == 2 and "not cpu, cuda, cuda:N or auto" in bad.stderr, bad.stderr
+    wrong_kind = duplex("run", "gateway", "--device", "cpu", "--no-restart")
+    assert (
+        wrong_kind.returncode == 2 and "--device applies to asr and tts_worker" in wrong_kind.stderr
+    )

@@ -27,6 +27,7 @@ def worker(
     load: float = 0.0,
     voices: tuple[str, ...] = ("joe", "tone"),
     resident: tuple[str, ...] = ("joe",),
+    device: str = "cpu",
 ) -> Registration:
     return Registration(
         actor_id=actor_id,
@@ -36,7 +37,12 @@ def worker(
         load=load,
         endpoints={"inbox": f"tcp://127.0.0.1:1/{actor_id}"},
         resident_models=resident,
-        capabilities={"voices": list(voices), "languages": ["en_US"], "default_voice": "joe"},
+        capabilities={
+            "voices": list(voices),
+            "languages": ["en_US"],
+            "default_voice": "joe",
+            "device": device,
+        },
     )
 
 
@@ -67,6 +73,19 @@ def test_resident_first_then_least_loaded_and_affinity_until_the_worker_leaves()
     sel.forget_worker("c")
     moved = sel.choose(workers[:2], RouteRequest(), "s1")
     assert moved is not None and moved.worker.actor_id == "b"
+
+
+def test_a_preferred_device_class_comes_first_while_one_of_it_can_take_the_request() -> None:
+    sel = Selector(prefer_device="cuda")
+    workers = [worker("cpu-idle"), worker("gpu-busy", load=0.6, device="cuda:1")]
+    pick = sel.choose(workers, RouteRequest(), "s1")
+    assert pick is not None and pick.worker.actor_id == "gpu-busy"  # though the CPU one idles
+    workers[1] = worker("gpu-busy", load=1.0, device="cuda:1")  # saturated: passed over
+    pick = sel.choose(workers, RouteRequest(), "s2")
+    assert pick is not None and pick.worker.actor_id == "cpu-idle"
+    plain = Selector().choose([worker("cpu-idle"), worker("gpu", load=0.6, device="cuda:0")],
+                              RouteRequest(), "s3")  # fmt: skip
+    assert plain is not None and plain.worker.actor_id == "cpu-idle"  # no preference: load
 
 
 def test_round_robin_and_least_latency() -> None:

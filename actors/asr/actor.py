@@ -116,10 +116,15 @@ class Asr(Actor):
             "context": engine.context,
             "language": engine.language,
             "multilingual": engine.multilingual,
+            "compute_type": engine.compute_type,
+            **engine.device.capabilities(),
         }
         self.spawn(self._work())
         self.spawn(self._partials())
-        self.log.info("asr ready", extra=kv(model=engine.model_path, warm_s=round(warm_s, 3)))
+        self.log.info(
+            "asr ready",
+            extra=kv(model=engine.model_path, device=str(engine.device), warm_s=round(warm_s, 3)),
+        )
 
     async def on_stop(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

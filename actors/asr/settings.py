@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from adapters import devices
+
 
 @dataclass(frozen=True, slots=True)
 class AsrSettings:
@@ -13,9 +15,10 @@ class AsrSettings:
 
     model_path: str = ""
     """A CTranslate2 Whisper model folder; empty: the bundled tiny.en."""
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
-    compute_type: str = "int8"
-    """CTranslate2's compute type: ``int8`` on a CPU, ``float16`` on a GPU."""
+    device: str = "cpu"
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when CTranslate2 sees one)."""
+    compute_type: str = "auto"
+    """CTranslate2's compute type; ``auto``: ``int8`` on a CPU, ``float16`` on a GPU."""
     cpu_threads: int = 2
     context: Literal["auto", "full"] = "auto"
     """``auto``: encode the speech plus 5 s (fast); ``full``: Whisper's 30 s windows."""
@@ -34,6 +37,7 @@ class AsrSettings:
     """Seconds of audio one transcription request may hold."""
 
     def __post_init__(self) -> None:
+        devices.check(self.device)
         if not 1 <= self.beam_size <= 10:
             raise ValueError(f"beam_size {self.beam_size} is outside 1..10")
         if self.cpu_threads < 0:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from functools import partial
 
 from actors.tts_worker.metrics import TtsMetrics
 from actors.tts_worker.settings import WorkerSettings
 from actors.tts_worker.utterance import RenderScheduler, Utterance
+from adapters import devices
 from adapters.tts.base import SynthesisOptions, TtsEngine, tune_malloc
-from adapters.tts.manager import ModelCapacityError, ModelInUse, ModelManager
+from adapters.tts.manager import ModelCapacityError, ModelInUse, ModelManager, load_and_warm
 from adapters.tts.text import TextError
 from adapters.tts.voicepacks import UnknownVoice, discover_voicepacks
 from bus.inbound import Inbound
@@ -52,6 +54,9 @@ class TtsWorker(Actor):
         super().__init__(config)
         self.settings = load_settings(WorkerSettings, config.settings, kind=config.kind)
         voices = discover_voicepacks(self.settings.voicepacks)
+        self.device = devices.resolve(
+            self.settings.device, devices.onnxruntime_gpus(), "ONNX Runtime"
+        )
         self.models = ModelManager(
             voices,
             default=self.settings.default_voice,
@@ -61,6 +66,7 @@ class TtsWorker(Actor):
             min_residency_s=self.settings.min_residency_s,
             max_parallel_loads=self.settings.max_parallel_loads,
             on_change=self._models_changed,
+            loader=partial(load_and_warm, device=self.device),
         )
         self.utterances: dict[tuple[str, str], Utterance] = {}
         self.scheduler = RenderScheduler(max(1, self.settings.render_slots))
@@ -71,6 +77,7 @@ class TtsWorker(Actor):
             "voice_languages": {name: v.language for name, v in sorted(voices.items())},
             "default_voice": self.settings.default_voice,
             "max_streams": self.settings.max_streams,
+            **self.device.capabilities(),
         }
 
     def _phrase_cache(self) -> tuple[int, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters import devices
 from adapters.tts.voicepacks import DEFAULT_DIR
 
 
@@ -35,6 +36,9 @@ class WorkerSettings:
     max_stream_wait_s: float = 60.0
     """An utterance that has waited this long for credit or a resume (its consumer stalled,
     paused for good, or gone without a word) ends ``error``: its stream slot is freed."""
+    device: str = "cpu"
+    """Where Piper runs: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when ONNX Runtime's
+    CUDA provider, ``onnxruntime-gpu``, sees one)."""
     render_slots: int = 1
     """Renders at once across all utterances, most urgent first (see RenderScheduler)."""
     nice: int = 0
@@ -42,6 +46,7 @@ class WorkerSettings:
     so it can yield the CPU to the gateway's real-time pacing on a shared machine."""
 
     def __post_init__(self) -> None:
+        devices.check(self.device)
         for name in ("max_resident", "max_parallel_loads", "max_streams", "max_credit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)} must be at least 1")

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from adapters import devices
+
 WHISPER_RATE = 16_000
 """Hertz: the rate Whisper's feature extractor expects, a fact of the model (not of the bus,
 whose microphone rate, :data:`bus.audio_format.MIC`, happens to be the same)."""
@@ -86,7 +88,7 @@ class WhisperAsr:
         model_path: str = "",
         *,
         device: str = "cpu",
-        compute_type: str = "int8",
+        compute_type: str = "auto",
         cpu_threads: int = 2,
         context: str = "auto",
         language: str = "en",
@@ -102,8 +104,16 @@ class WhisperAsr:
         self.model_path = model_path or default_model_path()
         self.name = "tiny.en" if not model_path else model_path.rstrip("/").rsplit("/", 1)[-1]
         """What clients are told the model is (the bundled one is Whisper tiny.en)."""
+        self.device = devices.resolve(device, devices.ctranslate2_gpus(), "CTranslate2")
+        if compute_type == "auto":
+            compute_type = "int8" if self.device.kind == "cpu" else "float16"
+        self.compute_type = compute_type
         self.model = WhisperModel(
-            self.model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads
+            self.model_path,
+            device=self.device.kind,
+            device_index=self.device.index,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
         )
         self.context = context
         self.language = language

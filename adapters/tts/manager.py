@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.devices import Device
 from adapters.tts import load_engine
 from adapters.tts.base import TtsEngine
 from adapters.tts.voicepacks import UnknownVoice, VoicePack
@@ -45,9 +46,9 @@ class Resident:
     refs: int = 0
 
 
-def load_and_warm(voice: VoicePack) -> TtsEngine:
-    """Load ``voice`` and run it once (blocking; call it in a thread)."""
-    engine = load_engine(voice)
+def load_and_warm(voice: VoicePack, device: Device | None = None) -> TtsEngine:
+    """Load ``voice`` (on ``device``) and run it once (blocking; call it in a thread)."""
+    engine = load_engine(voice, device)
     engine.warmup()
     return engine
 

@@ -39,6 +39,7 @@ from piper import PiperVoice, SynthesisConfig, espeakbridge
 from piper.config import PiperConfig
 from piper.patch_voice_with_alignment import add_alignment_output
 
+from adapters.devices import Device
 from adapters.tts.base import SynthesisOptions, TtsEngine
 from adapters.tts.voicepacks import VoicePack
 
@@ -132,9 +133,12 @@ _release_espeak_clauses()
 class PiperEngine(TtsEngine):
     """A Piper voice loaded in onnxruntime."""
 
-    def __init__(self, voice: VoicePack) -> None:
+    def __init__(self, voice: VoicePack, device: Device | None = None) -> None:
         super().__init__(voice)
-        self.model = _load_voice(voice.weight_path("model"), voice.weight_path("config"))
+        self.device = device or Device("cpu")
+        self.model = _load_voice(
+            voice.weight_path("model"), voice.weight_path("config"), self.device
+        )
         if self.model.config.sample_rate != voice.sample_rate:
             raise ValueError(
                 f"{voice.model_id}: metadata says {voice.sample_rate} Hz, the model's config "
@@ -281,18 +285,24 @@ def cut(phonemes: list[str], limit: int) -> tuple[list[str], list[str]]:
     return phonemes[:at], _lstrip(phonemes[at:])
 
 
-def _load_voice(model: Path, config: Path) -> PiperVoice:
+def _load_voice(model: Path, config: Path, device: Device) -> PiperVoice:
     options = onnxruntime.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     # The memory pattern plans one arena layout per input shape; every text length is a new
     # shape, so with it on the worker's RSS grows with each new length it has seen.
     options.enable_mem_pattern = False
-    session = _Session(
-        with_durations(model), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    session = _Session(with_durations(model), sess_options=options, providers=providers(device))
     with config.open(encoding="utf-8") as f:
         return PiperVoice(config=PiperConfig.from_dict(json.load(f)), session=session)
+
+
+def providers(device: Device) -> list[Any]:
+    """ONNX Runtime's execution providers for ``device`` (the CUDA one with its GPU, and the
+    CPU for what it does not run)."""
+    if device.kind == "cpu":
+        return ["CPUExecutionProvider"]
+    return [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]
 
 
 def with_durations(model: Path) -> bytes | str:
