@@ -102,17 +102,40 @@ class ActorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HostConfig:
+    """One host of ``hosts:``: what ``duplex up HOST`` starts there and how."""
+
+    name: str
+    address: str = "127.0.0.1"
+    """What peers dial to reach this host's actors (their ``advertise_host``)."""
+    bind: str = ""
+    """Address the actors' inboxes bind (empty: ``address``; ``0.0.0.0`` for every one)."""
+    actors: tuple[tuple[str, int], ...] = ()
+    """Kinds and how many of each, in the order given."""
+    device: str = ""
+    """``device`` of this host's ASR and TTS workers (empty: the topology's)."""
+    actor_key: str = ""
+    """Base name of this host's CURVE key pair in ``keys_dir`` (empty: ``curve.actor_key``)."""
+
+
+HOST_FIELDS = frozenset({"address", "bind", "actors", "device", "actor_key"})
+
+
+@dataclass(frozen=True, slots=True)
 class Topology:
     """The parsed topology.yaml."""
 
     broker: BrokerConfig
     defaults: dict[str, Any]
     actors: dict[str, dict[str, Any]]
-    hosts: dict[str, dict[str, Any]]
+    hosts: dict[str, HostConfig]
 
     def actor_config(self, kind: str, **overrides: Any) -> ActorConfig:
         """The runtime config of ``kind``: defaults, then ``actors.KIND``, then ``overrides``
-        (CLI flags; ``None`` values are ignored)."""
+        (CLI flags; ``None`` values are ignored; ``actor_key`` names this actor's CURVE key
+        pair instead of ``curve.actor_key``)."""
+        actor_key = overrides.pop("actor_key", None)
+        curve = replace(self.broker.curve, actor_key=actor_key) if actor_key else self.broker.curve
         section = dict(self.actors.get(kind) or {})
         known = set(ActorConfig.__dataclass_fields__) - {
             "kind",
@@ -134,7 +157,7 @@ class Topology:
             merged.get("metrics_port")
         )
         settings = {k: v for k, v in section.items() if k not in known}
-        return ActorConfig(kind=kind, curve=self.broker.curve, settings=settings, **merged)
+        return ActorConfig(kind=kind, curve=curve, settings=settings, **merged)
 
 
 def _connect_endpoint(endpoint: str) -> str:
@@ -186,8 +209,34 @@ def parse_topology(data: Any, base_dir: Path = Path(".")) -> Topology:
         broker=broker,
         defaults=_section(data, "defaults"),
         actors={k: dict(v or {}) for k, v in actors.items()},
-        hosts=_section(data, "hosts"),
+        hosts={name: _host(name, raw) for name, raw in _section(data, "hosts").items()},
     )
+
+
+def _host(name: Any, raw: Any) -> HostConfig:
+    """``hosts.NAME``: ``actors`` a list of kinds (one each) or a map of kind to count."""
+    where = f"topology: hosts.{name}"
+    if not isinstance(raw, dict):
+        raise TopologyError(f"{where} must be a mapping")
+    unknown = set(raw) - HOST_FIELDS
+    if unknown:
+        raise TopologyError(f"{where}: unknown settings {sorted(map(str, unknown))}")
+    listed = raw.get("actors") or []
+    if isinstance(listed, list):
+        counts = [(kind, 1) for kind in listed]
+    elif isinstance(listed, dict):
+        counts = list(listed.items())
+    else:
+        raise TopologyError(f"{where}.actors must be a list of kinds or a map of kind to count")
+    for kind, count in counts:
+        if not isinstance(kind, str) or not kind:
+            raise TopologyError(f"{where}.actors: {kind!r} is not an actor kind")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 64:
+            raise TopologyError(f"{where}.actors.{kind}: count {count!r} is not 0..64")
+    if len({kind for kind, _ in counts}) != len(counts):
+        raise TopologyError(f"{where}.actors names a kind twice")
+    fields = {k: str(raw[k]) for k in ("address", "bind", "device", "actor_key") if raw.get(k)}
+    return HostConfig(name=str(name), actors=tuple(counts), **fields)
 
 
 def load_topology(path: Path | None) -> Topology:

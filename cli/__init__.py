@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from cli import broker, chat, keys, run, say, status, tls, voices
+from cli import broker, chat, keys, run, say, status, tls, up, voices
 
 
 @click.group()
@@ -24,3 +24,4 @@ main.add_command(tls.tls_cert)
 main.add_command(say.say)
 main.add_command(chat.chat)
 main.add_command(voices.voices)
+main.add_command(up.up)

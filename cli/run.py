@@ -69,6 +69,10 @@ DEVICE_KINDS = ("asr", "tts_worker")
     "--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Gateway only: its key."
 )
 @click.option(
+    "--actor-key",
+    help="Base name of this actor's CURVE key pair in keys_dir (default: curve.actor_key).",
+)
+@click.option(
     "--device",
     help="ASR and TTS workers: cpu, cuda, cuda:N or auto (a GPU when the engine's runtime "
     "sees one); overrides the topology's device.",
@@ -143,6 +147,7 @@ def run(
     metrics_port: int | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    actor_key: str | None,
     device: str | None,
     log_level: str,
     log_json: bool,
@@ -167,6 +172,7 @@ def run(
         advertise_host=advertise_host,
         actor_id=actor_id,
         metrics_port=metrics_port,
+        actor_key=actor_key,
         restarts=restarts if not restart else None,
         replaces=replaces if not restart else None,
     )
