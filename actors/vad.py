@@ -1,8 +1,10 @@
 """The VAD actor: when each session's person starts and stops speaking.
 
-Consumes, on the event bus, ``audio.frame`` on ``audio.in.<session>`` (16 kHz mono 20 ms, from
-the gateway) and ``session.state`` on ``session.state.<session>`` (from the supervisor: while the
-bot is SPEAKING the stricter thresholds apply). Emits ``vad.speech_start`` / ``vad.speech_end``
+Serves the sessions its gateways give it (``session.serve`` / ``session.drop`` to its inbox;
+:mod:`bus.served`), and hears only theirs: on the event bus, ``audio.frame`` on
+``audio.in.<session>`` (16 kHz mono 20 ms, from the gateway) and ``session.state`` on
+``session.state.<session>`` (from the supervisor: while the bot is SPEAKING the stricter
+thresholds apply). Emits ``vad.speech_start`` / ``vad.speech_end``
 on ``vad.<session>``, stamped in stream samples. A stream that stops sending mid-speech is ended
 after ``stall_ms``; a session silent for ``forget_s`` (or ENDED) is forgotten.
 
@@ -26,8 +28,9 @@ from bus.inbound import Inbound
 from bus.logs import kv
 from bus.runtime import Actor
 from bus.schema.audio import AudioFrame
-from bus.schema.session import SessionState, StateChanged
+from bus.schema.session import DropSession, ServeSession, SessionState, StateChanged
 from bus.schema.vad import SpeechEnd, SpeechStart
+from bus.served import ServedSessions
 from bus.settings import load_settings
 from bus.topology import ActorConfig
 
@@ -67,7 +70,8 @@ class VadSettings:
     forget_s: float = 60.0
     """Seconds without frames after which a session is forgotten."""
     max_sessions: int = 1000
-    """Sessions judged at once; frames of more are refused."""
+    """Sessions served at once (its registration's load is served over this); more are
+    refused."""
 
     def __post_init__(self) -> None:
         for name in ("threshold", "speaking_threshold"):
@@ -123,8 +127,7 @@ class Vad(Actor):
         self.bot_speaking: set[str] = set()
         """Sessions whose bot is SPEAKING (known before their audio may start)."""
         self.capabilities = {"model": self.model_name}
-        self.subscribe(topics.AUDIO_IN)
-        self.subscribe(topics.STATE)
+        self.served = ServedSessions(self, (topics.AUDIO_IN, topics.STATE), self.max_sessions)
         registry = self.metrics.registry
         self.frames = Counter("duplex_vad_frames_total", "Frames judged", registry=registry)
         self.rejected = Counter(
@@ -154,6 +157,13 @@ class Vad(Actor):
         msg, sid = inbound.message, inbound.env.session
         if isinstance(msg, AudioFrame):
             await self._frame(sid, msg)
+        elif isinstance(msg, ServeSession):
+            if not await self.served.serve(sid, inbound.env.src):
+                self.log.warning("session refused: full", extra=kv(session=sid))
+        elif isinstance(msg, DropSession):
+            await self.served.drop(sid)
+            self.streams.pop(sid, None)
+            self.bot_speaking.discard(sid)
         elif isinstance(msg, StateChanged):
             if msg.state is SessionState.SPEAKING:
                 self.bot_speaking.add(sid)
@@ -174,7 +184,7 @@ class Vad(Actor):
             return
         stream = self.streams.get(sid)
         if stream is None:
-            if not sid or len(self.streams) >= self.max_sessions:
+            if sid not in self.served:  # (a frame that crossed its session.drop)
                 self.rejected.inc()
                 return
             model = self.settings.new_model()

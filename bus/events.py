@@ -38,9 +38,18 @@ class EventBus:
         self._reactor.watch(self.sub, self._tag)
 
     def subscribe(self, topic: bytes) -> None:
+        if topic in self.topics:
+            return  # (ZeroMQ counts subscriptions: one unsubscribe must undo it)
         self.topics.add(topic)
         if self.sub is not None:
             self.sub.subscribe(topic)
+
+    def unsubscribe(self, topic: bytes) -> None:
+        if topic not in self.topics:
+            return
+        self.topics.discard(topic)
+        if self.sub is not None:
+            self.sub.unsubscribe(topic)
 
     def connect(self, events_in: str, events_out: str, broker_host: str) -> tuple[str, str]:
         """Point both sockets at the proxy (wildcard hosts mean the broker's host)."""

@@ -160,6 +160,10 @@ class Actor:
         """Receive event-bus messages whose topic starts with ``topic``."""
         self.events.subscribe(topic)
 
+    def unsubscribe(self, topic: bytes) -> None:
+        """Stop receiving what :meth:`subscribe` asked for (the proxy stops sending it)."""
+        self.events.unsubscribe(topic)
+
     async def publish(self, topic: bytes, msg: Message, *, session: str = "") -> None:
         """Publish on the event bus (dropped, as PUB/SUB does, until the broker is reached)."""
         env = envelope_for(msg, src=self.id, session=session)

@@ -23,6 +23,7 @@ from bus.broker import Broker
 from bus.runtime import Actor, Inbound
 from bus.schema.asr import Transcript
 from bus.schema.audio import AudioFrame
+from bus.schema.session import DropSession, ServeSession
 from bus.schema.tts import EndReason
 from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.settings import load_settings
@@ -311,6 +312,7 @@ def test_the_vad_actor_refuses_bad_frames_and_keeps_hearing_good_ones() -> None:
     async def body() -> None:
         async with running(Broker(broker_cfg), vad, mic):
             await until(lambda: vad.registered.is_set() and mic.registered.is_set(), 10, "up")
+            await mic.send(vad.id, ServeSession(), session="s-1")  # as the gateway does
             await asyncio.sleep(0.3)  # subscriptions reach the proxy
             rate, two_frames = MIC.sample_rate, 2 * MIC.frame_bytes
             bot_frame = AudioFrame(
@@ -330,6 +332,16 @@ def test_the_vad_actor_refuses_bad_frames_and_keeps_hearing_good_ones() -> None:
             assert 8_000 <= mic.boundaries[0].stream_sample < 16_000
             rejected = vad.metrics.registry.get_sample_value("duplex_vad_frames_rejected_total")
             assert rejected == 4
+            assert vad.load == 1 / vad.max_sessions  # one session served
+            # Another session's audio, and this one's once dropped, never reach it at all.
+            judged = vad.metrics.registry.get_sample_value("duplex_vad_frames_total")
+            await mic.frames("s-2", said, 0, pace_s=0.002)
+            await mic.send(vad.id, DropSession(), session="s-1")
+            await asyncio.sleep(0.3)  # the unsubscription reaches the proxy
+            await mic.frames("s-1", said, len(said) // 2, pace_s=0.002)
+            await asyncio.sleep(0.5)
+            assert vad.metrics.registry.get_sample_value("duplex_vad_frames_total") == judged
+            assert len(mic.boundaries) == 2 and vad.load == 0
 
     run(body)
 
@@ -350,6 +362,7 @@ def test_the_asr_waits_for_the_audio_up_to_a_speech_end_that_came_before_it() ->
     async def body() -> None:
         async with running(Broker(broker_cfg), asr, mic):
             await until(lambda: asr.engine is not None and mic.registered.is_set(), 60, "up")
+            await mic.send(asr.id, ServeSession(), session="s-1")  # as the gateway does
             await asyncio.sleep(0.3)  # subscriptions reach the proxy
             await mic.frames("s-1", lead, 0)
             speech_start = SpeechStart(stream_sample=start, preroll_sample=start - 4800)

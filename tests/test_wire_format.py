@@ -7,7 +7,7 @@ width, floats down to subnormals, strings of 0/31/32/255/256 characters with non
 nested registrations, free-form maps, ``None`` in optional fields), each as its header frame and
 payload frame in hex. They were made by the old code's ``encode(Envelope(...to_wire()))`` and
 checked to decode back to the message they came from. Types added since (the file's
-``added_later``: ``gone``, ``asr.audio``, ``asr.segment``, ``asr.result``) have six samples of
+``added_later``: ``gone``, ``asr.*`` requests, ``session.serve`` / ``drop``) have six samples of
 their own, captured by the codec of the day when they came in; fields added since are absent
 from the wire unless set (``msgspec.UNSET``), so the old frames still re-encode to themselves.
 """

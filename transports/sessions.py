@@ -25,6 +25,7 @@ from transports.session import (
     StallPolicy,
 )
 from transports.utterance_stream import StreamClient
+from transports.voice_routes import VoiceRoutes
 
 
 class SessionHub:
@@ -55,6 +56,8 @@ class SessionHub:
             registry=registry,
         )
         self.streams = StreamClient(bus, busy_wait_s=busy_wait_s, on_busy_wait=busy_waits.inc)
+        self.voice = VoiceRoutes(bus)
+        """Which VAD and ASR hear each session."""
 
     async def open(self, link: ClientLink, transport: str) -> ClientSession:
         """A new session for a connected client (``session_start`` sent)."""
@@ -69,12 +72,14 @@ class SessionHub:
             stall=self.stall,
         )
         self.sessions[session.session_id] = session
+        self.voice.open(session.session_id)  # before any of its audio: VAD and ASR subscribe
         await session.start()
         return session
 
     def close(self, session: ClientSession, reason: str = "client_closed") -> None:
         """The client's connection is gone."""
         if self.sessions.pop(session.session_id, None) is not None:
+            self.voice.close(session.session_id)
             session.close(reason)
 
     def on_registry(self, change: RegistryChange, reg: Registration, *, resync: bool) -> None:
@@ -82,6 +87,7 @@ class SessionHub:
         snapshot, a broker restart) or a first one came; the last VAD or ASR left (every
         session hears ``VOICE_INPUT_LOST``). (A worker that left is not judged
         here: one only frozen a while must keep its streams; the stream watchdog asks it.)"""
+        self.voice.on_registry(change, reg, resync=resync)
         if change is RegistryChange.REMOVED and reg.kind == "supervisor":
             for session in list(self.sessions.values()):
                 if session.supervisor == reg.actor_id:

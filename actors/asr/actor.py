@@ -1,15 +1,17 @@
 """The ASR actor: what each session's person said.
 
-Consumes, on the event bus, ``audio.frame`` on ``audio.in.<session>`` and ``vad.speech_start`` /
-``vad.speech_end`` on ``vad.<session>``. Emits ``asr.transcript`` on ``asr.<session>``:
-partial transcripts every ``partial_interval_ms`` while the person speaks (only when they
-change), and one final transcript per ``speech_end``, from the speech with its pre-roll, whose
-text is empty when it was noise (the supervisor reads an empty final as "no words"). The final
-is computed early: as soon as the audio has been quiet for 100 ms, while VAD still waits out its
-minimum silence; if speech ends there with nothing loud since, that result is published the
-moment ``speech_end`` arrives (otherwise the audio to ``speech_end`` is transcribed then).
-VAD's events are applied in order, a ``speech_end`` only once the audio up to it has come:
-VAD hears the same frames at its own pace and can run ahead (at most ``AUDIO_WAIT_S``).
+Serves the sessions its gateways give it (``session.serve`` / ``session.drop`` to its inbox;
+:mod:`bus.served`), and hears only theirs. Consumes, on the event bus, ``audio.frame`` on
+``audio.in.<session>`` and ``vad.speech_start`` / ``vad.speech_end`` on ``vad.<session>``. Emits
+``asr.transcript`` on ``asr.<session>``: partial transcripts every ``partial_interval_ms`` while
+the person speaks (only when they change), and one final transcript per ``speech_end``, from the
+speech with its pre-roll, whose text is empty when it was noise (the supervisor reads an empty
+final as "no words"). The final is computed early: as soon as the audio has been quiet for 100
+ms, while VAD still waits out its minimum silence; if speech ends there with nothing loud since,
+that result is published the moment ``speech_end`` arrives (otherwise the audio to
+``speech_end`` is transcribed then). VAD's events are applied in order, a ``speech_end`` only
+once the audio up to it has come: VAD hears the same frames at its own pace and can run ahead
+(at most ``AUDIO_WAIT_S``).
 
 Transcription requests (:mod:`.requests`: ``asr.audio`` chunks to the inbox, from the Wyoming
 server and the gateway's ``/v1/audio/transcriptions``) are answered ``asr.result``.
@@ -39,9 +41,10 @@ from bus.logs import kv
 from bus.runtime import Actor
 from bus.schema.asr import Answer, RequestAudio, RequestResult, Segment, Transcript
 from bus.schema.audio import AudioFrame
-from bus.schema.session import SessionState, StateChanged
+from bus.schema.session import DropSession, ServeSession, SessionState, StateChanged
 from bus.schema.system import Error
 from bus.schema.vad import SpeechEnd, SpeechStart
+from bus.served import ServedSessions
 from bus.settings import load_settings
 from bus.topology import ActorConfig
 
@@ -68,9 +71,9 @@ class Asr(Actor):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
         self._jobs = JobQueue(maxsize=4 * self.max_sessions + 2 * self.settings.max_requests)
         self.requests = Requests(self.settings.max_requests, self.settings.max_request_s)
-        self.subscribe(topics.AUDIO_IN)
-        self.subscribe(topics.VAD)
-        self.subscribe(topics.STATE)
+        self.served = ServedSessions(
+            self, (topics.AUDIO_IN, topics.VAD, topics.STATE), self.max_sessions
+        )
         registry = self.metrics.registry
         self.rtf = Histogram(
             "duplex_asr_rtf",
@@ -136,7 +139,7 @@ class Asr(Actor):
             if msg.sample_rate != MIC.sample_rate or msg.channels != 1 or not sid:
                 return
             if stream is None:
-                if len(self.streams) >= self.max_sessions:
+                if sid not in self.served:  # (a frame that crossed its session.drop)
                     return
                 stream = self.streams[sid] = Stream()
             stream.append(msg.stream_sample, msg.pcm)
@@ -151,6 +154,12 @@ class Asr(Actor):
             self.streams.pop(sid, None)
         elif isinstance(msg, RequestAudio):
             await self._request_audio(inbound, msg)
+        elif isinstance(msg, ServeSession):
+            if not await self.served.serve(sid, inbound.env.src):
+                self.log.warning("session refused: full", extra=kv(session=sid))
+        elif isinstance(msg, DropSession):
+            await self.served.drop(sid)
+            self.streams.pop(sid, None)
         elif not isinstance(msg, SpeechStart | SpeechEnd | StateChanged):
             await super().on_message(inbound)
 

@@ -57,6 +57,21 @@ class SessionClosed(Message, frozen=True, kw_only=True):
 
 
 @message
+class ServeSession(Message, frozen=True, kw_only=True):
+    """To one VAD or ASR's inbox, from the session's gateway: hear the session named in the
+    envelope (its ``audio.in.``, ``vad.`` and ``session.state.`` topics) from now on."""
+
+    TYPE: ClassVar[str] = "session.serve"
+
+
+@message
+class DropSession(Message, frozen=True, kw_only=True):
+    """To one VAD or ASR's inbox: stop hearing the session (it ended, or moved elsewhere)."""
+
+    TYPE: ClassVar[str] = "session.drop"
+
+
+@message
 class StateChanged(Message, frozen=True, kw_only=True):
     """The session's state machine moved."""
 

@@ -1,0 +1,68 @@
+"""The sessions one VAD or ASR instance serves: each given to it by the session's gateway
+(``session.serve`` / ``session.drop`` to its inbox), heard on its own topics only.
+
+An instance subscribes to a session's topics (``audio.in.<session>``, and ``vad.<session>`` /
+``session.state.<session>`` as the kind needs) when it is given the session and unsubscribes
+when it is taken away, so the broker's proxy sends it no other session's audio: capacity grows
+with the instances. Its registration's ``load`` is sessions served over ``max_sessions``, which
+the gateway reads to give the next session to the least loaded instance. Session ids are fixed
+length (16 hex characters), so one is never a prefix of another's topic. A gateway that leaves
+the registry (not in a broker restart's resync) takes its sessions with it.
+"""
+
+from __future__ import annotations
+
+from bus import topics
+from bus.runtime import Actor
+from bus.schema.system import Registration, RegistryChange
+
+
+class ServedSessions:
+    """See the module docstring."""
+
+    def __init__(self, actor: Actor, prefixes: tuple[bytes, ...], max_sessions: int) -> None:
+        self.actor = actor
+        self.prefixes = prefixes
+        self.max_sessions = max_sessions
+        self.sessions: dict[str, str] = {}
+        """Session → the gateway that gave it."""
+        actor.capabilities = {**actor.capabilities, "max_sessions": max_sessions}
+        actor.registry.listen(self._on_registry)
+
+    def __contains__(self, session: str) -> bool:
+        return session in self.sessions
+
+    async def serve(self, session: str, gateway: str) -> bool:
+        """Hear ``session`` (of ``gateway``) from now on; False (and not served) when full or
+        unnamed."""
+        if not session or (session not in self.sessions and self.full):
+            return False
+        if session not in self.sessions:
+            for prefix in self.prefixes:
+                self.actor.subscribe(topics.topic(prefix, session))
+            self.sessions[session] = gateway
+            await self._publish_load()
+        return True
+
+    async def drop(self, session: str) -> bool:
+        """Stop hearing ``session``; False if it was not served."""
+        if session not in self.sessions:
+            return False
+        del self.sessions[session]
+        for prefix in self.prefixes:
+            self.actor.unsubscribe(topics.topic(prefix, session))
+        await self._publish_load()
+        return True
+
+    def _on_registry(self, change: RegistryChange, reg: Registration) -> None:
+        if change is RegistryChange.REMOVED and not self.actor.registry.in_snapshot:
+            for session, gateway in list(self.sessions.items()):
+                if gateway == reg.actor_id:
+                    self.actor.spawn(self.drop(session))
+
+    @property
+    def full(self) -> bool:
+        return len(self.sessions) >= self.max_sessions
+
+    async def _publish_load(self) -> None:
+        await self.actor.update_registration(load=min(1.0, len(self.sessions) / self.max_sessions))

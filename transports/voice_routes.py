@@ -1,0 +1,84 @@
+"""Which VAD and which ASR instance hear each of a gateway's sessions.
+
+Every session is given, when it opens, to the least loaded live VAD and the least loaded live
+ASR (``session.serve`` to each one's inbox, :mod:`bus.served`), and keeps them: its microphone
+audio reaches those two and no other instance. Least loaded: the larger of the instance's
+published load and the share of its ``max_sessions`` this gateway has given it, so a burst of
+sessions spreads before published loads catch up. An instance that leaves the registry (not
+in a broker restart's resync, whose actors keep their sessions) has its sessions moved to
+another at once (what it was hearing of them is lost: at most the speech in flight); with
+none left, they wait for the next to register. A session that ends is dropped from both
+(``session.drop``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bus.logs import kv
+from bus.schema.session import DropSession, ServeSession
+from bus.schema.system import Registration, RegistryChange
+from transports.utterance_stream import BusPort
+
+KINDS = ("vad", "asr")
+log = logging.getLogger("duplex.voice_routes")
+
+
+class VoiceRoutes:
+    """See the module docstring."""
+
+    def __init__(self, bus: BusPort) -> None:
+        self.bus = bus
+        self.routes: dict[str, dict[str, str]] = {}
+        """Session → kind → the instance hearing it (absent: none yet)."""
+
+    def serving(self, session: str, kind: str) -> str:
+        """The instance of ``kind`` that hears ``session`` (empty: none)."""
+        return self.routes.get(session, {}).get(kind, "")
+
+    def open(self, session: str) -> None:
+        self.routes[session] = {}
+        for kind in KINDS:
+            self._give(session, kind)
+
+    def close(self, session: str) -> None:
+        for actor_id in self.routes.pop(session, {}).values():
+            self.bus.send_or_warn(actor_id, DropSession(), session)
+
+    def on_registry(self, change: RegistryChange, reg: Registration, *, resync: bool) -> None:
+        if reg.kind not in KINDS:
+            return
+        if change is RegistryChange.REMOVED and not resync:
+            for session, routes in self.routes.items():
+                if routes.get(reg.kind) == reg.actor_id:
+                    del routes[reg.kind]
+                    # Best effort: one only frozen a while must not hear it twice when back.
+                    self.bus.send_or_warn(reg.actor_id, DropSession(), session)
+                    self._give(session, reg.kind)
+        elif change is RegistryChange.ADDED:
+            for session, routes in self.routes.items():
+                if reg.kind not in routes:
+                    self._give(session, reg.kind)
+
+    def _give(self, session: str, kind: str) -> None:
+        instance = self._least_loaded(kind)
+        if instance is None:
+            return  # none running: the next to register takes it
+        if self.bus.send_or_warn(instance.actor_id, ServeSession(), session):
+            self.routes[session][kind] = instance.actor_id
+            log.debug("session served", extra=kv(session=session, kind=kind, by=instance.actor_id))
+
+    def _least_loaded(self, kind: str) -> Registration | None:
+        live = self.bus.registry.alive(kind)
+        if not live:
+            return None
+        given: dict[str, int] = {}
+        for routes in self.routes.values():
+            if actor_id := routes.get(kind):
+                given[actor_id] = given.get(actor_id, 0) + 1
+
+        def load(reg: Registration) -> tuple[float, str]:
+            cap = max(1, int(reg.capabilities.get("max_sessions", 200)))
+            return max(reg.load, given.get(reg.actor_id, 0) / cap), reg.actor_id
+
+        return min(live, key=load)
