@@ -28,7 +28,7 @@ from bus.inbound import Inbound
 from bus.logs import kv
 from bus.runtime import Actor
 from bus.schema.audio import AudioFrame
-from bus.schema.session import DropSession, ServeSession, SessionState, StateChanged
+from bus.schema.session import SessionState, StateChanged
 from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.served import ServedSessions
 from bus.settings import load_settings
@@ -127,7 +127,9 @@ class Vad(Actor):
         self.bot_speaking: set[str] = set()
         """Sessions whose bot is SPEAKING (known before their audio may start)."""
         self.capabilities = {"model": self.model_name}
-        self.served = ServedSessions(self, (topics.AUDIO_IN, topics.STATE), self.max_sessions)
+        self.served = ServedSessions(
+            self, (topics.AUDIO_IN, topics.STATE), self.max_sessions, on_drop=self._forget
+        )
         registry = self.metrics.registry
         self.frames = Counter("duplex_vad_frames_total", "Frames judged", registry=registry)
         self.rejected = Counter(
@@ -157,13 +159,8 @@ class Vad(Actor):
         msg, sid = inbound.message, inbound.env.session
         if isinstance(msg, AudioFrame):
             await self._frame(sid, msg)
-        elif isinstance(msg, ServeSession):
-            if not await self.served.serve(sid, inbound.env.src):
-                self.log.warning("session refused: full", extra=kv(session=sid))
-        elif isinstance(msg, DropSession):
-            await self.served.drop(sid)
-            self.streams.pop(sid, None)
-            self.bot_speaking.discard(sid)
+        elif await self.served.handle(inbound):
+            pass
         elif isinstance(msg, StateChanged):
             if msg.state is SessionState.SPEAKING:
                 self.bot_speaking.add(sid)
@@ -173,6 +170,10 @@ class Vad(Actor):
                 self.streams.pop(sid, None)
         else:
             await super().on_message(inbound)
+
+    def _forget(self, sid: str) -> None:
+        self.streams.pop(sid, None)
+        self.bot_speaking.discard(sid)
 
     async def _frame(self, sid: str, msg: AudioFrame) -> None:
         if (

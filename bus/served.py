@@ -12,22 +12,47 @@ the registry (not in a broker restart's resync) takes its sessions with it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bus import topics
+from bus.inbound import Inbound
+from bus.logs import kv
 from bus.runtime import Actor
+from bus.schema.session import DropSession, ServeSession
 from bus.schema.system import Registration, RegistryChange
 
 
 class ServedSessions:
     """See the module docstring."""
 
-    def __init__(self, actor: Actor, prefixes: tuple[bytes, ...], max_sessions: int) -> None:
+    def __init__(
+        self,
+        actor: Actor,
+        prefixes: tuple[bytes, ...],
+        max_sessions: int,
+        on_drop: Callable[[str], None] = lambda session: None,
+    ) -> None:
         self.actor = actor
+        self.on_drop = on_drop
+        """Called with a session dropped (the actor forgets what it kept of it)."""
         self.prefixes = prefixes
         self.max_sessions = max_sessions
         self.sessions: dict[str, str] = {}
         """Session → the gateway that gave it."""
         actor.capabilities = {**actor.capabilities, "max_sessions": max_sessions}
         actor.registry.listen(self._on_registry)
+
+    async def handle(self, inbound: Inbound) -> bool:
+        """``session.serve`` or ``session.drop`` applied (True), or another message (False)."""
+        msg, session = inbound.message, inbound.env.session
+        if isinstance(msg, ServeSession):
+            if not await self.serve(session, inbound.env.src):
+                self.actor.log.warning("session refused: full", extra=kv(session=session))
+            return True
+        if isinstance(msg, DropSession):
+            await self.drop(session)
+            return True
+        return False
 
     def __contains__(self, session: str) -> bool:
         return session in self.sessions
@@ -51,6 +76,7 @@ class ServedSessions:
         del self.sessions[session]
         for prefix in self.prefixes:
             self.actor.unsubscribe(topics.topic(prefix, session))
+        self.on_drop(session)
         await self._publish_load()
         return True
 

@@ -47,6 +47,8 @@ from wyoming.tts import Synthesize  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit import NUMBER_WORDS, LocalStack, free_port, progress, summary  # noqa: E402
 
+from tests.support import word_error_rate  # noqa: E402
+
 log = progress("bench_wyoming")
 
 BASELINE_DIR = ROOT / ".duplex" / "bench-wyoming"
@@ -279,19 +281,6 @@ async def transcribe(port: int, pcm: bytes) -> tuple[float, str]:
                 raise RuntimeError("the server closed the connection")
             if Transcript.is_type(event.type):
                 return time.perf_counter() - sent, Transcript.from_event(event).text
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    def words(text: str) -> list[str]:
-        return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
-
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(1, len(ref))
 
 
 def asr_figures(port: int, audio: list[tuple[str, bytes]]) -> dict[str, Any]:

@@ -312,6 +312,7 @@ def test_the_vad_actor_refuses_bad_frames_and_keeps_hearing_good_ones() -> None:
     async def body() -> None:
         async with running(Broker(broker_cfg), vad, mic):
             await until(lambda: vad.registered.is_set() and mic.registered.is_set(), 10, "up")
+            await until(lambda: mic.registry.get(vad.id) is not None, 10, "mic sees the VAD")
             await mic.send(vad.id, ServeSession(), session="s-1")  # as the gateway does
             await asyncio.sleep(0.3)  # subscriptions reach the proxy
             rate, two_frames = MIC.sample_rate, 2 * MIC.frame_bytes
@@ -362,6 +363,7 @@ def test_the_asr_waits_for_the_audio_up_to_a_speech_end_that_came_before_it() ->
     async def body() -> None:
         async with running(Broker(broker_cfg), asr, mic):
             await until(lambda: asr.engine is not None and mic.registered.is_set(), 60, "up")
+            await until(lambda: mic.registry.get(asr.id) is not None, 10, "mic sees the ASR")
             await mic.send(asr.id, ServeSession(), session="s-1")  # as the gateway does
             await asyncio.sleep(0.3)  # subscriptions reach the proxy
             await mic.frames("s-1", lead, 0)

@@ -127,11 +127,7 @@ class OpenAiAudio:
     def _speech_request(self, body: Any) -> tuple[str, str, str, float]:
         if not isinstance(body, dict):
             raise _Refused(400, "the body must be a JSON object", None, None)
-        model = body.get("model")
-        if model not in SPEECH_MODELS:
-            raise _Refused(
-                400, f"model must be one of {list(SPEECH_MODELS)}", "model", "model_not_found"
-            )
+        _one_of(body.get("model"), SPEECH_MODELS, "model", "model_not_found")
         text = body.get("input")
         if not isinstance(text, str) or not text.strip():
             raise _Refused(400, "input must be a non-empty string", "input", None)
@@ -152,10 +148,7 @@ class OpenAiAudio:
         elif voice not in self._voices():
             message = f"unknown voice {voice[:64]!r}: {sorted(OPENAI_VOICES | self._voices())}"
             raise _Refused(400, message, "voice", "voice_not_found")
-        fmt = body.get("response_format", "mp3")
-        if fmt not in FORMATS:
-            message = f"response_format must be one of {list(FORMATS)}"
-            raise _Refused(400, message, "response_format", None)
+        fmt = _one_of(body.get("response_format", "mp3"), tuple(FORMATS), "response_format")
         if body.get("stream_format", "audio") != "audio":
             raise _Refused(400, 'only stream_format "audio" is served', "stream_format", None)
         speed = body.get("speed", 1.0)
@@ -219,14 +212,8 @@ class OpenAiAudio:
         )
 
     def _transcription_request(self, fields: dict[str, str]) -> tuple[str, str]:
-        model = fields.get("model")
-        if model not in TRANSCRIPTION_MODELS:
-            message = f"model must be one of {list(TRANSCRIPTION_MODELS)}"
-            raise _Refused(400, message, "model", "model_not_found")
-        fmt = fields.get("response_format", "json")
-        if fmt not in TRANSCRIPT_FORMATS:
-            message = f"response_format must be one of {list(TRANSCRIPT_FORMATS)}"
-            raise _Refused(400, message, "response_format", None)
+        _one_of(fields.get("model"), TRANSCRIPTION_MODELS, "model", "model_not_found")
+        fmt = _one_of(fields.get("response_format", "json"), TRANSCRIPT_FORMATS, "response_format")
         language = fields.get("language", "")
         spoken = {
             str(asr.capabilities.get("language", ""))[:2] for asr in self.registry.alive("asr")
@@ -235,6 +222,13 @@ class OpenAiAudio:
             message = f"the speech recognizer here hears only {sorted(spoken)}"
             raise _Refused(400, message, "language", "unsupported_language")
         return fmt, language
+
+
+def _one_of(value: Any, choices: tuple[str, ...], param: str, code: str | None = None) -> str:
+    """``value`` if it is one of ``choices``, else a 400 naming them."""
+    if value not in choices:
+        raise _Refused(400, f"{param} must be one of {list(choices)}", param, code)
+    return str(value)
 
 
 async def _json_body(request: web.Request) -> Any:

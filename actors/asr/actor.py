@@ -41,7 +41,7 @@ from bus.logs import kv
 from bus.runtime import Actor
 from bus.schema.asr import Answer, RequestAudio, RequestResult, Segment, Transcript
 from bus.schema.audio import AudioFrame
-from bus.schema.session import DropSession, ServeSession, SessionState, StateChanged
+from bus.schema.session import SessionState, StateChanged
 from bus.schema.system import Error
 from bus.schema.vad import SpeechEnd, SpeechStart
 from bus.served import ServedSessions
@@ -72,7 +72,10 @@ class Asr(Actor):
         self._jobs = JobQueue(maxsize=4 * self.max_sessions + 2 * self.settings.max_requests)
         self.requests = Requests(self.settings.max_requests, self.settings.max_request_s)
         self.served = ServedSessions(
-            self, (topics.AUDIO_IN, topics.VAD, topics.STATE), self.max_sessions
+            self,
+            (topics.AUDIO_IN, topics.VAD, topics.STATE),
+            self.max_sessions,
+            on_drop=self._forget,
         )
         registry = self.metrics.registry
         self.rtf = Histogram(
@@ -154,14 +157,13 @@ class Asr(Actor):
             self.streams.pop(sid, None)
         elif isinstance(msg, RequestAudio):
             await self._request_audio(inbound, msg)
-        elif isinstance(msg, ServeSession):
-            if not await self.served.serve(sid, inbound.env.src):
-                self.log.warning("session refused: full", extra=kv(session=sid))
-        elif isinstance(msg, DropSession):
-            await self.served.drop(sid)
-            self.streams.pop(sid, None)
+        elif await self.served.handle(inbound):
+            pass
         elif not isinstance(msg, SpeechStart | SpeechEnd | StateChanged):
             await super().on_message(inbound)
+
+    def _forget(self, sid: str) -> None:
+        self.streams.pop(sid, None)
 
     async def _request_audio(self, inbound: Inbound, msg: RequestAudio) -> None:
         key = (inbound.env.src, inbound.env.session)
