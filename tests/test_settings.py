@@ -116,5 +116,5 @@ def test_duplex_run_reports_a_misspelt_setting_in_one_line(tmp_path: Path) -> No
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "Error: router could not start: actors.router: unknown setting 'stratgy'; "
-        "allowed: ping_interval_s, strategy"
+        "allowed: ping_interval_s, prefer_device, strategy"
     )
