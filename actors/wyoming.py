@@ -16,7 +16,6 @@ Settings: :class:`WyomingSettings` (``actors.wyoming`` in topology.yaml).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -30,6 +29,7 @@ from bus.logs import kv
 from bus.runtime import Actor
 from bus.settings import load_settings
 from bus.topology import ActorConfig
+from transports.access import is_loopback
 from transports.utterance_stream import StreamClient
 from transports.wyoming_server import WyomingHandler, WyomingLimits, WyomingService
 
@@ -56,7 +56,7 @@ class WyomingSettings:
         url = urlparse(self.uri)
         if url.scheme != "tcp" or not url.hostname or url.port is None:
             raise ValueError(f"uri {self.uri!r} is not tcp://HOST:PORT")
-        if not self.allow_remote and not _loopback(url.hostname):
+        if not self.allow_remote and not is_loopback(url.hostname):
             raise ValueError(
                 f"uri {self.uri!r} is beyond loopback, and Wyoming has no authentication: "
                 "set allow_remote: true to serve it anyway (behind a firewall or VPN)"
@@ -71,15 +71,6 @@ class WyomingSettings:
     @property
     def port(self) -> int:
         return urlparse(self.uri).port or 0
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Wyoming(Actor):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.asr.requests import RequestRefused, Requests
+from actors.asr.requests import STALE_S, RequestRefused, Requests
 from bus.schema.asr import Answer, RequestAudio
 
 SECOND = bytes(32000)  # one second of 16 kHz s16le
@@ -39,10 +39,13 @@ def test_a_request_over_its_length_is_refused_and_dropped() -> None:
     assert key not in requests.open
 
 
-def test_past_max_requests_the_oldest_idle_one_goes() -> None:
+def test_past_max_requests_a_new_one_is_refused_unless_one_has_gone_quiet() -> None:
     requests = Requests(max_requests=2, max_request_s=10)
     for name in ("a", "b"):
         requests.add(("g", name), chunk(0))
-    requests.add(("g", "a"), chunk(1))  # "b" is now the idlest
+    with pytest.raises(RequestRefused) as refused:  # both are streaming: none is evicted
+        requests.add(("g", "c"), chunk(0))
+    assert refused.value.code == "BUSY" and set(requests.open) == {("g", "a"), ("g", "b")}
+    requests.open[("g", "b")].last_chunk -= STALE_S + 1  # "b" went quiet
     requests.add(("g", "c"), chunk(0))
     assert set(requests.open) == {("g", "a"), ("g", "c")}

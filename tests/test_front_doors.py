@@ -9,6 +9,7 @@ import asyncio
 import base64
 import io
 import json
+import os
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ from wyoming.tts import (
 
 from bus.audio_format import MIC, write_wav
 from bus.sockets import free_port
-from tests.support import Processes, transcribe, word_error_rate
+from tests.support import ROOT, Processes, transcribe, word_error_rate
 from tests.test_gateway import Stack
 from tests.voicekit import silence, speech
 
@@ -280,6 +281,13 @@ def test_bad_wyoming_events_are_answered_with_an_error_and_the_server_keeps_serv
                     AudioChunk(rate=16000, width=2, channels=1, audio=bytes(32000 * 10)).event()
                 )
             out["long"] = Error.from_event(await _read(c, "error"))
+        async with _wyoming(stack) as c:  # a malformed event: the package's parser fails
+            await c.write_event(Event(type="synthesize", data={"voice": {"name": VOICE}}))
+            out["malformed"] = Error.from_event(await _read(c, "error"))
+        async with _wyoming(stack) as c:  # a stream inside a stream
+            await c.write_event(SynthesizeStart().event())
+            await c.write_event(SynthesizeStart().event())
+            out["restart"] = Error.from_event(await _read(c, "error"))
         async with _wyoming(stack) as c:  # and a new client is served as ever
             await c.write_event(Synthesize(text="Still here.").event())
             out["served"], _, _ = await _audio(c, "audio-stop")
@@ -292,6 +300,8 @@ def test_bad_wyoming_events_are_answered_with_an_error_and_the_server_keeps_serv
     assert out["early"].code == "INVALID_MESSAGE" and "audio-start" in out["early"].text
     assert out["huge"].code == "TOO_LARGE", out["huge"]
     assert out["long"].code == "AUDIO_TOO_LONG", out["long"]
+    assert out["malformed"].code == "INVALID_MESSAGE" and "KeyError" in out["malformed"].text
+    assert out["restart"].code == "INVALID_MESSAGE" and "inside a stream" in out["restart"].text
     assert len(out["served"]) > 48000
 
 
@@ -403,6 +413,18 @@ def test_openai_requests_it_cannot_serve_get_openai_shaped_errors(stack: FrontDo
         assert error["type"] == "invalid_request_error" and error["message"]
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.transcriptions.create(model="whisper-1", file=("x.wav", b"not audio" * 50))
+    assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "invalid_audio"
+    # FFmpeg's playlist formats would open a file the upload names, one the gateway can read
+    # (relative to its working directory): not an audio container, refused.
+    secret = ROOT / f"front-doors-probe-{os.getpid()}.wav"
+    with secret.open("wb") as f:
+        write_wav(f, speech("This file must stay private."), MIC.sample_rate)
+    playlist = f"ffconcat version 1.0\nfile '{secret.name}'\n".encode()
+    try:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.audio.transcriptions.create(model="whisper-1", file=("x.wav", playlist))
+    finally:
+        secret.unlink()
     assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "invalid_audio"
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.transcriptions.create(

@@ -4,7 +4,8 @@ the ASR. Both through PyAV (FFmpeg's codecs and containers, which aiortc already
 :class:`StreamEncoder` turns 48 kHz frames into the bytes of one response format, chunk by
 chunk (``pcm``: raw s16le; ``wav``: a header whose sizes say "unknown length", as a streamed
 WAV must, then raw s16le; ``mp3``, ``opus`` (Ogg), ``aac`` (ADTS) and ``flac`` through
-FFmpeg's encoders). :func:`decode_to_mic` reads any file FFmpeg knows as 16 kHz mono s16le.
+FFmpeg's encoders). :func:`decode_to_mic` reads an upload in one of :data:`UPLOAD_FORMATS` as
+16 kHz mono s16le.
 """
 
 from __future__ import annotations
@@ -130,6 +131,12 @@ class StreamEncoder:
         return self.feed(b"", last=True)
 
 
+UPLOAD_FORMATS = {"format_whitelist": "wav,w64,mp3,ogg,flac,mov,matroska,aac,aiff,caf"}
+"""The containers an upload may be (WAV, MP3, Ogg, FLAC, MP4/M4A/MOV, Matroska/WebM, ADTS,
+AIFF, CAF): FFmpeg guesses the format from the bytes, and some of its demuxers open other
+files (``ffconcat`` reads paths named in the upload), so only audio containers are allowed."""
+
+
 class DecodeError(ValueError):
     """Not audio FFmpeg can read."""
 
@@ -141,7 +148,7 @@ def decode_to_mic(data: bytes, max_seconds: float) -> bytes:
     out: list[np.ndarray] = []
     total = 0
     try:
-        with av.open(io.BytesIO(data), "r") as container:
+        with av.open(io.BytesIO(data), "r", options=UPLOAD_FORMATS) as container:
             if not container.streams.audio:
                 raise DecodeError("the file holds no audio stream")
             resampler = av.AudioResampler(format="s16", layout="mono", rate=MIC.sample_rate)

@@ -25,6 +25,7 @@ from aiohttp import BodyPartReader, web
 
 from transports import protocol
 from transports.audio_codecs import FORMATS, DecodeError, StreamEncoder, decode_to_mic
+from transports.session import live_voices
 from transports.sessions import SessionHub
 from transports.synthesis import Synthesis, SynthesisFailed
 from transports.transcriber import Transcription, TranscriptionError
@@ -45,6 +46,8 @@ MAX_AUDIO_S = 600.0
 """Longest audio it transcribes (the ASR's ``max_request_s`` by default)."""
 UPLOAD_TIMEOUT_S = 120.0
 """The whole upload must arrive within this."""
+WRITE_TIMEOUT_S = 30.0
+"""A speech client that takes nothing for this long is cut off (the worker stopped)."""
 TRANSCRIPT_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 
 
@@ -105,7 +108,7 @@ class OpenAiAudio:
                     response.enable_chunked_encoding()
                     await response.prepare(request)
                 if data := encoder.feed(pcm):
-                    await response.write(data)
+                    await asyncio.wait_for(response.write(data), WRITE_TIMEOUT_S)
             if response is None:
                 raise SynthesisFailed("SYNTHESIS_FAILED", "no audio came", started=False)
             await response.write(encoder.finish())
@@ -117,8 +120,10 @@ class OpenAiAudio:
             # all that can tell the client.
             if request.transport is not None:
                 request.transport.close()
-        except ConnectionError:
-            pass  # the client went: close() stops the worker
+        except (ConnectionError, TimeoutError):
+            # The client went, or stopped reading: close() stops the worker.
+            if request.transport is not None:
+                request.transport.abort()
         finally:
             synthesis.close()
         assert response is not None  # (made before anything that raises ConnectionError)
@@ -160,12 +165,7 @@ class OpenAiAudio:
         return text, voice, fmt, float(speed)
 
     def _voices(self) -> set[str]:
-        return {
-            voice
-            for worker in self.registry.alive("tts_worker")
-            for voice in worker.capabilities.get("voices", ())
-            if isinstance(voice, str)
-        }
+        return set(live_voices(self.registry))
 
     # ------------------------------------------------------------------ transcriptions
 

@@ -35,6 +35,7 @@ import contextlib
 import logging
 import re
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,7 @@ from wyoming.tts import (
 
 from bus.audio_format import BOT, MIC, SAMPLE_BYTES
 from transports import protocol
+from transports.session import live_voices
 from transports.synthesis import Synthesis, SynthesisFailed
 from transports.transcriber import AsrPort, Transcription, TranscriptionError
 from transports.utterance_stream import StreamClient
@@ -64,6 +66,10 @@ log = logging.getLogger("duplex.wyoming")
 MAX_PAYLOAD_BYTES = 1024 * 1024
 """Largest payload (or data block) one event may carry; a larger one is refused before it is
 read (the ``wyoming`` reader would otherwise buffer whatever length a header claims)."""
+MAX_QUEUED = 8
+"""Syntheses one connection may have waiting behind the one playing."""
+WRITE_TIMEOUT_S = 30.0
+"""A client that takes nothing of what it is sent for this long is cut off."""
 DRAIN_S = 120.0
 """A client that closes its side while audio plays: how long that audio may still go out."""
 CHUNK_FRAMES = 5
@@ -157,13 +163,12 @@ class WyomingService:
         )
         models = []
         for asr in self.bus.registry.alive("asr")[:1]:
-            path = str(asr.capabilities.get("model", "whisper"))
             models.append(
                 AsrModel(
                     name=str(asr.capabilities.get("model_name", "whisper")),
                     attribution=ATTRIBUTION,
                     installed=True,
-                    description=f"Whisper ({path})",
+                    description="Whisper (faster-whisper)",
                     version=None,
                     languages=[str(asr.capabilities.get("language", "en"))],
                 )
@@ -204,7 +209,9 @@ class WyomingHandler(AsyncEventHandler):
         self._write_lock = asyncio.Lock()
         self._refused = False
         # TTS
-        self._speaking: asyncio.Task[None] | None = None
+        self._playlist: deque[tuple[Synthesis, bool]] = deque()
+        """Syntheses asked for and not yet played (and whether each is a stream)."""
+        self._player: asyncio.Task[None] | None = None
         self._streaming = False
         self._stream_voice = ""
         self._stream_text = 0
@@ -234,17 +241,19 @@ class WyomingHandler(AsyncEventHandler):
     async def disconnect(self) -> None:
         """The client closed (what it asked for still plays, for a while), or a refusal or an
         oversized event ends the connection (nothing more is sent but the ``error``)."""
-        if self._speaking is not None and not self._refused and not self._bounded.oversized:
+        if self._player is not None and not self._refused and not self._bounded.oversized:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(self._speaking), DRAIN_S)
+                await asyncio.wait_for(asyncio.shield(self._player), DRAIN_S)
         if self._bounded.oversized:
             text = f"an event of {self._bounded.oversized} bytes (at most {MAX_PAYLOAD_BYTES})"
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self._send(Error(text=text, code="TOO_LARGE").event())
                 await self._discard()
             self.service.count_error("TOO_LARGE")
-        if self._speaking is not None:
-            self._speaking.cancel()
+        if self._player is not None:
+            self._player.cancel()
+        while self._playlist:
+            self._playlist.popleft()[0].close()
         if self._partial is not None:
             self._partial.cancel()
         if self._synthesis is not None:
@@ -266,12 +275,24 @@ class WyomingHandler(AsyncEventHandler):
                 left -= len(data)
 
     async def _send(self, event: Event) -> None:
+        """Write ``event``; a client that has not taken what was sent within
+        :data:`WRITE_TIMEOUT_S` is cut off (ConnectionError)."""
         async with self._write_lock:
-            await async_write_event(event, self.writer)
+            try:
+                await asyncio.wait_for(async_write_event(event, self.writer), WRITE_TIMEOUT_S)
+            except TimeoutError:
+                self.writer.transport.abort()
+                raise ConnectionError("the client stopped reading") from None
 
     async def handle_event(self, event: Event) -> bool:
         try:
-            return await self._handle(event)
+            try:
+                return await self._handle(event)
+            except (KeyError, TypeError, ValueError) as exc:  # the package's parsers' errors
+                if isinstance(exc, _Refusal):
+                    raise
+                what = f"{event.type[:64]}: {type(exc).__name__}: {str(exc)[:200]}"
+                raise _Refusal("INVALID_MESSAGE", f"a malformed event ({what})") from exc
         except _Refusal as exc:
             self._refused = True
             self.service.count_error(exc.code)
@@ -290,6 +311,8 @@ class WyomingHandler(AsyncEventHandler):
                 text = self._text(synthesize.text, 0)
                 await self._speak(Synthesis(self.service.streams, text, voice=self._voice(voice)))
         elif SynthesizeStart.is_type(kind):
+            if self._streaming:
+                raise _Refusal("INVALID_MESSAGE", "synthesize-start inside a stream")
             start = SynthesizeStart.from_event(event)
             self._streaming, self._stream_text = True, 0
             self._stream_voice = self._voice(start.voice.name if start.voice else None)
@@ -319,12 +342,7 @@ class WyomingHandler(AsyncEventHandler):
             return ""
         if len(name) > protocol.MAX_VOICE_CHARS:
             raise _Refusal("UNKNOWN_VOICE", "a voice name holds at most 128 characters")
-        known = {
-            voice
-            for worker in self.service.bus.registry.alive("tts_worker")
-            for voice in worker.capabilities.get("voices", ())
-        }
-        if name not in known:
+        if name not in live_voices(self.service.bus.registry):
             raise _Refusal("UNKNOWN_VOICE", f"no worker has the voice {name[:64]!r}")
         return name
 
@@ -338,21 +356,22 @@ class WyomingHandler(AsyncEventHandler):
             raise _Refusal(exc.code, str(exc)) from None
 
     async def _speak(self, synthesis: Synthesis, *, stream: bool = False) -> None:
-        """Play ``synthesis`` to the client in a task (events keep being read meanwhile),
-        after whatever this connection is already playing."""
+        """Play ``synthesis`` to the client after what this connection is already playing, in
+        its player task (events keep being read meanwhile); at most :data:`MAX_QUEUED` wait."""
         if not synthesis.stream.text.strip() and synthesis.stream.final:
             raise _Refusal("EMPTY_TEXT", "there is no text to speak")
-        before = self._speaking
-        self._speaking = asyncio.get_running_loop().create_task(
-            self._play(synthesis, before, stream)
-        )
+        if len(self._playlist) >= MAX_QUEUED:
+            raise _Refusal("BUSY", f"{MAX_QUEUED} syntheses already wait on this connection")
+        self._playlist.append((synthesis, stream))
+        if self._player is None or self._player.done():
+            self._player = asyncio.get_running_loop().create_task(self._play_all())
 
-    async def _play(
-        self, synthesis: Synthesis, before: asyncio.Task[None] | None, stream: bool
-    ) -> None:
-        if before is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await before
+    async def _play_all(self) -> None:
+        while self._playlist:
+            synthesis, stream = self._playlist.popleft()
+            await self._play(synthesis, stream)
+
+    async def _play(self, synthesis: Synthesis, stream: bool) -> None:
         fmt = {"rate": BOT.sample_rate, "width": SAMPLE_BYTES, "channels": 1}
         started = False
         try:

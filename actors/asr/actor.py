@@ -48,6 +48,8 @@ from bus.served import ServedSessions
 from bus.settings import load_settings
 from bus.topology import ActorConfig
 
+PARTIAL_SPAN_S = 30
+"""A request's partial transcript hears its last this many seconds (Whisper's window)."""
 AUDIO_WAIT_S = 1.0
 """Longest a ``speech_end`` waits for the audio up to it (VAD and this actor hear the same
 frames, but each at its own pace): past this it is taken with what has come."""
@@ -117,6 +119,7 @@ class Asr(Actor):
         engine, warm_s = await loop.run_in_executor(self._pool, load)
         self.engine = engine
         self.capabilities = {
+            **self.capabilities,  # (max_sessions, from ServedSessions)
             "model": engine.model_path,
             "model_name": engine.name,
             "context": engine.context,
@@ -177,9 +180,14 @@ class Asr(Actor):
             return
         if msg.answer is Answer.NONE:
             return
-        samples = np.frombuffer(bytes(request.pcm), dtype="<i2").astype(np.float32) / 32768.0
-        kind = "request" if msg.answer is Answer.FINAL else "request_partial"
-        if msg.answer is Answer.FINAL:
+        final = msg.answer is Answer.FINAL
+        if not final and not self._jobs.room_for_partials():
+            await self.reply(inbound, Error(code="BUSY", message="finals first: no partial now"))
+            return
+        pcm = request.pcm if final else request.pcm[-PARTIAL_SPAN_S * MIC.sample_rate * 2 :]
+        samples = np.frombuffer(bytes(pcm), dtype="<i2").astype(np.float32) / 32768.0
+        kind = "request" if final else "request_partial"
+        if final:
             self.requests.finish(key)
         if not self._jobs.put(Job(kind, key[1], 0, samples, inbound=inbound)):
             await self.reply(inbound, Error(code="BUSY", message="the ASR queue is full"))
@@ -309,10 +317,9 @@ class Asr(Actor):
                 result, spans = await asyncio.get_running_loop().run_in_executor(
                     self._pool, engine.transcribe_all, audio
                 )
-            else:  # a partial: the last 30 s, greedy
-                tail = audio[-30 * MIC.sample_rate :]
+            else:  # a partial (of the last PARTIAL_SPAN_S), greedy
                 result = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, engine.transcribe, tail, 1
+                    self._pool, engine.transcribe, audio, 1
                 )
                 spans = []
         except Exception:

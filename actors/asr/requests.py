@@ -3,7 +3,8 @@ Wyoming server, the gateway's ``/v1/audio/transcriptions``), not heard on a sess
 
 A request is named by its sender and the envelope's ``session``; its ``asr.audio`` chunks come
 numbered from 0 and are kept until one asks for the ``final`` transcript. Bounded: at most
-``max_requests`` open at once (the oldest idle one is dropped for a new one past it), at most
+``max_requests`` open at once (past it, one quiet for :data:`STALE_S` makes room for a new
+one, else the new one is refused ``BUSY``), at most
 ``max_request_s`` of audio each, forgotten after :data:`IDLE_S` without a chunk. No sockets and
 no model here: the actor (:mod:`.actor`) feeds chunks and queues the recognitions.
 """
@@ -19,6 +20,9 @@ from bus.schema.asr import RequestAudio
 BYTES_PER_S = MIC.sample_rate * SAMPLE_BYTES
 IDLE_S = 60.0
 """A request that sends nothing this long is forgotten."""
+STALE_S = 10.0
+"""With ``max_requests`` open, one that sent nothing this long makes room for a new one;
+otherwise the new one is refused ``BUSY``."""
 
 
 class RequestRefused(ValueError):
@@ -66,7 +70,9 @@ class Requests:
                 )
             if len(self.open) >= self.max_requests:
                 oldest = min(self.open, key=lambda k: self.open[k].last_chunk)
-                del self.open[oldest]
+                if now - self.open[oldest].last_chunk < STALE_S:
+                    raise RequestRefused("BUSY", f"{self.max_requests} requests are open here")
+                del self.open[oldest]  # a client that went quiet makes room
             request = self.open[key] = Request(language=chunk.language)
         if chunk.sequence != request.next_sequence:
             del self.open[key]

@@ -293,6 +293,9 @@ def _load_voice(model: Path, config: Path, device: Device) -> PiperVoice:
     # shape, so with it on the worker's RSS grows with each new length it has seen.
     options.enable_mem_pattern = False
     session = _Session(with_durations(model), sess_options=options, providers=providers(device))
+    if device.kind == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+        # ONNX Runtime falls back to the CPU when its CUDA provider does not load: say so.
+        raise ValueError(f"device {device}: ONNX Runtime's CUDA provider did not load")
     with config.open(encoding="utf-8") as f:
         return PiperVoice(config=PiperConfig.from_dict(json.load(f)), session=session)
 
