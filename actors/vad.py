@@ -171,6 +171,9 @@ class Vad(Actor):
         else:
             await super().on_message(inbound)
 
+    async def on_broker_lost(self) -> None:
+        await self.served.drop_all()
+
     def _forget(self, sid: str) -> None:
         self.streams.pop(sid, None)
         self.bot_speaking.discard(sid)

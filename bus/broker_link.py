@@ -57,6 +57,9 @@ class BrokerLink:
         self._broker_public = b""
         self._last_heard = time.monotonic()
         self._rebuild_asked = False
+        self.lost = False
+        """Set when the broker went silent while this actor was registered; the runtime clears
+        it once it has acted on it (see ``Actor.on_broker_lost``)."""
         self._log = logging.getLogger(f"duplex.{config.kind}")
 
     def start(
@@ -132,6 +135,8 @@ class BrokerLink:
             if silent > self.heartbeat_s * self.liveness:
                 if self.registered.is_set():
                     self.registered.clear()
+                    self.lost = True
+                    self._reactor.poke()
                     self._log.warning(
                         "broker silent, reconnecting", extra=kv(silent_s=round(silent, 2))
                     )

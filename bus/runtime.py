@@ -118,6 +118,11 @@ class Actor:
     async def on_stop(self) -> None:
         """Called on the way out, before the sockets close."""
 
+    async def on_broker_lost(self) -> None:
+        """Called when the broker has gone silent (it restarted, or the network to it is
+        down): it will purge this actor if it is alive, and whoever relied on the actor
+        (a gateway that gave it sessions) goes elsewhere."""
+
     async def on_failure(self, exc: BaseException, inbound: Inbound) -> None:
         """Called when ``on_message`` raised; the actor keeps running."""
         self.log.error(
@@ -367,6 +372,9 @@ class Actor:
     async def _serve(self) -> None:
         while not self._stopping:
             self.broker.rebuild_if_asked()
+            if self.broker.lost:
+                self.broker.lost = False
+                self.spawn(self.on_broker_lost())
             ready = self._reactor.ready()
             for sock, via in ready:
                 await self._drain(sock, via)

@@ -7,7 +7,8 @@ when it is taken away, so the broker's proxy sends it no other session's audio: 
 with the instances. Its registration's ``load`` is sessions served over ``max_sessions``, which
 the gateway reads to give the next session to the least loaded instance. Session ids are fixed
 length (16 hex characters), so one is never a prefix of another's topic. A gateway that leaves
-the registry (not in a broker restart's resync) takes its sessions with it.
+the registry (not in a broker restart's resync) takes its sessions with it, and an instance
+that loses the broker drops every session (:meth:`ServedSessions.drop_all`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,23 @@ class ServedSessions:
         self.on_drop(session)
         await self._publish_load()
         return True
+
+    async def drop_all(self) -> None:
+        """Stop hearing every session: the broker went silent, so it is purging this instance
+        and each gateway is giving its sessions to another. A gateway that still counts on it
+        (the broker never purged it: the silence was this side's alone) sees its load fall
+        short of what it gave, and gives the sessions again (``transports/voice_routes.py``)."""
+        if not self.sessions:
+            return
+        self.actor.log.warning(
+            "broker lost: sessions dropped", extra=kv(sessions=len(self.sessions))
+        )
+        for session in list(self.sessions):
+            del self.sessions[session]
+            for prefix in self.prefixes:
+                self.actor.unsubscribe(topics.topic(prefix, session))
+            self.on_drop(session)
+        await self._publish_load()
 
     def _on_registry(self, change: RegistryChange, reg: Registration) -> None:
         if change is RegistryChange.REMOVED and not self.actor.registry.in_snapshot:

@@ -8,12 +8,16 @@ sessions spreads before published loads catch up. An instance that leaves the re
 in a broker restart's resync, whose actors keep their sessions) has its sessions moved to
 another at once (what it was hearing of them is lost: at most the speech in flight); with
 none left, they wait for the next to register. A session that ends is dropped from both
-(``session.drop``).
+(``session.drop``). An instance that lost the broker drops all its sessions; if the broker
+never purged it (the silence was the instance's side alone), the load it publishes falls
+short of the share this gateway gave it, and the gateway gives them again (``session.serve``
+is idempotent).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from bus.logs import kv
 from bus.schema.session import DropSession, ServeSession
@@ -21,6 +25,8 @@ from bus.schema.system import Registration, RegistryChange
 from transports.utterance_stream import BusPort
 
 KINDS = ("vad", "asr")
+LOAD_LAG_S = 2.0
+"""An instance given a session this recently may not show it in its published load yet."""
 log = logging.getLogger("duplex.voice_routes")
 
 
@@ -31,6 +37,8 @@ class VoiceRoutes:
         self.bus = bus
         self.routes: dict[str, dict[str, str]] = {}
         """Session → kind → the instance hearing it (absent: none yet)."""
+        self._given_at: dict[str, float] = {}
+        """Instance → when this gateway last gave it a session."""
 
     def serving(self, session: str, kind: str) -> str:
         """The instance of ``kind`` that hears ``session`` (empty: none)."""
@@ -48,14 +56,27 @@ class VoiceRoutes:
     def on_registry(self, change: RegistryChange, reg: Registration, *, resync: bool) -> None:
         if reg.kind not in KINDS:
             return
-        if change is RegistryChange.REMOVED and not resync:
+        if change is RegistryChange.REMOVED:
+            if resync:
+                return
+            self._given_at.pop(reg.actor_id, None)
             for session, routes in self.routes.items():
                 if routes.get(reg.kind) == reg.actor_id:
                     del routes[reg.kind]
                     # Best effort: one only frozen a while must not hear it twice when back.
                     self.bus.send_or_warn(reg.actor_id, DropSession(), session)
                     self._give(session, reg.kind)
-        elif change is RegistryChange.ADDED:
+            return
+        mine = [s for s, routes in self.routes.items() if routes.get(reg.kind) == reg.actor_id]
+        lagging = time.monotonic() - self._given_at.get(reg.actor_id, -LOAD_LAG_S) < LOAD_LAG_S
+        if mine and not lagging and reg.load < len(mine) / _capacity(reg) - 1e-9:
+            log.info(
+                "sessions given again",
+                extra=kv(by=reg.actor_id, sessions=len(mine), load=round(reg.load, 4)),
+            )
+            for session in mine:
+                self.bus.send_or_warn(reg.actor_id, ServeSession(), session)
+        if change is RegistryChange.ADDED:
             for session, routes in self.routes.items():
                 if reg.kind not in routes:
                     self._give(session, reg.kind)
@@ -66,6 +87,7 @@ class VoiceRoutes:
             return  # none running: the next to register takes it
         if self.bus.send_or_warn(instance.actor_id, ServeSession(), session):
             self.routes[session][kind] = instance.actor_id
+            self._given_at[instance.actor_id] = time.monotonic()
             log.debug("session served", extra=kv(session=session, kind=kind, by=instance.actor_id))
 
     def _least_loaded(self, kind: str) -> Registration | None:
@@ -78,7 +100,11 @@ class VoiceRoutes:
                 given[actor_id] = given.get(actor_id, 0) + 1
 
         def load(reg: Registration) -> tuple[float, str]:
-            cap = max(1, int(reg.capabilities.get("max_sessions", 200)))
-            return max(reg.load, given.get(reg.actor_id, 0) / cap), reg.actor_id
+            return max(reg.load, given.get(reg.actor_id, 0) / _capacity(reg)), reg.actor_id
 
         return min(live, key=load)
+
+
+def _capacity(reg: Registration) -> int:
+    """Sessions ``reg`` serves at once (its ``max_sessions``; 200 if it does not say)."""
+    return max(1, int(reg.capabilities.get("max_sessions", 200)))

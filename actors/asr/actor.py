@@ -165,6 +165,9 @@ class Asr(Actor):
         elif not isinstance(msg, SpeechStart | SpeechEnd | StateChanged):
             await super().on_message(inbound)
 
+    async def on_broker_lost(self) -> None:
+        await self.served.drop_all()
+
     def _forget(self, sid: str) -> None:
         self.streams.pop(sid, None)
 
