@@ -94,10 +94,16 @@ def progress(name: str) -> Callable[[str], None]:
 
 class LocalStack:
     """A broker and actors as processes on free loopback ports, from a topology written for
-    this run (``actors`` settings are YAML under ``actors:``; every metrics port is off)."""
+    this run (``actors`` settings are YAML under ``actors:``, ``gateway`` YAML under its
+    ``gateway:``; every metrics port is off)."""
 
     def __init__(
-        self, name: str, kinds: Sequence[str], actors: str = "", keep_logs: bool = False
+        self,
+        name: str,
+        kinds: Sequence[str],
+        actors: str = "",
+        keep_logs: bool = False,
+        gateway: str = "",
     ) -> None:
         self.name = name
         self.kinds = list(kinds)
@@ -109,7 +115,7 @@ class LocalStack:
             f"  events_in: tcp://127.0.0.1:{free_port()}\n"
             f"  events_out: tcp://127.0.0.1:{free_port()}\n  metrics_port: null\n"
             "defaults:\n  metrics_port: null\n"
-            f"actors:\n  gateway:\n    http_port: {self.http_port}\n{actors}"
+            f"actors:\n  gateway:\n    http_port: {self.http_port}\n{gateway}{actors}"
         )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.log_dir = Path(tempfile.mkdtemp(prefix=f"{name}_logs_")) if keep_logs else None

@@ -381,5 +381,6 @@ class Asr(Actor):
                 text=result.text[:80],
                 raw=result.raw_text[:40],
                 seconds=round(result.seconds, 3),
+                **({"after_end_s": round(time.monotonic() - since, 3)} if final else {}),
             ),
         )

@@ -1,0 +1,337 @@
+"""Scale benchmark: many people at once against 1 and 2 ASR processes and 1 and 2 TTS workers,
+how many text sessions one gateway paces, and how much microphone audio the broker's one event
+proxy carries.
+
+Prints one JSON object on stdout; progress goes to stderr. Every part starts its own processes
+on free loopback ports, all on this one machine (so on 2 cores the processes compete for the
+same CPUs: figures say what one machine holds, not what one process would on its own core).
+
+- ``voice``: for each configuration (``--configs``, ASR x TTS processes, e.g. ``2x1``) a stack
+  of broker, gateway, supervisor (echo dialogue), router, VAD, the ASRs and the TTS workers;
+  for each N in ``--sizes``, ``--rounds`` rounds of N sessions streaming a spoken question at
+  the same instant (``bench_voice``'s concurrent turn: last speech sample sent → first reply
+  frame received). ``unanswered``: no reply within 10 s, or an error. Where the time goes, from
+  the ASRs' logs of that step: ``speech_end`` received → final published (``after_end``), the
+  recognition itself (``compute``), and the difference (``queue_wait``: waiting for the model
+  behind other sessions' recognitions).
+- ``gateway``: one gateway, one TTS worker on the mock voice (a tone; ``max_streams`` raised so
+  the worker is not the limit), N text sessions at once, each played by a simulated client
+  with a 60 ms jitter buffer (``bench_e2e``'s pacing). ``held``: the largest N with every
+  utterance completed whole, no underrun and frame jitter p95 <= 5 ms. The clients run in
+  this process, on the same cores.
+- ``proxy``: a broker alone; publisher processes send N sessions' microphone audio (one
+  ``audio.frame`` envelope of 20 ms, 16 kHz, per session every 20 ms, as the gateway does) and
+  a subscriber process takes all of it, as VADs and ASRs do together. Per N: the broker's CPU
+  (one core = 100 %), messages delivered per second against sent. ``saturates_at``: the first
+  N whose delivery falls below 99 % of what was sent or whose broker CPU reaches 90 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_e2e import pacing, utterance
+from bench_voice import QUESTIONS, concurrent_turns
+from benchkit import LocalStack, progress
+from benchkit import summary as ms
+
+from bus.audio_format import FRAME_S, MIC
+from tests.voicekit import speech as synthesize
+
+log = progress("bench_scale")
+FINAL = re.compile(r"duplex\.asr transcript .*final=True .*seconds=([0-9.]+) after_end_s=([0-9.]+)")
+
+
+# ---------------------------------------------------------------------- voice
+
+
+def voice_config(asrs: int, workers: int, sizes: list[int], rounds: int) -> dict[str, Any]:
+    kinds = ["gateway", "supervisor", "router", "vad", *["asr"] * asrs, *["tts_worker"] * workers]
+    stack = LocalStack("bench_scale", kinds, keep_logs=True)
+
+    def ready() -> bool | None:
+        body = stack.gateway_ready() or {}
+        pids = stack.actor_pids()
+        whole = len(pids.get("asr", ())) == asrs and len(pids.get("tts_worker", ())) == workers
+        return True if body.get("voice_in") and whole else None
+
+    stack.start(ready)
+    assert stack.log_dir is not None
+    asr_log = stack.log_dir / "asr.log"
+    out: dict[str, Any] = {}
+    try:
+        questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(max(sizes))]
+        clips = [bytes(2 * 3200) + synthesize(q) for q in questions]
+        asyncio.run(concurrent_turns(stack.url, clips[:1], 1, 0))  # warm every path once
+        for n in sizes:
+            offset = asr_log.stat().st_size
+            results: list[dict[str, Any]] = []
+            for round_ in range(rounds):
+                results += asyncio.run(concurrent_turns(stack.url, clips, n, round_))
+            answered = [r["latency_s"] for r in results if r.get("latency_s") is not None]
+            with asr_log.open("rb") as f:
+                f.seek(offset)
+                finals = [
+                    (float(m.group(1)), float(m.group(2)))
+                    for m in FINAL.finditer(f.read().decode(errors="replace"))
+                ]
+            out[str(n)] = {
+                "voice_to_voice": ms(answered),
+                "asked": len(results),
+                "unanswered": len(results) - len(answered),
+                "errors": dict(Counter(r["error"][:80] for r in results if "error" in r)),
+                "asr_after_end": ms([a for _, a in finals]),
+                "asr_compute": ms([c for c, _ in finals]),
+                "asr_queue_wait": ms([max(0.0, a - c) for c, a in finals]),
+            }
+            figures = out[str(n)]["voice_to_voice"]
+            log(
+                f"{asrs} ASR x {workers} TTS, {n} at once: p50/p95 {figures['p50_ms']}/"
+                f"{figures['p95_ms']} ms, {out[str(n)]['unanswered']} unanswered"
+            )
+    finally:
+        stack.close()
+    return out
+
+
+# ---------------------------------------------------------------------- gateway
+
+
+async def gateway_sessions(url: str, n: int) -> dict[str, Any]:
+    texts = [
+        f"Session {i} of {n} reads a sentence long enough to measure how evenly its frames "
+        "arrive at the client, and a little more."
+        for i in range(n)
+    ]
+    runs = await asyncio.gather(*(utterance(url, t) for t in texts), return_exceptions=True)
+    ok = [r for r in runs if isinstance(r, dict)]
+    paced = pacing(ok)
+    lengths = [len(r["arrivals"]) for r in ok]
+    # Whole: as many frames as the longest (the texts differ by a digit or two at most).
+    whole = sum(1 for x in lengths if lengths and x >= 0.95 * max(lengths))
+    return {
+        **paced,
+        "sessions": n,
+        "failed": len(runs) - len(ok),
+        "whole": whole,
+        "held": whole == n and paced["underruns"] == 0 and paced["jitter"]["p95_ms"] <= 5.0,
+    }
+
+
+def gateway_part(sizes: list[int]) -> dict[str, Any]:
+    stack = LocalStack(
+        "bench_scale_gateway",
+        ["gateway", "supervisor", "router", "tts_worker"],
+        "  tts_worker:\n    default_voice: mock-440hz\n    max_streams: 1000\n",
+        gateway="    max_connections_per_address: 0\n",
+    )
+    url = stack.start(
+        lambda: stack.url if (stack.gateway_ready() or {}).get("tts_workers") else None
+    )
+    out: dict[str, Any] = {}
+    try:
+        asyncio.run(utterance(url, "Warm up."))
+        for n in sizes:
+            out[str(n)] = asyncio.run(gateway_sessions(url, n))
+            r = out[str(n)]
+            log(
+                f"gateway, {n} text sessions: jitter p95 {r['jitter']['p95_ms']} ms, "
+                f"{r['underruns']} underruns, {r['whole']}/{n} whole"
+            )
+            if not r["held"]:
+                break
+    finally:
+        stack.close()
+    held = [int(n) for n, r in out.items() if r["held"]]
+    return {"sessions": out, "held": max(held, default=0)}
+
+
+# ---------------------------------------------------------------------- proxy
+
+
+def _publisher(endpoint: str, sessions: range, seconds: float, sent: Any) -> None:
+    import zmq
+
+    from bus import topics
+    from bus.envelope import encode
+    from bus.schema import envelope_for
+    from bus.schema.audio import AudioFrame
+
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.sndhwm = 100_000
+    pub.connect(endpoint)
+    time.sleep(0.5)  # the subscription reaches this publisher
+    frames = []
+    for s in sessions:
+        sid = f"{s:016x}"
+        msg = AudioFrame(
+            sample_rate=MIC.sample_rate, sequence=0, stream_sample=0, pcm=bytes(MIC.frame_bytes)
+        )
+        env = envelope_for(msg, src=f"bench-{s}", session=sid)
+        frames.append([topics.topic(topics.AUDIO_IN, sid), *encode(env)])
+    count, start = 0, time.monotonic()
+    tick = 0
+    while time.monotonic() - start < seconds:
+        for f in frames:
+            pub.send_multipart(f, copy=False)
+            count += 1
+        tick += 1
+        time.sleep(max(0.0, start + tick * FRAME_S - time.monotonic()))
+    sent.value = count
+    time.sleep(0.5)
+    pub.close(linger=0)
+    ctx.term()
+
+
+def _subscriber(endpoint: str, seconds: float, got: Any) -> None:
+    import zmq
+
+    from bus import topics
+
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.rcvhwm = 100_000
+    sub.subscribe(topics.AUDIO_IN)
+    sub.connect(endpoint)
+    count, deadline = 0, time.monotonic() + seconds
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    while time.monotonic() < deadline:
+        if poller.poll(100):
+            while True:
+                try:
+                    sub.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                count += 1
+    got.value = count
+    sub.close(linger=0)
+    ctx.term()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proxy_part(sizes: list[int], seconds: float) -> dict[str, Any]:
+    stack = LocalStack("bench_scale_proxy", [])
+    stack.start(lambda: True)
+    broker_pid = stack.procs[0].pid
+    events_in, events_out = re.findall(
+        r"events_(?:in|out): (tcp://\S+)", stack.topology.read_text()
+    )
+    out: dict[str, Any] = {}
+    try:
+        time.sleep(1.0)
+        for n in sizes:
+            got = mp.Value("q", 0)
+            sent = [mp.Value("q", 0) for _ in range(2)]
+            sub = mp.Process(target=_subscriber, args=(events_out, seconds + 2.0, got))
+            sub.start()
+            time.sleep(0.5)
+            halves = [range(0, n // 2), range(n // 2, n)]
+            pubs = [
+                mp.Process(target=_publisher, args=(events_in, h, seconds, v))
+                for h, v in zip(halves, sent, strict=True)
+            ]
+            for p in pubs:
+                p.start()
+            time.sleep(0.5)  # (the publishers' own 0.5 s wait for the subscription)
+            cpu0, t0 = _cpu_seconds(broker_pid), time.monotonic()
+            time.sleep(seconds - 1.0)
+            cpu = (_cpu_seconds(broker_pid) - cpu0) / (time.monotonic() - t0)
+            for p in pubs:
+                p.join(seconds + 10)
+            sub.join(seconds + 10)
+            total = sum(v.value for v in sent)
+            out[str(n)] = {
+                "sessions": n,
+                "messages_per_s_offered": 50 * n,
+                "sent": total,
+                "delivered": got.value,
+                "delivered_ratio": round(got.value / max(1, total), 4),
+                "broker_cpu_pct": round(100 * cpu, 1),
+                "mbit_per_s_in": round(total * (MIC.frame_bytes + 120) * 8 / seconds / 1e6, 1),
+            }
+            r = out[str(n)]
+            log(
+                f"proxy, {n} sessions: broker CPU {r['broker_cpu_pct']} %, "
+                f"delivered {r['delivered_ratio']}"
+            )
+            if r["delivered_ratio"] < 0.99 or r["broker_cpu_pct"] >= 90:
+                break
+    finally:
+        stack.close()
+    saturated = [
+        int(n) for n, r in out.items() if r["delivered_ratio"] < 0.99 or r["broker_cpu_pct"] >= 90
+    ]
+    return {"sessions": out, "saturates_at": min(saturated, default=None)}
+
+
+# ---------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="5,10,20", help="people asking at the same instant")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each size")
+    parser.add_argument("--configs", default="1x1,2x1,1x2,2x2", help="ASR x TTS processes")
+    parser.add_argument("--gateway-sizes", default="10,25,50,100,150,200")
+    parser.add_argument("--proxy-sizes", default="100,200,400,800,1600,3200")
+    parser.add_argument("--proxy-seconds", type=float, default=5.0)
+    parser.add_argument("--parts", default="proxy,gateway,voice")
+    parser.add_argument("--quick", action="store_true", help="a small run of each part (CI)")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.rounds, args.configs = "2", 1, "1x1"
+        args.gateway_sizes, args.proxy_sizes, args.proxy_seconds = "3", "20", 3.0
+    parts = set(args.parts.split(","))
+    out: dict[str, Any] = {
+        "benchmark": "bench_scale",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
+    if "proxy" in parts:
+        log("proxy: a broker alone, audio from publisher processes to a subscriber")
+        out["proxy"] = proxy_part([int(n) for n in args.proxy_sizes.split(",")], args.proxy_seconds)
+    if "gateway" in parts:
+        log("gateway: text sessions on the mock voice")
+        out["gateway"] = gateway_part([int(n) for n in args.gateway_sizes.split(",")])
+    if "voice" in parts:
+        sizes = [int(n) for n in args.sizes.split(",")]
+        out["voice"] = {"rounds": args.rounds, "configs": {}}
+        for config in args.configs.split(","):
+            asrs, workers = (int(x) for x in config.split("x"))
+            log(f"voice: {asrs} ASR, {workers} TTS worker(s)")
+            out["voice"]["configs"][config] = voice_config(asrs, workers, sizes, args.rounds)
+        configs = out["voice"]["configs"]
+        ten = [c["10"]["voice_to_voice"]["p95_ms"] for c in configs.values() if "10" in c]
+        out["met"] = {
+            "no_session_lost_at_20": all(c["20"]["unanswered"] == 0 for c in configs.values())
+            if all("20" in c for c in configs.values())
+            else None,
+            "ten_at_once_p95_le_1000ms": min(ten) <= 1000 if ten else None,
+        }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
