@@ -13,7 +13,8 @@ same CPUs: figures say what one machine holds, not what one process would on its
   frame received). ``unanswered``: no reply within 10 s, or an error. Where the time goes, from
   the ASRs' logs of that step: ``speech_end`` received → final published (``after_end``), the
   recognition itself (``compute``), and the difference (``queue_wait``: waiting for the model
-  behind other sessions' recognitions).
+  behind other sessions' recognitions); and the CPU each kind used over the step (one core =
+  100 %; the 2 s pause after each round left out of the time, not out of the CPU).
 - ``gateway``: one gateway, one TTS worker on the mock voice (a tone; ``max_streams`` raised so
   the worker is not the limit), N text sessions at once, each played by a simulated client
   with a 60 ms jitter buffer (``bench_e2e``'s pacing). ``held``: the largest N with every
@@ -21,15 +22,19 @@ same CPUs: figures say what one machine holds, not what one process would on its
   this process, on the same cores.
 - ``proxy``: a broker alone; publisher processes send N sessions' microphone audio (one
   ``audio.frame`` envelope of 20 ms, 16 kHz, per session every 20 ms, as the gateway does) and
-  a subscriber process takes all of it, as VADs and ASRs do together. Per N: the broker's CPU
-  (one core = 100 %), messages delivered per second against sent. ``saturates_at``: the first
-  N whose delivery falls below 99 % of what was sent or whose broker CPU reaches 90 %.
+  a subscriber process takes all of it, as VADs and ASRs do together. Per N: the CPU of the
+  broker, the subscriber and the publishers (one core = 100 %), messages delivered against
+  sent. ``saturates_at``: the first N at which the broker's CPU reaches 90 %;
+  ``harness_limit_at``: the first N delivered short (< 99 %) with the broker below that (the
+  benchmark's own processes gave out first); ``broker_cpu_pct_per_1000_sessions`` at the
+  largest N delivered whole, for extrapolation.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -42,9 +47,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_e2e import pacing, utterance
+import websockets
+from bench_e2e import pacing
 from bench_voice import QUESTIONS, concurrent_turns
-from benchkit import LocalStack, progress
+from benchkit import NUMBER_WORDS, LocalStack, progress
 from benchkit import summary as ms
 
 from bus.audio_format import FRAME_S, MIC
@@ -75,11 +81,15 @@ def voice_config(asrs: int, workers: int, sizes: list[int], rounds: int) -> dict
         questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(max(sizes))]
         clips = [bytes(2 * 3200) + synthesize(q) for q in questions]
         asyncio.run(concurrent_turns(stack.url, clips[:1], 1, 0))  # warm every path once
+        pids = stack.actor_pids()
         for n in sizes:
             offset = asr_log.stat().st_size
             results: list[dict[str, Any]] = []
+            cpu0, t0 = _cpu_by_kind(pids), time.monotonic()
             for round_ in range(rounds):
                 results += asyncio.run(concurrent_turns(stack.url, clips, n, round_))
+            took = time.monotonic() - t0 - 2.0 * rounds  # (each round ends with a 2 s pause)
+            cpu = {k: round(100 * (v - cpu0[k]) / took, 1) for k, v in _cpu_by_kind(pids).items()}
             answered = [r["latency_s"] for r in results if r.get("latency_s") is not None]
             with asr_log.open("rb") as f:
                 f.seek(offset)
@@ -95,6 +105,7 @@ def voice_config(asrs: int, workers: int, sizes: list[int], rounds: int) -> dict
                 "asr_after_end": ms([a for _, a in finals]),
                 "asr_compute": ms([c for c, _ in finals]),
                 "asr_queue_wait": ms([max(0.0, a - c) for c, a in finals]),
+                "cpu_pct_by_kind": cpu,
             }
             figures = out[str(n)]["voice_to_voice"]
             log(
@@ -106,26 +117,58 @@ def voice_config(asrs: int, workers: int, sizes: list[int], rounds: int) -> dict
     return out
 
 
+def _cpu_by_kind(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each kind's processes (all of a kind together)."""
+    out: dict[str, float] = {}
+    for kind, found in pids.items():
+        out[kind] = 0.0
+        for pid in found:
+            with contextlib.suppress(OSError):  # gone: a crash, reported as unanswered turns
+                out[kind] += _cpu_seconds(pid)
+    return out
+
+
 # ---------------------------------------------------------------------- gateway
+
+
+async def spoken(url: str, text: str) -> dict[str, Any]:
+    """Speak ``text`` in a new session: arrival times of its frames and its ``tts_end``."""
+    async with websockets.connect(url, max_size=2**21) as ws:
+        await ws.recv()  # session_start
+        await ws.send(json.dumps({"type": "text", "text": text}))
+        arrivals: list[float] = []
+        end: dict[str, Any] = {}
+        async with asyncio.timeout(60):
+            while not end:
+                message = await ws.recv()
+                if isinstance(message, bytes):
+                    arrivals.append(time.monotonic())
+                elif (event := json.loads(message)).get("type") in ("tts_end", "error"):
+                    end = event
+    return {"arrivals": arrivals, "end": end}
 
 
 async def gateway_sessions(url: str, n: int) -> dict[str, Any]:
     texts = [
-        f"Session {i} of {n} reads a sentence long enough to measure how evenly its frames "
-        "arrive at the client, and a little more."
+        f"Session {NUMBER_WORDS[i % len(NUMBER_WORDS)]} reads a sentence long enough to measure "
+        "how evenly its frames arrive at the client, and a little more."
         for i in range(n)
     ]
-    runs = await asyncio.gather(*(utterance(url, t) for t in texts), return_exceptions=True)
+    runs = await asyncio.gather(*(spoken(url, t) for t in texts), return_exceptions=True)
     ok = [r for r in runs if isinstance(r, dict)]
     paced = pacing(ok)
-    lengths = [len(r["arrivals"]) for r in ok]
-    # Whole: as many frames as the longest (the texts differ by a digit or two at most).
-    whole = sum(1 for x in lengths if lengths and x >= 0.95 * max(lengths))
+    # Whole: ended completed, with every frame its tts_end counts.
+    whole = sum(
+        1
+        for r in ok
+        if r["end"].get("reason") == "completed" and r["end"].get("frames") == len(r["arrivals"])
+    )
     return {
         **paced,
         "sessions": n,
         "failed": len(runs) - len(ok),
         "whole": whole,
+        "ended": dict(Counter(r["end"].get("reason") or r["end"].get("code") for r in ok)),
         "held": whole == n and paced["underruns"] == 0 and paced["jitter"]["p95_ms"] <= 5.0,
     }
 
@@ -142,7 +185,7 @@ def gateway_part(sizes: list[int]) -> dict[str, Any]:
     )
     out: dict[str, Any] = {}
     try:
-        asyncio.run(utterance(url, "Warm up."))
+        asyncio.run(spoken(url, "Warm up."))
         for n in sizes:
             out[str(n)] = asyncio.run(gateway_sessions(url, n))
             r = out[str(n)]
@@ -251,9 +294,13 @@ def proxy_part(sizes: list[int], seconds: float) -> dict[str, Any]:
             for p in pubs:
                 p.start()
             time.sleep(0.5)  # (the publishers' own 0.5 s wait for the subscription)
-            cpu0, t0 = _cpu_seconds(broker_pid), time.monotonic()
+            watched = [broker_pid, sub.pid or 0, *(p.pid or 0 for p in pubs)]
+            cpu0, t0 = [_cpu_seconds(pid) for pid in watched], time.monotonic()
             time.sleep(seconds - 1.0)
-            cpu = (_cpu_seconds(broker_pid) - cpu0) / (time.monotonic() - t0)
+            took = time.monotonic() - t0
+            cpu, sub_cpu, *pub_cpu = (
+                (_cpu_seconds(pid) - c) / took for pid, c in zip(watched, cpu0, strict=True)
+            )
             for p in pubs:
                 p.join(seconds + 10)
             sub.join(seconds + 10)
@@ -265,6 +312,8 @@ def proxy_part(sizes: list[int], seconds: float) -> dict[str, Any]:
                 "delivered": got.value,
                 "delivered_ratio": round(got.value / max(1, total), 4),
                 "broker_cpu_pct": round(100 * cpu, 1),
+                "subscriber_cpu_pct": round(100 * sub_cpu, 1),
+                "publishers_cpu_pct": [round(100 * c, 1) for c in pub_cpu],
                 "mbit_per_s_in": round(total * (MIC.frame_bytes + 120) * 8 / seconds / 1e6, 1),
             }
             r = out[str(n)]
@@ -276,10 +325,21 @@ def proxy_part(sizes: list[int], seconds: float) -> dict[str, Any]:
                 break
     finally:
         stack.close()
-    saturated = [
-        int(n) for n, r in out.items() if r["delivered_ratio"] < 0.99 or r["broker_cpu_pct"] >= 90
+    saturated = [int(n) for n, r in out.items() if r["broker_cpu_pct"] >= 90]
+    # Lost with the broker below 90 %: the benchmark's own Python publishers or subscriber
+    # (each a process on the same cores) gave out first, not the proxy.
+    harness = [
+        int(n) for n, r in out.items() if r["delivered_ratio"] < 0.99 and r["broker_cpu_pct"] < 90
     ]
-    return {"sessions": out, "saturates_at": min(saturated, default=None)}
+    held = [int(n) for n, r in out.items() if r["delivered_ratio"] >= 0.99]
+    top = str(max(held, default=0))
+    per_1000 = out[top]["broker_cpu_pct"] / (int(top) / 1000) if held else None
+    return {
+        "sessions": out,
+        "saturates_at": min(saturated, default=None),
+        "harness_limit_at": min(harness, default=None),
+        "broker_cpu_pct_per_1000_sessions": None if per_1000 is None else round(per_1000, 2),
+    }
 
 
 # ---------------------------------------------------------------------- main
