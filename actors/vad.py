@@ -171,7 +171,7 @@ class Vad(Actor):
         else:
             await super().on_message(inbound)
 
-    async def on_broker_lost(self) -> None:
+    async def on_purged(self) -> None:
         await self.served.drop_all()
 
     def _forget(self, sid: str) -> None:

@@ -59,7 +59,7 @@ class BrokerLink:
         self._rebuild_asked = False
         self.lost = False
         """Set when the broker went silent while this actor was registered; the runtime clears
-        it once it has acted on it (see ``Actor.on_broker_lost``)."""
+        it once it has acted on it (see ``Actor.on_purged``)."""
         self._log = logging.getLogger(f"duplex.{config.kind}")
 
     def start(

@@ -23,11 +23,13 @@ class EventBus:
         self._tag = tag
         self.pub: zmq.Socket[bytes] | None = None
         self.sub: zmq.Socket[bytes] | None = None
+        self._made_with: tuple[Any, curve.KeyPair | None, bytes] | None = None
 
     def start(
         self, ctx: zmq.Context[zmq.Socket[bytes]], keys: curve.KeyPair | None, broker_public: bytes
     ) -> None:
         """Create both sockets (not yet connected: :meth:`connect` does that)."""
+        self._made_with = (ctx, keys, broker_public)
         self.pub = sockets.prepare(ctx.socket(zmq.PUB))
         self.sub = sockets.prepare(ctx.socket(zmq.SUB))
         for sock in (self.pub, self.sub):
@@ -64,6 +66,23 @@ class EventBus:
                 sock.connect(new)
             self.endpoints = endpoints
         return endpoints
+
+    def rebuild(self) -> None:
+        """New sockets to the same proxy, every subscription kept. After the network to the
+        broker was down a while, the old connections can sit in TCP's retransmission back-off
+        for seconds once it is back (``tests/test_multihost.py`` saw some 10 s: the actor
+        registered again through its rebuilt broker socket, yet deaf and mute), and they hold
+        what queued meanwhile, which is stale: both go with the old sockets."""
+        if self._made_with is None or self.pub is None or self.sub is None:
+            return
+        self._reactor.unwatch(self.sub)
+        self.pub.close(linger=0)
+        self.sub.close(linger=0)
+        self.start(*self._made_with)
+        assert self.pub is not None and self.sub is not None
+        for sock, endpoint in zip((self.pub, self.sub), self.endpoints, strict=True):
+            if endpoint:
+                sock.connect(endpoint)
 
     def publish(self, frames: list[bytes]) -> None:
         """Send ``[topic, *envelope frames]``; dropped (PUB semantics) until connected."""

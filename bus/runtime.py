@@ -98,6 +98,10 @@ class Actor:
         self._pending = PendingRequests()
         self._backlog: deque[Inbound] = deque()
         self._stopping = False
+        self._rejoin_from = ""
+        """Epoch of the broker run this actor lost (silent, or it said ``disconnect``)."""
+        self._events_stale = False
+        """Rebuild the event sockets once registered again (see ``EventBus.rebuild``)."""
         self._keys: curve.KeyPair | None = None
         self._authenticator: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -118,10 +122,12 @@ class Actor:
     async def on_stop(self) -> None:
         """Called on the way out, before the sockets close."""
 
-    async def on_broker_lost(self) -> None:
-        """Called when the broker has gone silent (it restarted, or the network to it is
-        down): it will purge this actor if it is alive, and whoever relied on the actor
-        (a gateway that gave it sessions) goes elsewhere."""
+    async def on_purged(self) -> None:
+        """Called when this actor is registered again with the same broker run after it had
+        lost it (the broker was silent for ``heartbeat_ms`` x ``liveness``: the network to it
+        was down, or this process was frozen, and the broker answered ``disconnect``): the
+        broker purged it meanwhile, so whoever relied on it (a gateway that gave it sessions)
+        went elsewhere. Not called after a broker restart (a new run keeps what it had)."""
 
     async def on_failure(self, exc: BaseException, inbound: Inbound) -> None:
         """Called when ``on_message`` raised; the actor keeps running."""
@@ -374,7 +380,10 @@ class Actor:
             self.broker.rebuild_if_asked()
             if self.broker.lost:
                 self.broker.lost = False
-                self.spawn(self.on_broker_lost())
+                self._rejoin_from = self._rejoin_from or self.broker.epoch
+            if self._events_stale and self.registered.is_set():
+                self._events_stale = False
+                self.events.rebuild()
             ready = self._reactor.ready()
             for sock, via in ready:
                 await self._drain(sock, via)
@@ -465,6 +474,8 @@ class Actor:
                 self._on_registered(msg)
             elif isinstance(msg, Disconnect):
                 # The broker does not know us (it restarted, or purged us): register again.
+                if self.registered.is_set():
+                    self._rejoin_from = self._rejoin_from or self.broker.epoch
                 self.broker.register()
             elif (
                 isinstance(msg, Heartbeat)
@@ -494,6 +505,13 @@ class Actor:
 
     def _on_registered(self, msg: Registered) -> None:
         first = self.broker.accept(msg)
+        if self._rejoin_from:
+            purged = msg.broker_epoch == self._rejoin_from
+            self._rejoin_from = ""
+            self._events_stale = True
+            if purged:
+                self.log.warning("registered again after being purged")
+                self.spawn(self.on_purged())
         events = self.events.connect(
             msg.events_in, msg.events_out, sockets.host_of(self.config.broker)
         )

@@ -8,7 +8,7 @@ with the instances. Its registration's ``load`` is sessions served over ``max_se
 the gateway reads to give the next session to the least loaded instance. Session ids are fixed
 length (16 hex characters), so one is never a prefix of another's topic. A gateway that leaves
 the registry (not in a broker restart's resync) takes its sessions with it, and an instance
-that loses the broker drops every session (:meth:`ServedSessions.drop_all`).
+the broker purged drops every session (:meth:`ServedSessions.drop_all`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,13 @@ class ServedSessions:
         self.max_sessions = max_sessions
         self.sessions: dict[str, str] = {}
         """Session → the gateway that gave it."""
-        actor.capabilities = {**actor.capabilities, "max_sessions": max_sessions}
+        self.generation = 0
+        """How many times every session was dropped at once (:meth:`drop_all`)."""
+        actor.capabilities = {
+            **actor.capabilities,
+            "max_sessions": max_sessions,
+            "served_generation": 0,
+        }
         actor.registry.listen(self._on_registry)
 
     async def handle(self, inbound: Inbound) -> bool:
@@ -82,21 +88,23 @@ class ServedSessions:
         return True
 
     async def drop_all(self) -> None:
-        """Stop hearing every session: the broker went silent, so it is purging this instance
-        and each gateway is giving its sessions to another. A gateway that still counts on it
-        (the broker never purged it: the silence was this side's alone) sees its load fall
-        short of what it gave, and gives the sessions again (``transports/voice_routes.py``)."""
-        if not self.sessions:
-            return
-        self.actor.log.warning(
-            "broker lost: sessions dropped", extra=kv(sessions=len(self.sessions))
-        )
+        """Stop hearing every session: the broker purged this instance (``Actor.on_purged``),
+        so each gateway gave its sessions to another. ``served_generation`` in the
+        registration's capabilities goes up, so a gateway that still counts on this instance
+        (one that never saw it purged) gives its sessions again (``transports/voice_routes.py``).
+        """
+        dropped = len(self.sessions)
         for session in list(self.sessions):
             del self.sessions[session]
             for prefix in self.prefixes:
                 self.actor.unsubscribe(topics.topic(prefix, session))
             self.on_drop(session)
-        await self._publish_load()
+        self.generation += 1
+        self.actor.log.warning("purged: sessions dropped", extra=kv(sessions=dropped))
+        await self.actor.update_registration(
+            load=0.0,
+            capabilities={**self.actor.capabilities, "served_generation": self.generation},
+        )
 
     def _on_registry(self, change: RegistryChange, reg: Registration) -> None:
         if change is RegistryChange.REMOVED and not self.actor.registry.in_snapshot:

@@ -17,14 +17,6 @@ envelope's own, smaller limits, which are counted and logged)."""
 HIGH_WATER_MARK = 10_000
 """Messages queued per peer before sends block (ROUTER: drop)."""
 
-CONNECTION_HEARTBEAT_MS = 1000
-CONNECTION_TIMEOUT_MS = 3000
-"""ZeroMQ's own heartbeat (ZMTP PING) on every connection: one that carries nothing back for
-this long is closed and dialled afresh. Without it, a connection across a network that was
-down for a while sits in TCP's retransmission back-off for seconds after the network is back
-(an actor registered again through its new broker socket, yet deaf and mute on its old ones)
-and delivers what queued meanwhile, which is stale."""
-
 
 S = TypeVar("S", bound=zmq.Socket[Any])
 
@@ -35,9 +27,6 @@ def prepare(sock: S, *, hwm: int = HIGH_WATER_MARK) -> S:
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     sock.sndhwm = hwm
     sock.rcvhwm = hwm
-    sock.setsockopt(zmq.HEARTBEAT_IVL, CONNECTION_HEARTBEAT_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, CONNECTION_TIMEOUT_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, CONNECTION_TIMEOUT_MS)
     if sock.type == zmq.ROUTER:
         # A send to a peer that has gone fails (EHOSTUNREACH) instead of vanishing, so a
         # stream to a consumer that left can stop; senders treat it like a full queue.

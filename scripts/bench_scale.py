@@ -14,7 +14,7 @@ same CPUs: figures say what one machine holds, not what one process would on its
   the ASRs' logs of that step: ``speech_end`` received → final published (``after_end``), the
   recognition itself (``compute``), and the difference (``queue_wait``: waiting for the model
   behind other sessions' recognitions); and the CPU each kind used over the step (one core =
-  100 %; the 2 s pause after each round left out of the time, not out of the CPU).
+  100 %; averaged over the whole step, the 2 s pause after each round included).
 - ``gateway``: one gateway, one TTS worker on the mock voice (a tone; ``max_streams`` raised so
   the worker is not the limit), N text sessions at once, each played by a simulated client
   with a 60 ms jitter buffer (``bench_e2e``'s pacing). ``held``: the largest N with every
@@ -28,6 +28,13 @@ same CPUs: figures say what one machine holds, not what one process would on its
   ``harness_limit_at``: the first N delivered short (< 99 %) with the broker below that (the
   benchmark's own processes gave out first); ``broker_cpu_pct_per_1000_sessions`` at the
   largest N delivered whole, for extrapolation.
+- ``failover``: a stack with two of every kind but the gateway; per kind (``--failover-kinds``),
+  one session, and ``kill -9`` of the instance serving it: the VAD or ASR while the person
+  speaks, the TTS worker or supervisor while the bot speaks (``duplex run`` restarts it; the
+  other instance must take over meanwhile). Recorded: when the other instance showed a load
+  (``moved_ms``), what became of what was in flight, the next text's first audio (bot-speech
+  kills), and the next spoken question's final transcript and reply from its end of speech, and
+  from the kill.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import multiprocessing as mp
 import os
 import platform
 import re
+import signal
 import sys
 import time
 from collections import Counter
@@ -49,7 +57,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import websockets
 from bench_e2e import pacing
-from bench_voice import QUESTIONS, concurrent_turns
+from bench_voice import LONG, QUESTIONS, SECOND, Client, concurrent_turns, loud_chunks
 from benchkit import NUMBER_WORDS, LocalStack, progress
 from benchkit import summary as ms
 
@@ -88,7 +96,7 @@ def voice_config(asrs: int, workers: int, sizes: list[int], rounds: int) -> dict
             cpu0, t0 = _cpu_by_kind(pids), time.monotonic()
             for round_ in range(rounds):
                 results += asyncio.run(concurrent_turns(stack.url, clips, n, round_))
-            took = time.monotonic() - t0 - 2.0 * rounds  # (each round ends with a 2 s pause)
+            took = time.monotonic() - t0
             cpu = {k: round(100 * (v - cpu0[k]) / took, 1) for k, v in _cpu_by_kind(pids).items()}
             answered = [r["latency_s"] for r in results if r.get("latency_s") is not None]
             with asr_log.open("rb") as f:
@@ -204,7 +212,9 @@ def gateway_part(sizes: list[int]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- proxy
 
 
-def _publisher(endpoint: str, sessions: range, seconds: float, sent: Any) -> None:
+def _publisher(
+    endpoint: str, sessions: range, seconds: float, sent: Any, took: Any, going: Any
+) -> None:
     import zmq
 
     from bus import topics
@@ -225,6 +235,7 @@ def _publisher(endpoint: str, sessions: range, seconds: float, sent: Any) -> Non
         )
         env = envelope_for(msg, src=f"bench-{s}", session=sid)
         frames.append([topics.topic(topics.AUDIO_IN, sid), *encode(env)])
+    going.set()
     count, start = 0, time.monotonic()
     tick = 0
     while time.monotonic() - start < seconds:
@@ -233,7 +244,7 @@ def _publisher(endpoint: str, sessions: range, seconds: float, sent: Any) -> Non
             count += 1
         tick += 1
         time.sleep(max(0.0, start + tick * FRAME_S - time.monotonic()))
-    sent.value = count
+    sent.value, took.value = count, time.monotonic() - start
     time.sleep(0.5)
     pub.close(linger=0)
     ctx.term()
@@ -283,17 +294,20 @@ def proxy_part(sizes: list[int], seconds: float) -> dict[str, Any]:
         for n in sizes:
             got = mp.Value("q", 0)
             sent = [mp.Value("q", 0) for _ in range(2)]
+            spent = [mp.Value("d", 0.0) for _ in range(2)]
+            going = [mp.Event() for _ in range(2)]
             sub = mp.Process(target=_subscriber, args=(events_out, seconds + 2.0, got))
             sub.start()
             time.sleep(0.5)
             halves = [range(0, n // 2), range(n // 2, n)]
             pubs = [
-                mp.Process(target=_publisher, args=(events_in, h, seconds, v))
-                for h, v in zip(halves, sent, strict=True)
+                mp.Process(target=_publisher, args=(events_in, h, seconds, v, t, g))
+                for h, v, t, g in zip(halves, sent, spent, going, strict=True)
             ]
             for p in pubs:
                 p.start()
-            time.sleep(0.5)  # (the publishers' own 0.5 s wait for the subscription)
+            for g in going:  # the CPU window opens once both are sending
+                g.wait(30)
             watched = [broker_pid, sub.pid or 0, *(p.pid or 0 for p in pubs)]
             cpu0, t0 = [_cpu_seconds(pid) for pid in watched], time.monotonic()
             time.sleep(seconds - 1.0)
@@ -308,6 +322,7 @@ def proxy_part(sizes: list[int], seconds: float) -> dict[str, Any]:
             out[str(n)] = {
                 "sessions": n,
                 "messages_per_s_offered": 50 * n,
+                "messages_per_s_sent": round(total / max(1e-9, max(t.value for t in spent))),
                 "sent": total,
                 "delivered": got.value,
                 "delivered_ratio": round(got.value / max(1, total), 4),
@@ -342,6 +357,134 @@ def proxy_part(sizes: list[int], seconds: float) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------- failover
+
+FAILOVER_KINDS = ("vad", "asr", "tts_worker", "supervisor")
+
+
+def serving(stack: LocalStack, kind: str) -> tuple[int, list[str]]:
+    """The pid of the ``kind`` instance with a load (serving our one session), and every
+    instance's id."""
+    from bus.client import BrokerClient
+
+    with BrokerClient(stack.control, timeout_s=2.0) as broker:
+        regs = broker.discover(kind).actors
+    busy = max(regs, key=lambda r: r.load, default=None)
+    if busy is None or busy.load <= 0:
+        return 0, [r.actor_id for r in regs]
+    return busy.pid, [r.actor_id for r in regs if r.actor_id != busy.actor_id]
+
+
+def loaded(stack: LocalStack, kind: str, others: list[str]) -> bool:
+    """Whether one of ``others`` (the instances there were besides the one killed, not its
+    restarted successor) shows a load."""
+    from bus.client import BrokerClient
+
+    with BrokerClient(stack.control, timeout_s=2.0) as broker:
+        regs = broker.discover(kind).actors
+    return any(r.load > 0 and r.actor_id in others for r in regs)
+
+
+async def failover_trial(stack: LocalStack, kind: str, q1: bytes, q2: bytes) -> dict[str, Any]:
+    """``kill -9`` of the ``kind`` instance serving a session, mid-utterance (VAD, ASR: the
+    person speaking) or mid-speech (TTS worker, supervisor: the bot speaking)."""
+    record: dict[str, Any] = {"kind": kind}
+    async with websockets.connect(stack.url, max_size=2**21) as ws:
+        await ws.recv()  # session_start
+        client = Client(ws)
+        receiver = asyncio.get_running_loop().create_task(client.receive())
+        try:
+            await asyncio.sleep(0.5)  # the session reaches its VAD, ASR and supervisor
+            if kind in ("vad", "asr"):
+                record["scenario"] = "mid_utterance"
+                streaming = asyncio.create_task(client.stream(q1 + bytes(SECOND // 2)))
+                await asyncio.sleep(1.0)
+            else:
+                record["scenario"] = "mid_speech"
+                await ws.send(json.dumps({"type": "text", "text": LONG.format(n="nine")}))
+                await client.wait("tts_start", 10)
+                await asyncio.sleep(1.0)
+            pid, others = await asyncio.to_thread(serving, stack, kind)
+            if not pid:
+                record["error"] = f"no {kind} with a load"
+                return record
+            os.kill(pid, signal.SIGKILL)
+            t0 = time.monotonic()
+            moved = None
+            # (A TTS worker takes load only with the next text: nothing to wait for here.)
+            while kind != "tts_worker" and time.monotonic() - t0 < 10:
+                if await asyncio.to_thread(loaded, stack, kind, others):
+                    moved = time.monotonic() - t0
+                    break
+                await asyncio.sleep(0.05)
+            record["moved_ms"] = None if moved is None else round(1000 * moved)
+            if kind in ("vad", "asr"):
+                await streaming
+                try:
+                    at, _ = await client.wait("tts_start", 4, since=t0)
+                    record["in_flight"] = "replied"
+                    await client.wait("tts_end", 20, since=at)
+                except TimeoutError:
+                    record["in_flight"] = "lost"
+            else:
+                at, end = await client.wait("tts_end", 30, since=t0)
+                record["in_flight"] = end["reason"]
+                record["in_flight_ended_ms"] = round(1000 * (at - t0))
+                sent = time.monotonic()
+                await ws.send(json.dumps({"type": "text", "text": "Are you back with me now?"}))
+                first = await client.frame(sent, timeout=10)
+                record["next_text_first_audio_ms"] = round(1000 * (first - sent))
+                record["next_text_after_kill_ms"] = round(1000 * (first - t0))
+                await client.wait("tts_end", 20, since=first)
+            # The next spoken turn: its final transcript and its reply, from its end of speech.
+            _, last = loud_chunks(q2)
+            marks = await client.stream(q2 + bytes(SECOND // 2), mark=(last,))
+            ended = marks[last] + FRAME_S
+            got, final = await client.wait("transcript", 10, since=ended - 1.0)
+            while not final.get("final"):
+                got, final = await client.wait("transcript", 10, since=got + 1e-6)
+            started, _ = await client.wait("tts_start", 10, since=ended - 0.5)
+            reply = await client.frame(started - 0.05)
+            record["next_turn_final_ms"] = round(1000 * (got - ended))
+            record["next_turn_voice_to_voice_ms"] = round(1000 * (reply - ended))
+            record["next_turn_after_kill_ms"] = round(1000 * (got - t0))
+            record["next_turn_heard"] = final["text"]
+            ends = [e for _, e in client.events if e["type"] == "session_end"]
+            record["session_ended"] = ends[0]["reason"] if ends else None
+        except TimeoutError as exc:
+            record["error"] = f"timed out: {exc!r}"
+        finally:
+            receiver.cancel()
+    return record
+
+
+def failover_part(kinds: list[str]) -> dict[str, Any]:
+    stack = LocalStack(
+        "bench_scale_failover",
+        ["gateway", *["supervisor", "router", "vad", "asr", "tts_worker"] * 2],
+    )
+
+    def whole() -> bool:
+        pids = stack.actor_pids()
+        return all(len(pids.get(k, ())) == 2 for k in ("supervisor", "vad", "asr", "tts_worker"))
+
+    stack.start(lambda: True if whole() and (stack.gateway_ready() or {}).get("voice_in") else None)
+    q1 = bytes(2 * 3200) + synthesize("What time does the museum open on Sunday?")
+    q2 = bytes(2 * 3200) + synthesize("Where is the nearest train station?")
+    trials = []
+    try:
+        for kind in kinds:
+            trials.append(asyncio.run(failover_trial(stack, kind, q1, q2)))
+            log(f"failover, {kind}: {trials[-1]}")
+            deadline = time.monotonic() + 60
+            while not whole() and time.monotonic() < deadline:  # the watcher restarts it
+                time.sleep(0.5)
+            time.sleep(2.0)
+    finally:
+        stack.close()
+    return {"trials": trials}
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -353,12 +496,17 @@ def main() -> None:
     parser.add_argument("--gateway-sizes", default="10,25,50,100,150,200")
     parser.add_argument("--proxy-sizes", default="100,200,400,800,1600,3200")
     parser.add_argument("--proxy-seconds", type=float, default=5.0)
-    parser.add_argument("--parts", default="proxy,gateway,voice")
-    parser.add_argument("--quick", action="store_true", help="a small run of each part (CI)")
+    parser.add_argument("--parts", default="proxy,gateway,voice,failover")
+    parser.add_argument("--failover-kinds", default=",".join(FAILOVER_KINDS))
+    parser.add_argument(
+        "--quick", action="store_true", help="a small run of each part but failover (CI)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.rounds, args.configs = "2", 1, "1x1"
         args.gateway_sizes, args.proxy_sizes, args.proxy_seconds = "3", "20", 3.0
+        if args.parts == parser.get_default("parts"):
+            args.parts = "proxy,gateway,voice"  # (failover starts 11 actors: too slow for CI)
     parts = set(args.parts.split(","))
     out: dict[str, Any] = {
         "benchmark": "bench_scale",
@@ -390,6 +538,9 @@ def main() -> None:
             else None,
             "ten_at_once_p95_le_1000ms": min(ten) <= 1000 if ten else None,
         }
+    if "failover" in parts:
+        log("failover: two of each kind; kill -9 of the one serving a session")
+        out["failover"] = failover_part(args.failover_kinds.split(","))
     print(json.dumps(out, indent=1))
 
 

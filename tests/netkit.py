@@ -8,6 +8,7 @@ request) live there; ``Hosts.link`` takes a host's cable out and puts it back.""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -47,6 +48,13 @@ class Hosts:
         self.switch = f"{self.prefix}-sw"
         self._procs: list[subprocess.Popen[bytes]] = []
         self._made: list[str] = []
+        # Left by an earlier run of this pid that was killed before it could clean up.
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        for line in listed.splitlines():
+            name = line.split(" ", 1)[0]
+            if name.startswith(f"{self.prefix}-"):
+                self._made.append(name)
+        self.close()
         try:
             self._ip("netns", "add", self.switch)
             self._made.append(self.switch)
@@ -122,15 +130,15 @@ class Hosts:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 _signal_group(proc, signal.SIGKILL)
-                proc.wait(timeout=10)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+        self._procs.clear()
         for ns in reversed(self._made):
             # Anything still inside (a grandchild that left the group) dies with its namespace.
             pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
             for pid in pids.stdout.split():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         self._made.clear()
 
@@ -141,7 +149,5 @@ class Hosts:
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass

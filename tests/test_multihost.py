@@ -240,7 +240,7 @@ def test_a_conversation_survives_a_host_losing_its_link_and_the_host_comes_back(
 
         # Out longer than a peer's socket outlives its peer (bus/peers.py), so the gateway's
         # best-effort session.drop to the lost ASR goes with that socket: only the ASR's own
-        # "broker lost: sessions dropped" clears its old session. (Without it, seen on
+        # "purged: sessions dropped" clears its old session. (Without it, seen on
         # 2026-12-03: the returned ASR, still holding the old session, heard nothing at all.)
         time.sleep(max(0.0, LINGER_S + 1 - (time.monotonic() - pulled)))
         cluster.hosts.link(down, up=True)

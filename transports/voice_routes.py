@@ -8,16 +8,15 @@ sessions spreads before published loads catch up. An instance that leaves the re
 in a broker restart's resync, whose actors keep their sessions) has its sessions moved to
 another at once (what it was hearing of them is lost: at most the speech in flight); with
 none left, they wait for the next to register. A session that ends is dropped from both
-(``session.drop``). An instance that lost the broker drops all its sessions; if the broker
-never purged it (the silence was the instance's side alone), the load it publishes falls
-short of the share this gateway gave it, and the gateway gives them again (``session.serve``
-is idempotent).
+(``session.drop``). An instance the broker purged and that came back (a network partition, a
+freeze) drops all its sessions and raises ``served_generation`` in its capabilities; a gateway
+that still had sessions on it (one that never saw the purge) gives them again
+(``session.serve`` is idempotent).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 from bus.logs import kv
 from bus.schema.session import DropSession, ServeSession
@@ -25,8 +24,6 @@ from bus.schema.system import Registration, RegistryChange
 from transports.utterance_stream import BusPort
 
 KINDS = ("vad", "asr")
-LOAD_LAG_S = 2.0
-"""An instance given a session this recently may not show it in its published load yet."""
 log = logging.getLogger("duplex.voice_routes")
 
 
@@ -37,8 +34,8 @@ class VoiceRoutes:
         self.bus = bus
         self.routes: dict[str, dict[str, str]] = {}
         """Session → kind → the instance hearing it (absent: none yet)."""
-        self._given_at: dict[str, float] = {}
-        """Instance → when this gateway last gave it a session."""
+        self._generation: dict[str, int] = {}
+        """Instance → the ``served_generation`` it last published."""
 
     def serving(self, session: str, kind: str) -> str:
         """The instance of ``kind`` that hears ``session`` (empty: none)."""
@@ -59,7 +56,7 @@ class VoiceRoutes:
         if change is RegistryChange.REMOVED:
             if resync:
                 return
-            self._given_at.pop(reg.actor_id, None)
+            self._generation.pop(reg.actor_id, None)
             for session, routes in self.routes.items():
                 if routes.get(reg.kind) == reg.actor_id:
                     del routes[reg.kind]
@@ -67,13 +64,13 @@ class VoiceRoutes:
                     self.bus.send_or_warn(reg.actor_id, DropSession(), session)
                     self._give(session, reg.kind)
             return
-        mine = [s for s, routes in self.routes.items() if routes.get(reg.kind) == reg.actor_id]
-        lagging = time.monotonic() - self._given_at.get(reg.actor_id, -LOAD_LAG_S) < LOAD_LAG_S
-        if mine and not lagging and reg.load < len(mine) / _capacity(reg) - 1e-9:
-            log.info(
-                "sessions given again",
-                extra=kv(by=reg.actor_id, sessions=len(mine), load=round(reg.load, 4)),
-            )
+        generation = int(reg.capabilities.get("served_generation", 0))
+        before = self._generation.get(reg.actor_id)
+        self._generation[reg.actor_id] = generation
+        if before is not None and generation > before:
+            mine = [s for s, r in self.routes.items() if r.get(reg.kind) == reg.actor_id]
+            if mine:
+                log.info("sessions given again", extra=kv(by=reg.actor_id, sessions=len(mine)))
             for session in mine:
                 self.bus.send_or_warn(reg.actor_id, ServeSession(), session)
         if change is RegistryChange.ADDED:
@@ -87,7 +84,6 @@ class VoiceRoutes:
             return  # none running: the next to register takes it
         if self.bus.send_or_warn(instance.actor_id, ServeSession(), session):
             self.routes[session][kind] = instance.actor_id
-            self._given_at[instance.actor_id] = time.monotonic()
             log.debug("session served", extra=kv(session=session, kind=kind, by=instance.actor_id))
 
     def _least_loaded(self, kind: str) -> Registration | None:

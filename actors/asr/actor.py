@@ -165,7 +165,7 @@ class Asr(Actor):
         elif not isinstance(msg, SpeechStart | SpeechEnd | StateChanged):
             await super().on_message(inbound)
 
-    async def on_broker_lost(self) -> None:
+    async def on_purged(self) -> None:
         await self.served.drop_all()
 
     def _forget(self, sid: str) -> None:
