@@ -114,6 +114,10 @@ def voice_config(asrs: int, workers: int, sizes: list[int], rounds: int) -> dict
                 "asr_compute": ms([c for c, _ in finals]),
                 "asr_queue_wait": ms([max(0.0, a - c) for c, a in finals]),
                 "cpu_pct_by_kind": cpu,
+                "step_s": round(took, 2),
+                "cpu_s_per_question_by_kind": {
+                    k: round(v / 100 * took / max(1, len(results)), 3) for k, v in cpu.items()
+                },
             }
             figures = out[str(n)]["voice_to_voice"]
             log(
