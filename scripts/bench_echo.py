@@ -181,21 +181,28 @@ def main() -> None:
     }
     try:
         with ThreadPoolExecutor(max(1, args.parallel)) as pool:
-            for cancel in (True, False):
-                mode = "cancellation_on" if cancel else "cancellation_off"
-                jobs = {
-                    name: pool.submit(condition, url, Room(**room), cancel, seconds, i)
-                    for i, (name, room) in enumerate(rooms)
-                }
+            # Both modes' jobs queue at once: still --parallel sessions at a time, no idle slot
+            # while one mode's last job runs alone.
+            modes = {"cancellation_on": True, "cancellation_off": False}
+            jobs = {
+                (mode, name): pool.submit(condition, url, Room(**room), cancel, seconds, i)
+                for mode, cancel in modes.items()
+                for i, (name, room) in enumerate(rooms)
+            }
+            talks = {
+                mode: [pool.submit(double_talk, url, cancel, t) for t in range(trials)]
+                for mode, cancel in modes.items()
+            }
+            for mode in modes:
                 results = {}
-                for name, job in jobs.items():
-                    results[name] = job.result()
-                    log(f"{mode} {name}: {results[name]['self_interruptions']} self-interruptions")
+                for (of, name), job in jobs.items():
+                    if of == mode:
+                        results[name] = job.result()
+                        shown = results[name]["self_interruptions"]
+                        log(f"{mode} {name}: {shown} self-interruptions")
                 out[mode] = {"conditions": results}
-            for cancel in (True, False):
-                mode = "cancellation_on" if cancel else "cancellation_off"
-                done = [pool.submit(double_talk, url, cancel, t) for t in range(trials)]
-                talk = [job.result() for job in done]
+            for mode in modes:
+                talk = [job.result() for job in talks[mode]]
                 latencies = [t["latency_s"] for t in talk if t["detected"]]
                 log(f"{mode} double talk: {len(latencies)}/{trials} detected")
                 out[mode]["double_talk"] = {
