@@ -160,6 +160,7 @@ class Broker:
             )
             self._authenticator = curve.start_authenticator(ctx, allow)
         router = self._router = sockets.prepare(ctx.socket(zmq.ROUTER))
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # an actor's newest connection takes its id
         if keys is not None:
             curve.make_server(router, keys)
         self.endpoints["control"] = sockets.bind(router, cfg.control)

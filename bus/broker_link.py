@@ -76,6 +76,12 @@ class BrokerLink:
             self._reactor.unwatch(self.socket)
             self.socket.close(linger=0)
         sock = self.socket = sockets.prepare(self._ctx.socket(zmq.DEALER), hwm=1000)
+        # One identity for every socket this actor makes (the broker hands the identity over to
+        # the newest connection): after a partition, what an earlier socket left in the
+        # kernel's send buffer reaches the broker late, and under an identity of its own it
+        # would register the actor there, and the live socket's next heartbeat be answered
+        # "not registered".
+        sock.setsockopt(zmq.ROUTING_ID, b"actor:" + self.config.actor_id.encode()[:240])
         if self._keys is not None:
             curve.make_client(sock, self._keys, self._broker_public)
         sock.connect(self.config.broker)
