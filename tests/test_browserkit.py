@@ -167,7 +167,13 @@ def test_probe_sees_the_fake_mic_rise_at_one_second_and_its_echo_shortly_after(
     assert 0 < bot - mic < 300, f"the echo rose {bot - mic:.0f} ms after the mic"
     quiet = silent_for_good(trace.t_ms, trace.bot_dbfs, SILENT_DBFS, bot)
     assert quiet is not None and quiet - bot < 1300, "the echo did not end with the speech"
-    assert trace.intervals_ms().max() < 50
+    # The probe resolves both edges: samples close together around each (a gap elsewhere, as
+    # at the page's start on a loaded CI machine, 75 ms once, times nothing).
+    gaps = trace.intervals_ms()
+    for edge in (mic, bot):
+        near = np.abs(trace.t_ms[1:] - edge) < 100
+        assert near.any() and gaps[near].max() < 50, (edge, gaps[near])
+    assert np.median(gaps) < 20
 
 
 OPEN_MIC = """(async () => {

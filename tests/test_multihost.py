@@ -153,6 +153,13 @@ EVERY_ENGINE = {("asr", h) for h in ("east", "west")} | {
 }
 
 
+def heard_it(question: str, heard: str) -> bool:
+    """Heard, give or take tiny.en's slips on a short question ("Where's the near station?"
+    for "Where is the nearest station?" is 0.4; another question 1.0 or more): what is tested
+    is that some ASR heard it."""
+    return word_error_rate(question, heard) <= 0.6
+
+
 def ask(talker: Talker, question: str) -> tuple[str, dict[str, Any]]:
     """Speak ``question``; its final transcript and the reply's ``tts_end``."""
     since = time.monotonic()
@@ -194,7 +201,7 @@ def test_a_conversation_survives_a_host_losing_its_link_and_the_host_comes_back(
             talkers, ["What time does the museum open?", "Please turn off the lights."], strict=True
         ):
             heard, end = ask(t, question)
-            assert word_error_rate(question, heard) < 0.3, heard
+            assert heard_it(question, heard), heard
             assert end["reason"] == "completed", end
 
         # Both hear the bot at once; the host of a worker speaking loses its cable.
@@ -234,7 +241,7 @@ def test_a_conversation_survives_a_host_losing_its_link_and_the_host_comes_back(
             talkers, ["Where is the nearest station?", "Can you hear me now?"], strict=True
         ):
             heard, end = ask(t, question)
-            assert word_error_rate(question, heard) < 0.3, heard
+            assert heard_it(question, heard), heard
             assert end["reason"] == "completed", end
         assert cluster.placed()[("asr", other)] == pytest.approx(2 * one_session)
 
@@ -251,7 +258,7 @@ def test_a_conversation_survives_a_host_losing_its_link_and_the_host_comes_back(
         newcomer.wait_for(lambda m: m.get("state") == "LISTENING", 10, "the session to open")
         wait_until(lambda: cluster.placed()[("asr", down)] > 0, 10, f"{down}'s ASR to serve it")
         heard, end = ask(newcomer, "Is the harbour open today?")
-        assert word_error_rate("Is the harbour open today?", heard) < 0.3, heard
+        assert heard_it("Is the harbour open today?", heard), heard
         assert end["reason"] == "completed", end
         # The first two sessions, one of them moved, are each heard once by one ASR: nothing the
         # lost host heard while cut off comes back, and it does not hear its old session again.
@@ -259,7 +266,7 @@ def test_a_conversation_survives_a_host_losing_its_link_and_the_host_comes_back(
             talkers, ["Is it going to rain?", "What is the time?"], strict=False
         ):
             heard, end = ask(t, question)
-            assert word_error_rate(question, heard) < 0.3, heard
+            assert heard_it(question, heard), heard
         for t in talkers[:2]:
             finals = [m for m in t.events("transcript") if m.get("final") and m.get("text")]
             assert len(finals) == 3, finals

@@ -121,6 +121,20 @@ def test_a_partial_in_doubt_then_echo_is_no_words() -> None:
     run_test(core, [final("the lighthouse keeper", 5)], expect=[outcome("u1", False)])
 
 
+def test_a_partial_too_short_to_weigh_waits_and_echo_after_it_is_no_words() -> None:
+    """Whisper's first partial of the bot's echo may be one letter ("A"): no trigram to match
+    against the bot's words, so it waits for the next transcript like one in doubt."""
+    core = barged()
+    run_test(core, [partial("A", 5)], never=[BargeInOutcome])
+    assert core.state is S.BARGED_IN
+    run_test(core, [final("the lighthouse keeper", 5)], expect=[outcome("u1", False)])
+
+
+def test_a_short_final_with_words_over_a_held_reply_still_takes_the_turn() -> None:
+    core = barged()
+    run_test(core, [final("No", 5)], expect=[outcome("u1", True)])
+
+
 def test_a_partial_in_doubt_gets_the_barge_window_once_more() -> None:
     core = barged(barge_window_ms=1000)
     run_test(core, [partial("a like house", 5), Wait(1.0), Wait(0.75)], never=[BargeInOutcome])

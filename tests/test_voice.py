@@ -263,7 +263,8 @@ def test_the_bots_own_voice_coming_back_is_echo_not_a_turn(stack: VoiceStack) ->
         # What a speaker next to the microphone would feed back: the bot's own words, late.
         talker.say(silence(0.5) + speech("a lighthouse keeper who counted the waves") + silence(1))
         _, end = talker.wait_for(kind("tts_end"), 30, "the story to finish")
-        assert end["reason"] == "completed"
+        heard = [(e["final"], e["text"]) for e in talker.events("transcript")]
+        assert end["reason"] == "completed", heard
         assert not talker.events("reply") and "THINKING" not in [
             e["state"] for e in talker.events("state")
         ]

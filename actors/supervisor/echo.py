@@ -21,6 +21,11 @@ def _trigrams(text: str) -> set[str]:
     return {letters[i : i + 3] for i in range(len(letters) - 2)}
 
 
+def weighable(text: str) -> bool:
+    """Whether ``text`` has a letter trigram for :func:`echo_share` to weigh ("A" has none)."""
+    return bool(_trigrams(text))
+
+
 def echo_share(transcript: str, bot_said: Sequence[str]) -> float:
     """How much of ``transcript`` is what the bot just said: the share of its letter trigrams
     (spaces ignored, so "light house" matches "lighthouse") found in the bot's text."""

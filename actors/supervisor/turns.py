@@ -11,8 +11,9 @@ supervisor"). No I/O, no clock of its own: every call is given ``now`` (monotoni
   outcome is words (the utterance ends ``barged_in``) and the turn is the person's. A partial
   of the same speech that came before the hold (it travels the event bus, the hold comes
   straight from the gateway) is weighed as soon as the hold arrives. A partial that is nearly
-  echo (``echo_doubt`` of its trigrams, below ``echo_overlap``) waits for the next
-  transcript: words again give the person the turn, echo or no words do not.
+  echo (``echo_doubt`` of its trigrams, below ``echo_overlap``), or too short to have a
+  trigram ("A"), waits for the next transcript: words again give the person the turn, echo
+  or no words do not.
 - No words (an empty final, an echo, or the window running out, once more if a partial was in
   doubt): the outcome is no words and playout resumes where it was held (a false
   interruption).
@@ -59,7 +60,7 @@ from actors.supervisor.commands import (
     Tell,
     TurnEvent,
 )
-from actors.supervisor.echo import BotSaid, echo_share, words
+from actors.supervisor.echo import BotSaid, echo_share, weighable, words
 from actors.supervisor.history import History
 from actors.supervisor.playlist import Playlist
 from actors.supervisor.settings import SupervisorSettings
@@ -233,8 +234,13 @@ class TurnTaking:
         has_words = said and share < self.settings.echo_overlap
         if self.state is S.BARGED_IN and self.barge is not None:
             # An early partial of the bot's own echo can be misheard ("a like house" for "a
-            # lighthouse"): one that is nearly echo waits for the next transcript to decide.
-            doubted = has_words and not msg.final and share >= self.settings.echo_doubt
+            # lighthouse") or too short to weigh ("A"): one that is nearly echo, or has no
+            # letter trigram to compare, waits for the next transcript to decide.
+            doubted = (
+                has_words
+                and not msg.final
+                and (share >= self.settings.echo_doubt or not weighable(msg.text))
+            )
             if has_words and not (doubted and not self.barge.doubted):
                 self._give_floor()
             elif msg.final:
