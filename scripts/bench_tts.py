@@ -278,6 +278,44 @@ def quality(inbox: str, raw_voice: Any, texts: list[str], repeats: int = 1) -> d
     }
 
 
+FIRST_UNIT_PATHS = {
+    "whole_inference": {"split_decoder": False},
+    "split_decoder": {"first_slice_phonemes": 999},
+    "split_decoder_sliced": {},
+}
+"""The first unit's render paths compared by :func:`first_unit_paths` (voice pack params):
+the model run whole on the head and its context (the worker before 2026-12-03 17:00), the
+decoder on the head's own frames, and that with the head's first word decoded first."""
+
+
+def first_unit_paths(texts: list[str], repeats: int) -> dict[str, Any]:
+    """Plan and render of an utterance's first unit, in this process, by each of
+    :data:`FIRST_UNIT_PATHS` in turn on the same texts (interleaved, the phrase cache
+    emptied): what the model's split buys, apart from the worker's own overhead."""
+    import dataclasses
+
+    from adapters.tts.base import Renderer, SynthesisOptions
+    from adapters.tts.piper import PiperEngine
+    from adapters.tts.voicepacks import load_voicepack
+
+    pack = load_voicepack(ROOT / "voicepacks" / "piper-en_US-joe-medium")
+    engines = {}
+    for name, params in FIRST_UNIT_PATHS.items():
+        engine = PiperEngine(dataclasses.replace(pack, params={**pack.params, **params}))
+        engine.warmup()
+        engines[name] = engine
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(repeats):
+        for text in texts:
+            for name, engine in engines.items():
+                engine.cache.clear()
+                renderer = Renderer(engine, SynthesisOptions())
+                started = time.perf_counter()
+                renderer.render(engine.plan(text, True)[0])
+                times[name].append(time.perf_counter() - started)
+    return {name: ms_summary(seconds) for name, seconds in times.items()}
+
+
 def concurrent_streams(inbox: str, count: int, seconds: float = 8.0) -> dict[str, Any]:
     """``count`` paced consumers at once; each starts playing 200 ms after its first frame and
     plays for ``seconds``. A stream is ``held`` only if it played all of that with no underrun:
@@ -429,6 +467,10 @@ def main() -> None:
         )
         q = result["quality"]
         log(f"quality: WER {q['duplex_wer']} beside raw Piper's {q['raw_piper_wer']}")
+        log("first unit's render paths, in this process")
+        result["first_unit_in_process"] = first_unit_paths(
+            QUALITY_TEXTS[: args.quality_texts], args.quality_repeats
+        )
         result["real_time"] = real_time_factor(inbox, PARAGRAPH.format(n="Arthur"))
         log(f"real-time factor {result['real_time']['rtf']}")
         for command in ("pause", "stop"):

@@ -15,6 +15,10 @@ def test_bench_tts_quick_run_prints_all_figures() -> None:
             # stall decides (CI once saw 5.1 s), so it is only checked for order.
             assert 0 < figures[side]["p50_ms"] <= figures[side]["p95_ms"] <= figures[side]["max_ms"]
             assert figures[side]["p50_ms"] < 5000
+    # The first unit's render paths in one process, on the same two sentences.
+    paths = data["first_unit_in_process"]
+    assert set(paths) == {"whole_inference", "split_decoder", "split_decoder_sliced"}
+    assert all(0 < p["p50_ms"] <= p["max_ms"] < 5000 and p["trials"] == 2 for p in paths.values())
     assert 0 < data["real_time"]["rtf"] < 1  # faster than real time, generously
     for command in ("pause_to_last_frame", "stop_to_last_frame"):
         assert 0 <= data[command]["p50_ms"] <= data[command]["p95_ms"]

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from piper import SynthesisConfig
 
 from adapters.tts.base import Renderer, SynthesisOptions
-from adapters.tts.piper import PiperEngine, Unit, with_context
+from adapters.tts.piper import PiperEngine, Unit, body_span, sliced, with_context
 from adapters.tts.voicepacks import load_voicepack
 
 VOICE = Path(__file__).resolve().parent.parent / "voicepacks" / "piper-en_US-joe-medium"
@@ -67,3 +68,47 @@ def test_the_first_sentence_in_units_lasts_as_long_as_it_does_whole(engine: Pipe
         assert ours_gap < whole_gap + 0.15, (text, ours_gap, whole_gap)
         ours_s, whole_s = ours_s + ours, whole_s + whole_dur
     assert 0.92 < ours_s / whole_s < 1.08
+
+
+def test_a_unit_decodes_only_its_own_frames_and_they_are_the_whole_units_audio(
+    engine: PiperEngine,
+) -> None:
+    """The head (its right context two words) decodes its own latent frames and a margin, not
+    its context's, and its samples are those of the whole unit decoded."""
+    decoder = engine.decoder
+    assert decoder is not None  # a single-speaker Piper export splits
+    unit = engine.plan(SENTENCES[0], first=True)[0]
+    assert unit.right and not unit.left
+    ids = engine.model.phonemes_to_ids([*unit.left, *unit.body, *unit.right])
+    latent, per_id = engine.encode(ids, SynthesisConfig(length_scale=1.0))
+    frames = latent.shape[2]
+    whole = decoder.decode(latent, 0, frames * decoder.hop)
+    start, end = body_span(unit, per_id, engine.model.config.phoneme_id_map)
+    lo, hi = decoder.window(frames, start, end)
+    assert lo == 0 and hi < frames - 10, (hi, frames)
+    ours = decoder.decode(latent, start, end)
+    assert len(ours) == end - start
+    assert np.abs(ours - whole[start:end]).max() < 1e-4  # 1e-6 seen (4-frame margin: 6e-4)
+
+
+def test_the_head_is_two_slices_of_one_reading_encoded_once_and_cut_in_one_gap(
+    engine: PiperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first slice (the head's first word) goes out after one encoding and a decode of its
+    own frames; the second decodes from that encoding, and the two meet in one word gap."""
+    head = Unit((), tuple("ab cd ef"), tuple(" gh"))
+    assert sliced(head, 2) == [
+        Unit((), tuple("ab"), tuple(" cd ef gh")),
+        Unit(tuple("ab "), tuple("cd ef"), tuple(" gh")),
+    ]
+    assert sliced(Unit((), tuple("abcdef"), ()), 2) == [Unit((), tuple("abcdef"), ())]
+    first, second, *_ = engine.plan(SENTENCES[1], first=True)
+    reading = (*first.left, *first.body, *first.right)
+    assert reading == (*second.left, *second.body, *second.right)
+    assert second.left[-1] == " " and len(first.body) < len(second.body) + len(first.body)
+    encodings: list[int] = []
+    encode = engine.encode
+    monkeypatch.setattr(engine, "encode", lambda *a: encodings.append(1) or encode(*a))
+    engine.cache.clear()
+    audio = [engine.render(u, SynthesisOptions()) for u in (first, second)]
+    assert len(encodings) == 1 and all(len(a) > 0.1 * engine.voice.sample_rate for a in audio)

@@ -8,11 +8,13 @@ first and the rest follows while it plays, in units that grow (:data:`GROWTH`) s
 rendered before the audio already made runs out, even with several streams sharing the CPU.
 Later units are whole sentences, long ones cut at clause marks, so no unit exceeds
 :data:`MAX_UNIT_PHONEMES` (bounding memory and the time a PAUSE or STOP waits for an
-inference in flight). ONNX Runtime's threads do not spin between inferences: spinning
-steals the CPU from the other streams (and processes) on a small machine. Its memory arena gives
-back what an inference used when the inference ends (:data:`RUN_OPTIONS`), and it keeps no
-per-shape memory plans: either would hold the worker's memory at the largest inference it has
-ever run (scripts/bench_tts_memory).
+inference in flight). A unit is read with words of its neighbours (:class:`Unit`), and the
+model runs in two halves (:class:`Decoder`): the encoder over the whole unit, the decoder,
+most of the time, over the unit's own frames only. ONNX Runtime's threads do not spin
+between inferences: spinning steals the CPU from the other streams (and processes) on a small
+machine. Its memory arena gives back what an inference used when the inference ends
+(:data:`RUN_OPTIONS`), and it keeps no per-shape memory plans: either would hold the worker's
+memory at the largest inference it has ever run (scripts/bench_tts_memory).
 
 Audio is taken raw from the model (Piper's own per-sentence peak normalisation would make
 loudness jump between sentences); the shared :class:`~adapters.tts.base.Renderer` applies one
@@ -35,6 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import onnx
 import onnxruntime
+from onnx.utils import Extractor
 from piper import PiperVoice, SynthesisConfig, espeakbridge
 from piper.config import PiperConfig
 from piper.patch_voice_with_alignment import add_alignment_output
@@ -65,6 +68,16 @@ rate 0.099 against 0.053; with two words of context 1.4 % longer, at most 40 ms 
 against 0.056 (one word: 3 % longer; three: 0.075). tests/test_tts_units.py checks the
 durations and gaps. A voice pack may set ``params.context_words`` (0 renders units alone, as
 must a model that does not report its durations)."""
+FIRST_SLICE_PHONEMES = 2
+"""The first unit's first slice (:func:`sliced`) ends at the first word gap after this many
+phonemes: its first word or two. A voice pack may set ``params.first_slice_phonemes``."""
+READINGS_KEPT = 4
+"""Encodings kept for the slices that follow (:meth:`PiperEngine._reading`)."""
+DECODER_PAD_FRAMES = 12
+"""Latent frames (256 samples each) decoded beyond each side of the audio a unit keeps: the
+decoder's convolutions reach this far, so the samples kept match the whole unit decoded within
+float rounding (joe-medium: 1e-6 apart at 12 frames, 7e-4 at 8, 0.05 at 4, on a 0.5 peak;
+tests/test_tts_units.py)."""
 MIN_TAIL_PHONEMES = 6
 """A first sentence is not cut if the rest would be shorter than this."""
 CLAUSE_MARKS = frozenset(",;:\u2014\u2013")  # and em and en dashes
@@ -136,8 +149,11 @@ class PiperEngine(TtsEngine):
     def __init__(self, voice: VoicePack, device: Device | None = None) -> None:
         super().__init__(voice)
         self.device = device or Device("cpu")
-        self.model = _load_voice(
-            voice.weight_path("model"), voice.weight_path("config"), self.device
+        self.model, self.decoder = _load_voice(
+            voice.weight_path("model"),
+            voice.weight_path("config"),
+            self.device,
+            split=bool(voice.params.get("split_decoder", True)),
         )
         if self.model.config.sample_rate != voice.sample_rate:
             raise ValueError(
@@ -147,6 +163,9 @@ class PiperEngine(TtsEngine):
         self.cache = PhraseCache(int(voice.params.get("phrase_cache_mb", 16)) * 1024 * 1024)
         self.first_unit = int(voice.params.get("first_unit_phonemes", FIRST_UNIT_PHONEMES))
         self.context_words = int(voice.params.get("context_words", CONTEXT_WORDS))
+        self.first_slice = int(voice.params.get("first_slice_phonemes", FIRST_SLICE_PHONEMES))
+        self._readings: OrderedDict[Any, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._readings_lock = threading.Lock()
         if len(self.model.session.get_outputs()) < 2:  # no durations: units cannot overlap
             self.context_words = 0
 
@@ -165,7 +184,10 @@ class PiperEngine(TtsEngine):
                             piece, phonemes = cut(phonemes, limit)
                             pieces.append(piece)
             pieces += [p for p in split_long(phonemes, MAX_UNIT_PHONEMES) if p]
-            units += with_context(pieces, self.context_words)
+            read = with_context(pieces, self.context_words)
+            if first and not units and self.decoder is not None:
+                read[:1] = sliced(read[0], self.first_slice)
+            units += read
         return units
 
     def render(self, unit: Any, options: SynthesisOptions) -> np.ndarray:
@@ -176,7 +198,12 @@ class PiperEngine(TtsEngine):
         phonemes = [*unit.left, *unit.body, *unit.right]
         ids = self.model.phonemes_to_ids(phonemes)
         config = SynthesisConfig(length_scale=self.model.config.length_scale / options.speed)
-        if unit.left or unit.right:
+        if self.decoder is not None:
+            latent, per_id = self._reading(tuple(phonemes), ids, config)
+            whole = (0, latent.shape[2] * self.decoder.hop)
+            span = body_span(unit, per_id, self.model.config.phoneme_id_map)
+            audio = self.decoder.decode(latent, *(span if unit.left or unit.right else whole))
+        elif unit.left or unit.right:
             raw, samples = self.model.phoneme_ids_to_audio(ids, config, include_alignments=True)
             if samples is None:
                 raise RuntimeError(f"{self.voice.model_id} reports no durations")
@@ -187,8 +214,65 @@ class PiperEngine(TtsEngine):
         self.cache.put(key, audio)
         return audio
 
+    def _reading(
+        self, phonemes: tuple[str, ...], ids: list[int], config: SynthesisConfig
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`encode`, kept for the next few units: the slices of a unit (:func:`sliced`)
+        are one reading, encoded once, and decode to one seamless stretch of audio."""
+        key = (phonemes, config.length_scale)
+        with self._readings_lock:
+            kept = self._readings.get(key)
+            if kept is not None:
+                self._readings.move_to_end(key)
+                return kept
+        reading = self.encode(ids, config)
+        with self._readings_lock:
+            self._readings[key] = reading
+            while len(self._readings) > READINGS_KEPT:
+                self._readings.popitem(last=False)
+        return reading
+
+    def encode(self, ids: list[int], config: SynthesisConfig) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder half: the unit's latent frames and the samples of each phoneme id."""
+        voice = self.model.config
+        scales = [voice.noise_scale, config.length_scale, voice.noise_w_scale]
+        latent, frames = self.model.session.run(
+            None,
+            {
+                "input": np.array([ids], dtype=np.int64),
+                "input_lengths": np.array([len(ids)], dtype=np.int64),
+                "scales": np.array(scales, dtype=np.float32),
+            },
+        )
+        return latent, (np.asarray(frames).reshape(-1) * voice.hop_length).astype(np.int64)
+
     def cached_bytes(self) -> tuple[int, int]:
         return self.cache.bytes, self.cache.max_bytes
+
+
+class Decoder:
+    """A VITS model's last stage (its HiFi-GAN decoder: latent frames to audio, most of an
+    inference's time) as a session of its own, so that a unit read with context decodes only
+    the frames of its own audio and :data:`DECODER_PAD_FRAMES` either side, not its
+    neighbours' words. The samples kept are those of the whole unit decoded."""
+
+    def __init__(self, session: onnxruntime.InferenceSession, latent: str, hop: int) -> None:
+        self.session = session
+        self.latent = latent
+        self.hop = hop
+
+    def window(self, frames: int, start: int, end: int) -> tuple[int, int]:
+        """The latent frames decoded for samples ``start:end`` of ``frames``."""
+        lo = max(0, start // self.hop - DECODER_PAD_FRAMES)
+        return lo, min(frames, -(-end // self.hop) + DECODER_PAD_FRAMES)
+
+    def decode(self, latent: np.ndarray, start: int, end: int) -> np.ndarray:
+        """Samples ``start:end`` of the audio of ``latent`` (1, channels, frames)."""
+        lo, hi = self.window(latent.shape[2], start, end)
+        window = np.ascontiguousarray(latent[:, :, lo:hi])
+        (audio,) = self.session.run(None, {self.latent: window})
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        return audio[start - lo * self.hop : end - lo * self.hop]
 
 
 class Unit(NamedTuple):
@@ -211,6 +295,23 @@ def with_context(pieces: list[list[str]], words: int) -> list[Unit]:
         right = tuple(p for word in after for p in (" ", *word))
         units.append(Unit(left, tuple(piece), right))
     return units
+
+
+def sliced(unit: Unit, at_least: int) -> list[Unit]:
+    """``unit`` as two units of one reading (the same ``left + body + right``), cut at the
+    first word gap of its body after ``at_least`` phonemes: the first slice's audio goes out
+    after the encoder and a decode of its own frames, the second decodes from the same
+    encoding (:meth:`PiperEngine._reading`) while the first plays. ``[unit]`` when its body
+    has no such gap."""
+    body = unit.body
+    gaps = [i for i in range(at_least, len(body) - 2) if body[i] == " "]
+    if not gaps:
+        return [unit]
+    at = gaps[0]
+    return [
+        Unit(unit.left, body[:at], (*body[at:], *unit.right)),
+        Unit((*unit.left, *body[: at + 1]), body[at + 1 :], unit.right),
+    ]
 
 
 def body_span(
@@ -285,19 +386,39 @@ def cut(phonemes: list[str], limit: int) -> tuple[list[str], list[str]]:
     return phonemes[:at], _lstrip(phonemes[at:])
 
 
-def _load_voice(model: Path, config: Path, device: Device) -> PiperVoice:
+def _load_voice(
+    model: Path, config: Path, device: Device, split: bool = True
+) -> tuple[PiperVoice, Decoder | None]:
+    """The voice, and its decoder when ``split`` and the model splits (:func:`split_decoder`):
+    the voice's session is then the encoder half, with the latent frames and the durations as
+    outputs."""
     options = onnxruntime.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     # The memory pattern plans one arena layout per input shape; every text length is a new
     # shape, so with it on the worker's RSS grows with each new length it has seen.
     options.enable_mem_pattern = False
-    session = _Session(with_durations(model), sess_options=options, providers=providers(device))
+    with config.open(encoding="utf-8") as f:
+        piper_config = PiperConfig.from_dict(json.load(f))
+    proto = with_durations(model)
+    single = piper_config.num_speakers <= 1
+    halves = split_decoder(proto) if split and proto is not None and single else None
+    decoder = None
+    if halves is not None:
+        encoder, decoder_model, latent = halves
+        session = _Session(encoder, sess_options=options, providers=providers(device))
+        decoder = Decoder(
+            _Session(decoder_model, sess_options=options, providers=providers(device)),
+            latent,
+            piper_config.hop_length,
+        )
+    else:
+        whole = str(model) if proto is None else bytes(proto.SerializeToString())
+        session = _Session(whole, sess_options=options, providers=providers(device))
     if device.kind == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
         # ONNX Runtime falls back to the CPU when its CUDA provider does not load: say so.
         raise ValueError(f"device {device}: ONNX Runtime's CUDA provider did not load")
-    with config.open(encoding="utf-8") as f:
-        return PiperVoice(config=PiperConfig.from_dict(json.load(f)), session=session)
+    return PiperVoice(config=piper_config, session=session), decoder
 
 
 def providers(device: Device) -> list[Any]:
@@ -308,16 +429,37 @@ def providers(device: Device) -> list[Any]:
     return [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]
 
 
-def with_durations(model: Path) -> bytes | str:
+def with_durations(model: Path) -> onnx.ModelProto | None:
     """The model with its phoneme durations (the graph's ``Ceil`` of the duration predictor)
-    as a second output, for :class:`Unit`'s context; the model's path unchanged when it
-    already has them or none can be found (its units are then rendered alone)."""
+    as a second output, for :class:`Unit`'s context; None when none can be found (the model
+    is then run as it is, its units rendered alone)."""
     proto = onnx.load(str(model))
+    if len(proto.graph.output) >= 2:
+        return proto  # patched already (piper.patch_voice_with_alignment)
     try:
         add_alignment_output(proto)
-    except ValueError:  # already an output, or no single Ceil to expose
-        return str(model)
-    return bytes(proto.SerializeToString())
+    except ValueError:  # no single Ceil to expose
+        return None
+    return proto
+
+
+def split_decoder(proto: onnx.ModelProto) -> tuple[bytes, bytes, str] | None:
+    """The model in two (:class:`Decoder`): the encoder (phoneme ids to latent frames and the
+    durations) and the decoder (latent frames to audio), cut at the decoder's first
+    convolution, and the name of the latent between them; None when the graph is not a
+    single-speaker Piper VITS export (it is then run whole)."""
+    graph = proto.graph
+    first = [n for n in graph.node if n.name == "/dec/conv_pre/Conv"]
+    inputs = [i.name for i in graph.input]
+    if len(first) != 1 or inputs != ["input", "input_lengths", "scales"] or len(graph.output) != 2:
+        return None
+    latent = first[0].input[0]
+    extractor = Extractor(proto)
+    encoder = extractor.extract_model(inputs, [latent, graph.output[1].name])
+    decoder = extractor.extract_model([latent], [graph.output[0].name])
+    if [i.name for i in decoder.graph.input] != [latent]:
+        return None
+    return encoder.SerializeToString(), decoder.SerializeToString(), latent
 
 
 class _Session(onnxruntime.InferenceSession):  # type: ignore[misc]
@@ -368,6 +510,12 @@ class PhraseCache:
             self._items.move_to_end(key)
             self.hits += 1
             return audio
+
+    def clear(self) -> None:
+        """Forget every rendered unit."""
+        with self._lock:
+            self._items.clear()
+            self.bytes = 0
 
     def put(self, key: Any, audio: np.ndarray) -> None:
         if audio.nbytes > self.max_bytes // 4:
