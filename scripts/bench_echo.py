@@ -68,7 +68,7 @@ def condition(url: str, room: Room, cancel: bool, seconds: float, seed: int) -> 
             try:  # a self-interruption makes the echo a turn: its reply plays too (speech too)
                 talker.wait_for(
                     lambda m: m.get("type") == "tts_end" and m.get("reason") != "barged_in",
-                    90,
+                    max(30.0, 3 * seconds),  # a text not ended by then is stuck (90 s at 30 s)
                     "the text's end",
                     since=since,
                 )
