@@ -47,12 +47,12 @@ from adapters.tts.base import SynthesisOptions, TtsEngine
 from adapters.tts.voicepacks import VoicePack
 
 FIRST_UNIT_PHONEMES = 12
-"""Target length of an utterance's first unit, two or three words: with its two words of right
-context about 70-100 ms of inference on a 2-core CPU (50-70 alone), where a whole 100-character
-sentence takes 300-400 ms (scripts/bench_tts, docs/benchmarks.md). Shorter heads cost words
-(8 phonemes: WER 0.065 against 0.054, in one process, a harness not in the repo) for
-little time. A voice pack may set its
-own with ``params.first_unit_phonemes``."""
+"""Target length of an utterance's first unit, two or three words: read with its two words of
+right context, its first slice out in 48 / 64 ms p50 / p95 on a 2-core CPU (83 / 106 with the
+model run whole), where a whole 100-character sentence takes 260-350 ms (scripts/bench_tts's
+``first_unit_in_process``, docs/benchmarks.md). Shorter heads cost words (8 phonemes: WER
+0.065 against 0.054, in one process, a harness not in the repo) for little time. A voice pack
+may set its own with ``params.first_unit_phonemes``."""
 MAX_UNIT_PHONEMES = 200
 """Longest unit rendered in one inference (about 12 s of speech)."""
 GROWTH = (20, 48, 100)
