@@ -308,7 +308,7 @@ def first_unit_paths(texts: list[str], repeats: int) -> dict[str, Any]:
     for _ in range(repeats):
         for text in texts:
             for name, engine in engines.items():
-                engine.cache.clear()
+                engine.clear()
                 renderer = Renderer(engine, SynthesisOptions())
                 started = time.perf_counter()
                 renderer.render(engine.plan(text, True)[0])

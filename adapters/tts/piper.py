@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import sys
 import threading
 from collections import OrderedDict
@@ -44,7 +45,9 @@ from piper.patch_voice_with_alignment import add_alignment_output
 
 from adapters.devices import Device
 from adapters.tts.base import SynthesisOptions, TtsEngine
-from adapters.tts.voicepacks import VoicePack
+from adapters.tts.voicepacks import VoicePack, VoicePackError
+
+log = logging.getLogger("duplex.models")
 
 FIRST_UNIT_PHONEMES = 12
 """Target length of an utterance's first unit, two or three words: read with its two words of
@@ -71,8 +74,9 @@ must a model that does not report its durations)."""
 FIRST_SLICE_PHONEMES = 2
 """The first unit's first slice (:func:`sliced`) ends at the first word gap after this many
 phonemes: its first word or two. A voice pack may set ``params.first_slice_phonemes``."""
-READINGS_KEPT = 4
-"""Encodings kept for the slices that follow (:meth:`PiperEngine._reading`)."""
+READINGS_KEPT = 8
+"""Heads' encodings kept for their second slices at most (:meth:`PiperEngine._reading`): one
+per utterance starting at once, as many as a worker admits by default."""
 DECODER_PAD_FRAMES = 12
 """Latent frames (256 samples each) decoded beyond each side of the audio a unit keeps: the
 decoder's convolutions reach this far, so the samples kept match the whole unit decoded within
@@ -153,7 +157,7 @@ class PiperEngine(TtsEngine):
             voice.weight_path("model"),
             voice.weight_path("config"),
             self.device,
-            split=bool(voice.params.get("split_decoder", True)),
+            split=_flag(voice, "split_decoder", True),
         )
         if self.model.config.sample_rate != voice.sample_rate:
             raise ValueError(
@@ -199,7 +203,7 @@ class PiperEngine(TtsEngine):
         ids = self.model.phonemes_to_ids(phonemes)
         config = SynthesisConfig(length_scale=self.model.config.length_scale / options.speed)
         if self.decoder is not None:
-            latent, per_id = self._reading(tuple(phonemes), ids, config)
+            latent, per_id = self._reading(unit, ids, config)
             whole = (0, latent.shape[2] * self.decoder.hop)
             span = body_span(unit, per_id, self.model.config.phoneme_id_map)
             audio = self.decoder.decode(latent, *(span if unit.left or unit.right else whole))
@@ -215,22 +219,31 @@ class PiperEngine(TtsEngine):
         return audio
 
     def _reading(
-        self, phonemes: tuple[str, ...], ids: list[int], config: SynthesisConfig
+        self, unit: Unit, ids: list[int], config: SynthesisConfig
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`encode`, kept for the next few units: the slices of a unit (:func:`sliced`)
-        are one reading, encoded once, and decode to one seamless stretch of audio."""
-        key = (phonemes, config.length_scale)
-        with self._readings_lock:
-            kept = self._readings.get(key)
+        """:meth:`encode`; a first slice's encoding is kept for its second slice (:func:`sliced`),
+        which takes it, so the two decode to one seamless stretch of audio. Kept for at most
+        :data:`READINGS_KEPT` heads at once (a second slice that finds none encodes again: its
+        join is then an ordinary one)."""
+        key = ((*unit.left, *unit.body, *unit.right), config.length_scale)
+        if unit.slice == 2:
+            with self._readings_lock:
+                kept = self._readings.pop(key, None)
             if kept is not None:
-                self._readings.move_to_end(key)
                 return kept
         reading = self.encode(ids, config)
-        with self._readings_lock:
-            self._readings[key] = reading
-            while len(self._readings) > READINGS_KEPT:
-                self._readings.popitem(last=False)
+        if unit.slice == 1:
+            with self._readings_lock:
+                self._readings[key] = reading
+                while len(self._readings) > READINGS_KEPT:
+                    self._readings.popitem(last=False)
         return reading
+
+    def clear(self) -> None:
+        """Forget rendered units and kept encodings (benchmarks and tests)."""
+        self.cache.clear()
+        with self._readings_lock:
+            self._readings.clear()
 
     def encode(self, ids: list[int], config: SynthesisConfig) -> tuple[np.ndarray, np.ndarray]:
         """The encoder half: the unit's latent frames and the samples of each phoneme id."""
@@ -248,6 +261,13 @@ class PiperEngine(TtsEngine):
 
     def cached_bytes(self) -> tuple[int, int]:
         return self.cache.bytes, self.cache.max_bytes
+
+
+def _flag(voice: VoicePack, name: str, default: bool) -> bool:
+    value = voice.params.get(name, default)
+    if not isinstance(value, bool):
+        raise VoicePackError(f"{voice.model_id}: params.{name} must be true or false")
+    return value
 
 
 class Decoder:
@@ -283,6 +303,8 @@ class Unit(NamedTuple):
     left: tuple[str, ...]
     body: tuple[str, ...]
     right: tuple[str, ...]
+    slice: int = 0
+    """1 and 2 for the two slices of one reading (:func:`sliced`), else 0."""
 
 
 def with_context(pieces: list[list[str]], words: int) -> list[Unit]:
@@ -309,8 +331,8 @@ def sliced(unit: Unit, at_least: int) -> list[Unit]:
         return [unit]
     at = gaps[0]
     return [
-        Unit(unit.left, body[:at], (*body[at:], *unit.right)),
-        Unit((*unit.left, *body[: at + 1]), body[at + 1 :], unit.right),
+        Unit(unit.left, body[:at], (*body[at:], *unit.right), slice=1),
+        Unit((*unit.left, *body[: at + 1]), body[at + 1 :], unit.right, slice=2),
     ]
 
 
@@ -403,21 +425,33 @@ def _load_voice(
     proto = with_durations(model)
     single = piper_config.num_speakers <= 1
     halves = split_decoder(proto) if split and proto is not None and single else None
+    sessions: list[onnxruntime.InferenceSession] = []
     decoder = None
     if halves is not None:
+        del proto  # the halves hold its weights: one copy at a time
         encoder, decoder_model, latent = halves
-        session = _Session(encoder, sess_options=options, providers=providers(device))
-        decoder = Decoder(
-            _Session(decoder_model, sess_options=options, providers=providers(device)),
-            latent,
-            piper_config.hop_length,
-        )
-    else:
+        del halves
+        try:
+            session = _Session(encoder, sess_options=options, providers=providers(device))
+            del encoder
+            decoder = Decoder(
+                _Session(decoder_model, sess_options=options, providers=providers(device)),
+                latent,
+                piper_config.hop_length,
+            )
+            sessions += [session, decoder.session]
+        except Exception:  # an export the split did not suit: run it whole
+            log.warning("model split failed; running it whole", exc_info=True)
+            decoder, proto = None, with_durations(model)
+    if decoder is None:
         whole = str(model) if proto is None else bytes(proto.SerializeToString())
+        del proto
         session = _Session(whole, sess_options=options, providers=providers(device))
-    if device.kind == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-        # ONNX Runtime falls back to the CPU when its CUDA provider does not load: say so.
-        raise ValueError(f"device {device}: ONNX Runtime's CUDA provider did not load")
+        sessions = [session]
+    for made in sessions:
+        if device.kind == "cuda" and "CUDAExecutionProvider" not in made.get_providers():
+            # ONNX Runtime falls back to the CPU when its CUDA provider does not load: say so.
+            raise ValueError(f"device {device}: ONNX Runtime's CUDA provider did not load")
     return PiperVoice(config=piper_config, session=session), decoder
 
 
@@ -454,10 +488,17 @@ def split_decoder(proto: onnx.ModelProto) -> tuple[bytes, bytes, str] | None:
     if len(first) != 1 or inputs != ["input", "input_lengths", "scales"] or len(graph.output) != 2:
         return None
     latent = first[0].input[0]
-    extractor = Extractor(proto)
-    encoder = extractor.extract_model(inputs, [latent, graph.output[1].name])
-    decoder = extractor.extract_model([latent], [graph.output[0].name])
-    if [i.name for i in decoder.graph.input] != [latent]:
+    try:
+        extractor = Extractor(proto)
+        encoder = extractor.extract_model(inputs, [latent, graph.output[1].name])
+        decoder = extractor.extract_model([latent], [graph.output[0].name])
+    except Exception:  # e.g. no shape known for the latent
+        log.warning("model split failed; running it whole", exc_info=True)
+        return None
+    # The decoder must need nothing but the latent (a speaker embedding would be another input).
+    made = {o for n in decoder.graph.node for o in n.output}
+    known = made | {t.name for t in decoder.graph.initializer} | {latent, ""}
+    if any(name not in known for n in decoder.graph.node for name in n.input):
         return None
     return encoder.SerializeToString(), decoder.SerializeToString(), latent
 
