@@ -10,11 +10,17 @@ An actor subclasses :class:`Actor` and overrides the hooks ``on_start``, ``on_me
 
 Every received message is decoded and validated before a hook sees it; a message that fails is
 counted and logged, never raised. Control messages are served before queued data messages.
+
+Until the actor has its first registry snapshot, what would reach ``on_message`` is held (at
+most :data:`HELD_MAX` messages, :data:`HOLD_S` seconds) and then handled in order: a peer
+that saw this actor register may write to it before it knows that peer, and a reply sent then
+would fail with :class:`PeerGone`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -65,6 +71,12 @@ DRAIN_LIMIT = 256
 DATA_BUDGET = 32
 """Data messages handled before the sockets are read again for control messages."""
 
+HELD_MAX = 1000
+"""Messages held while the first registry snapshot is awaited; beyond it they are dropped."""
+
+HOLD_S = 10.0
+"""The longest messages are held for the first snapshot (a broker that never answers)."""
+
 
 class Actor:
     """Base of every Duplex actor; see the module docstring."""
@@ -97,6 +109,9 @@ class Actor:
         """Set while the broker has this actor registered."""
         self._pending = PendingRequests()
         self._backlog: deque[Inbound] = deque()
+        self._held: deque[Inbound] | None = deque()
+        """What came for ``on_message`` before the first registry snapshot; None once served."""
+        self._hold_over = False
         self._stopping = False
         self._rejoin_from = ""
         """Epoch of the broker run this actor lost (silent, or it said ``disconnect``)."""
@@ -298,6 +313,7 @@ class Actor:
             self.started = True
             self.broker.register()
             self.spawn(self.broker.heartbeat_loop())
+            self.spawn(self._end_hold_after(HOLD_S))
             await self._serve()
         finally:
             await self._shutdown()
@@ -384,6 +400,10 @@ class Actor:
             if self._events_stale and self.registered.is_set():
                 self._events_stale = False
                 self.events.rebuild()
+            if self._held is not None and self._hold_over:
+                held, self._held = self._held, None
+                for inbound in held:
+                    await self._dispatch(inbound)
             ready = self._reactor.ready()
             for sock, via in ready:
                 await self._drain(sock, via)
@@ -435,6 +455,26 @@ class Actor:
             self.broker.heard()
         return Inbound(env=env, message=message, via=via, identity=identity, peer=peer, topic=topic)
 
+    def _hold(self, inbound: Inbound) -> None:
+        assert self._held is not None
+        if len(self._held) >= HELD_MAX:
+            self.metrics.dropped.labels(inbound.env.type).inc()
+            self._bad.warning(
+                "held_full", "message dropped: held too many before the registry came"
+            )
+            return
+        self._held.append(inbound)
+
+    async def _end_hold_after(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self._end_hold()
+
+    def _end_hold(self) -> None:
+        """Let the serving loop handle what is held."""
+        if self._held is not None and not self._hold_over:
+            self._hold_over = True
+            self._reactor.poke()
+
     async def _refuse(self, identity: bytes, exc: DecodeError) -> None:
         if self._inbox is None:
             return
@@ -456,8 +496,12 @@ class Actor:
         started = time.perf_counter()
         try:
             with handling():
-                if not await self._handle_system(inbound):
-                    await self.on_message(inbound)
+                if await self._handle_system(inbound):
+                    return
+                if self._held is not None:
+                    self._hold(inbound)
+                    return
+                await self.on_message(inbound)
         except Exception as exc:
             self.metrics.handler_errors.labels(env.type).inc()
             await self.on_failure(exc, inbound)
@@ -522,12 +566,12 @@ class Actor:
         self.spawn(self._resync())
 
     async def _resync(self) -> None:
-        try:
+        snap: Message | None = None
+        with contextlib.suppress(RequestTimeout, PeerGone):
             snap = await self.request_broker(Discover())
-        except (RequestTimeout, PeerGone):
-            return
         if isinstance(snap, RegistrySnapshot):
             self.registry.apply_snapshot(snap)
+        self._end_hold()  # with the snapshot or without it
 
     # ------------------------------------------------------------------ peers and requests
 

@@ -23,7 +23,15 @@ from bus.runtime import Actor, Inbound
 from bus.schema import decode_message, envelope_for
 from bus.schema.audio import AudioFrame
 from bus.schema.control import Pause, Stop
-from bus.schema.system import Describe, Description, Error, Ping, Pong, RegistryChange
+from bus.schema.system import (
+    Describe,
+    Description,
+    Discover,
+    Error,
+    Ping,
+    Pong,
+    RegistryChange,
+)
 from bus.schema.tts import TtsText
 from bus.topology import ActorConfig, BrokerConfig
 from tests.support import BrokerPorts
@@ -286,5 +294,60 @@ def test_a_peer_socket_closed_within_a_serving_round_is_skipped_not_a_crash() ->
             a._peers.forget(b.id)  # what a REMOVED does, between listing and draining
             await a._drain(sock, Via.PEER)
             assert isinstance(await a.request(b.id, Ping(), timeout=2), Pong)  # a still serves
+
+    run(body)
+
+
+class SlowToLearn(Actor):
+    """Answers every Pause by *sending* to its author (not replying on the connection), and
+    gets its first registry snapshot half a second late."""
+
+    def __init__(self, config: ActorConfig) -> None:
+        super().__init__(config)
+        self.snapshot_late = True
+
+    async def request_broker(self, msg: Any, *, timeout: float | None = None) -> Any:
+        if isinstance(msg, Discover) and self.snapshot_late:
+            self.snapshot_late = False
+            await asyncio.sleep(0.5)
+        return await super().request_broker(msg, timeout=timeout)
+
+    async def on_message(self, inbound: Inbound) -> None:
+        if isinstance(inbound.message, Pause):
+            self.send_or_warn(inbound.env.src, Stop(), inbound.env.session)
+
+
+class Eager(Actor):
+    """Writes to every peer of kind ``slow`` the moment the registry shows it."""
+
+    def __init__(self, config: ActorConfig) -> None:
+        super().__init__(config)
+        self.answers: list[str] = []
+        self.registry.listen(self._on_change)
+
+    def _on_change(self, change: RegistryChange, reg: Any) -> None:
+        if change is RegistryChange.ADDED and reg.kind == "slow":
+            self.send_or_warn(reg.actor_id, Pause(), "s1")
+
+    async def on_message(self, inbound: Inbound) -> None:
+        if isinstance(inbound.message, Stop):
+            self.answers.append(inbound.env.session)
+
+
+def test_what_reaches_a_new_actor_before_it_knows_its_peers_waits_for_the_registry() -> None:
+    """A peer that saw an actor register writes to it at once; the actor, which only learns
+    of that peer from its first snapshot, holds the message until it has it and so can answer
+    by the peer's inbox (else: PeerGone, and the answer is lost)."""
+
+    async def body() -> None:
+        broker_cfg, actor = configs()
+        eager = Eager(actor("eager"))
+        async with running(Broker(broker_cfg), eager):
+            await eager.registered.wait()
+            slow = SlowToLearn(actor("slow"))
+            async with running(slow):
+                await until(lambda: eager.answers, 5, "the answer")
+                assert eager.answers == ["s1"]
+                assert slow.stats["received"] >= 1
 
     run(body)
