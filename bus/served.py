@@ -54,7 +54,10 @@ class ServedSessions:
         msg, session = inbound.message, inbound.env.session
         if isinstance(msg, ServeSession):
             if not await self.serve(session, inbound.env.src):
+                # Told back, so the gateway gives it to another instance (or tells the client).
                 self.actor.log.warning("session refused: full", extra=kv(session=session))
+                if session:
+                    self.actor.send_or_warn(inbound.env.src, DropSession(), session)
             return True
         if isinstance(msg, DropSession):
             await self.drop(session)

@@ -93,3 +93,82 @@ def test_sessions_spread_move_when_an_instance_leaves_and_return_after_a_purge_u
     # A broker restart's resync removes nobody's sessions.
     routes.on_registry(RegistryChange.REMOVED, reg("asr-b", "asr"), resync=True)
     assert routes.serving(on_a, "asr") == "asr-b" and bus.sent == []
+
+
+def test_a_full_instance_refusing_a_session_has_it_given_to_one_with_room_or_reported() -> None:
+    bus = Bus()
+    routes = VoiceRoutes(bus)
+    change(routes, bus, RegistryChange.ADDED, reg("vad-a", "vad"))
+    change(routes, bus, RegistryChange.ADDED, reg("asr-a", "asr", load=0.0))
+    change(routes, bus, RegistryChange.ADDED, reg("asr-b", "asr", load=1.0))  # full
+    routes.open("s1")
+    assert routes.serving("s1", "asr") == "asr-a"
+    # asr-a turns out full too (its load had not caught up): the only other is full as well,
+    # so nobody takes it, and the caller is told which kind is missing.
+    change(routes, bus, RegistryChange.UPDATED, reg("asr-a", "asr", load=1.0))
+    bus.sent.clear()
+    assert routes.refused("s1", "asr-a") == "asr"
+    assert routes.serving("s1", "asr") == "" and bus.sent == []
+    # A refusal from one that is not serving the session changes nothing.
+    assert routes.refused("s1", "asr-b") is None
+    # With room somewhere, a refusal moves the session there.
+    change(routes, bus, RegistryChange.ADDED, reg("asr-c", "asr", load=0.5))
+    assert routes.serving("s1", "asr") == "asr-c"  # (a new instance takes sessions lacking one)
+    change(routes, bus, RegistryChange.UPDATED, reg("asr-a", "asr", load=0.2))
+    bus.sent.clear()
+    assert routes.refused("s1", "asr-c") is None
+    assert routes.serving("s1", "asr") == "asr-a"
+    assert bus.sent == [("asr-a", ServeSession.TYPE, "s1")]
+
+
+class Instance:
+    """What ServedSessions needs of its actor (a VAD or an ASR), recording what it does."""
+
+    def __init__(self) -> None:
+        import logging
+
+        from bus.registry import RegistryMirror
+
+        self.capabilities: dict[str, Any] = {}
+        self.registry = RegistryMirror()
+        self.log = logging.getLogger("test.instance")
+        self.topics: set[bytes] = set()
+        self.sent: list[tuple[str, str, str]] = []
+        self.load = 0.0
+
+    def subscribe(self, topic: bytes) -> None:
+        self.topics.add(topic)
+
+    def unsubscribe(self, topic: bytes) -> None:
+        self.topics.discard(topic)
+
+    async def update_registration(self, *, load: float | None = None, **_: Any) -> None:
+        self.load = self.load if load is None else load
+
+    def send_or_warn(self, peer_id: str, msg: Message, session: str = "") -> bool:
+        self.sent.append((peer_id, msg.TYPE, session))
+        return True
+
+
+def test_a_full_instance_tells_the_gateway_it_refused_and_hears_nothing_of_it() -> None:
+    import asyncio
+
+    from bus.envelope import Envelope
+    from bus.inbound import Inbound, Via
+    from bus.served import ServedSessions
+
+    actor = Instance()
+    served = ServedSessions(actor, (b"audio.in.",), max_sessions=1)  # type: ignore[arg-type]
+
+    def serve(session: str) -> Inbound:
+        env = Envelope(type=ServeSession.TYPE, body={}, session=session, src="gateway-1")
+        return Inbound(env=env, message=ServeSession(), via=Via.INBOX)
+
+    async def run() -> None:
+        assert await served.handle(serve("a" * 16))
+        assert await served.handle(serve("b" * 16))
+
+    asyncio.run(run())
+    assert set(served.sessions) == {"a" * 16} and actor.load == 1.0
+    assert actor.topics == {b"audio.in." + b"a" * 16}
+    assert actor.sent == [("gateway-1", DropSession.TYPE, "b" * 16)]

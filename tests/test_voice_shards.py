@@ -90,3 +90,29 @@ def test_each_session_is_heard_by_one_vad_and_one_asr_and_moves_when_its_asr_die
     finally:
         for t in talkers:
             t.close()
+
+
+def test_a_session_no_vad_has_room_for_is_told_so(tmp_path: Path) -> None:
+    procs = Processes(tmp_path)
+    try:
+        one = "  vad:\n    max_sessions: 1\n"
+        s = Stack(procs, tmp_path, one, ["gateway", "supervisor", "vad"])
+        # (No TTS worker, so /ready stays 503: the registrations say it is up.)
+        wait_until(lambda: {"gateway", "supervisor", "vad"} <= s.ids(), 60, "the actors")
+        first = Talker(s.url)
+        first.wait_for(lambda m: m.get("state") == "LISTENING", 10, "the first session")
+        wait_until(lambda: actors(s)["vad"]["load"] == 1.0, 10, "the VAD to be full")
+        second = Talker(s.url)
+        try:
+            _, error = second.wait_for(
+                lambda m: m.get("type") == "error" and m.get("code") == "VOICE_INPUT_LOST",
+                10,
+                "VOICE_INPUT_LOST",
+            )
+            assert "full" in error["message"], error
+            assert not first.events("error")  # the first keeps its VAD
+        finally:
+            second.close()
+            first.close()
+    finally:
+        procs.close()

@@ -16,6 +16,7 @@ from prometheus_client import Counter
 
 from bus.envelope import new_id
 from bus.inbound import Inbound
+from bus.schema.session import DropSession
 from bus.schema.system import Registration, RegistryChange
 from transports.session import (
     ClientLink,
@@ -105,6 +106,14 @@ class SessionHub:
 
     async def on_message(self, inbound: Inbound) -> None:
         if await self.streams.on_message(inbound):
+            return
+        if isinstance(inbound.message, DropSession):  # a VAD or ASR refused a session: full
+            kind = self.voice.refused(inbound.env.session, inbound.env.src)
+            session = self.sessions.get(inbound.env.session)
+            if kind is not None and session is not None:
+                what = "voice activity detection" if kind == "vad" else "speech recognition"
+                message = f"every {what} ({kind}) instance is full: speech is not heard"
+                self.bus.spawn(session.error("VOICE_INPUT_LOST", message))
             return
         session = self.sessions.get(inbound.env.session)
         if session is not None:  # else the session is gone: late messages are dropped

@@ -78,16 +78,35 @@ class VoiceRoutes:
                 if reg.kind not in routes:
                     self._give(session, reg.kind)
 
-    def _give(self, session: str, kind: str) -> None:
-        instance = self._least_loaded(kind)
+    def refused(self, session: str, instance: str) -> str | None:
+        """``instance`` answered ``session.drop`` to our ``session.serve``: it is full. The
+        session goes to the least loaded other instance of that kind; returns the kind when
+        none can take it (the client is told; the next instance to register takes it), None
+        when it went elsewhere or ``instance`` was not serving it."""
+        routes = self.routes.get(session, {})
+        for kind, actor_id in list(routes.items()):
+            if actor_id == instance:
+                del routes[kind]
+                if not self._give(session, kind, besides=instance):
+                    return kind
+        return None
+
+    def _give(self, session: str, kind: str, besides: str = "") -> bool:
+        """Give ``session`` to the least loaded live ``kind`` not full (nor ``besides``);
+        False when there is none."""
+        instance = self._least_loaded(kind, besides)
         if instance is None:
-            return  # none running: the next to register takes it
+            return False  # none running: the next to register takes it
         if self.bus.send_or_warn(instance.actor_id, ServeSession(), session):
             self.routes[session][kind] = instance.actor_id
             log.debug("session served", extra=kv(session=session, kind=kind, by=instance.actor_id))
+            return True
+        return False
 
-    def _least_loaded(self, kind: str) -> Registration | None:
-        live = self.bus.registry.alive(kind)
+    def _least_loaded(self, kind: str, besides: str = "") -> Registration | None:
+        live = [r for r in self.bus.registry.alive(kind) if r.actor_id != besides]
+        if besides:  # after a refusal: only one with room (two full ones must not ping-pong)
+            live = [r for r in live if r.load < 1.0]
         if not live:
             return None
         given: dict[str, int] = {}

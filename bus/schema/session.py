@@ -66,7 +66,8 @@ class ServeSession(Message, frozen=True, kw_only=True):
 
 @message
 class DropSession(Message, frozen=True, kw_only=True):
-    """To one VAD or ASR's inbox: stop hearing the session (it ended, or moved elsewhere)."""
+    """To one VAD or ASR's inbox: stop hearing the session (it ended, or moved elsewhere).
+    From a VAD or ASR to the gateway, in answer to ``session.serve``: refused, it is full."""
 
     TYPE: ClassVar[str] = "session.drop"
 
