@@ -266,7 +266,15 @@ def main() -> None:
         help="the gateway's microphone jitter buffer (aiortc: its 80 ms prefetch)",
     )
     parser.add_argument("--screenshot", type=Path, help="save the page mid-conversation here")
+    parser.add_argument(
+        "--cpu-window",
+        type=float,
+        default=CPU_WINDOW_S,
+        help=f"seconds the gateway's CPU is measured over, each mode (default {CPU_WINDOW_S:g})",
+    )
     args = parser.parse_args()
+    if not 1 <= args.cpu_window <= 120:
+        parser.error("--cpu-window must be 1 to 120 seconds")
     require_chromium()
     questions = [bench_voice.QUESTIONS[i % 4] for i in range(4)]
     barge_speech = synthesize(bench_voice.BARGES[0])
@@ -338,7 +346,7 @@ def main() -> None:
             concurrent = list(pool.map(lambda k: _safe(together, k), range(args.sessions)))
         log(f"{args.sessions} browsers at once done")
 
-        idle = cpu_share(gateway_pid)
+        idle = cpu_share(gateway_pid, args.cpu_window)
         with Browser.launch(write_fake_mic(tmp / "quiet.wav", silence(60))) as browser:
             pages = [browser.new_page() for _ in range(args.sessions)]
             for page in pages:
@@ -348,15 +356,15 @@ def main() -> None:
                     f"window.duplex.send({json.dumps({'type': 'text', 'text': long_text(i)})})"
                 )
             time.sleep(1.0)
-            webrtc_cpu = cpu_share(gateway_pid)
+            webrtc_cpu = cpu_share(gateway_pid, args.cpu_window)
         time.sleep(2.0)
 
         async def ws_window() -> float:
             task = asyncio.get_running_loop().create_task(
-                websocket_speakers(stack.url, args.sessions, CPU_WINDOW_S + 2)
+                websocket_speakers(stack.url, args.sessions, args.cpu_window + 2)
             )
             await asyncio.sleep(1.0)
-            share = await asyncio.to_thread(cpu_share, gateway_pid)
+            share = await asyncio.to_thread(cpu_share, gateway_pid, args.cpu_window)
             await task
             return share
 
@@ -400,7 +408,7 @@ def main() -> None:
         "webrtc_per_session_cores": round((webrtc_cpu - idle) / args.sessions, 4),
         "websocket_per_session_cores": round((ws_cpu - idle) / args.sessions, 4),
         "sessions": args.sessions,
-        "window_s": CPU_WINDOW_S,
+        "window_s": args.cpu_window,
     }
     print(json.dumps(result, indent=2))
 
