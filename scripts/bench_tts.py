@@ -262,11 +262,19 @@ def quality(inbox: str, raw_voice: Any, texts: list[str], repeats: int = 1) -> d
     ratios = [r["duration_ratio"] for r in rows if r["duration_ratio"]]
     inserted = [r["longest_silence_ms"] - r["raw_longest_silence_ms"] for r in rows]
     raw_total = sum(r["raw_duration_s"] for r in rows)
+    # Paired per rendering (same text, same moment): Piper's noise makes each rendering of
+    # either side differ, so a mean WER gap of 0.01 is only told from none with its error.
+    diffs = np.array([r["duplex_wer"] - r["raw_wer"] for r in rows])
+    spread = float(diffs.std(ddof=1)) / len(diffs) ** 0.5 if len(diffs) > 1 else None
     return {
         "sentences": len(texts),
         "renderings": len(rows),
         "duplex_wer": round(sum(r["duplex_wer"] for r in rows) / len(rows), 3),
         "raw_piper_wer": round(sum(r["raw_wer"] for r in rows) / len(rows), 3),
+        "wer_difference": {
+            "mean": round(float(diffs.mean()), 4),
+            "standard_error": None if spread is None else round(spread, 4),
+        },
         "duration_ratio_total": round(sum(r["duration_s"] for r in rows) / raw_total, 3)
         if raw_total
         else None,
@@ -276,6 +284,14 @@ def quality(inbox: str, raw_voice: Any, texts: list[str], repeats: int = 1) -> d
         "inserted_silence_max_ms": max(0, max(inserted, default=0)),
         "worst": sorted(rows, key=lambda r: r["raw_wer"] - r["duplex_wer"])[:5],
     }
+
+
+def wer_decided(difference: dict[str, float | None]) -> bool:
+    """Whether the renderings tell the WER target (within 0.01 of raw Piper's) from its
+    opposite: 0.01 lies outside the paired difference's mean +/- two standard errors."""
+    error = difference["standard_error"]
+    mean = difference["mean"]
+    return error is not None and mean is not None and abs(mean - 0.01) > 2 * error
 
 
 FIRST_UNIT_PATHS = {
@@ -501,6 +517,8 @@ def main() -> None:
         "pause_p95_le_30ms": result["pause_to_last_frame"]["p95_ms"] <= 30,
         "stop_p95_le_30ms": result["stop_to_last_frame"]["p95_ms"] <= 30,
         "wer_within_0_01_of_raw_piper": q["duplex_wer"] <= q["raw_piper_wer"] + 0.01,
+        # decided: 0.01 lies outside the paired difference's mean +/- two standard errors
+        "wer_target_decided": wer_decided(q["wer_difference"]),
         "duration_within_3pct_of_raw_piper": q["duration_ratio_total"] is not None
         and abs(q["duration_ratio_total"] - 1) <= 0.03,
         "no_inserted_silence_over_60ms": q["inserted_silence_max_ms"] <= 60,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support import bench_json
 
 
@@ -43,11 +45,17 @@ def test_bench_tts_quick_run_prints_all_figures() -> None:
         assert 0 <= row["raw_longest_silence_ms"] < 1000
     assert 0 <= quality["duplex_wer"] < 0.5 and 0 <= quality["raw_piper_wer"] < 0.5
     assert quality["inserted_silence_max_ms"] >= 0
+    difference = quality["wer_difference"]
+    assert difference["mean"] == pytest.approx(
+        quality["duplex_wer"] - quality["raw_piper_wer"], abs=0.002
+    )
+    assert difference["standard_error"] >= 0
     assert set(data["targets"]) == {
         "first_audio_100_char_p95_le_60ms",
         "pause_p95_le_30ms",
         "stop_p95_le_30ms",
         "wer_within_0_01_of_raw_piper",
+        "wer_target_decided",
         "duration_within_3pct_of_raw_piper",
         "no_inserted_silence_over_60ms",
     }
