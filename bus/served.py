@@ -81,13 +81,18 @@ class ServedSessions:
 
     async def drop(self, session: str) -> bool:
         """Stop hearing ``session``; False if it was not served."""
+        if not self._forget(session):
+            return False
+        await self._publish_load()
+        return True
+
+    def _forget(self, session: str) -> bool:
         if session not in self.sessions:
             return False
         del self.sessions[session]
         for prefix in self.prefixes:
             self.actor.unsubscribe(topics.topic(prefix, session))
         self.on_drop(session)
-        await self._publish_load()
         return True
 
     async def drop_all(self) -> None:
@@ -98,10 +103,7 @@ class ServedSessions:
         """
         dropped = len(self.sessions)
         for session in list(self.sessions):
-            del self.sessions[session]
-            for prefix in self.prefixes:
-                self.actor.unsubscribe(topics.topic(prefix, session))
-            self.on_drop(session)
+            self._forget(session)
         self.generation += 1
         self.actor.log.warning("purged: sessions dropped", extra=kv(sessions=dropped))
         await self.actor.update_registration(

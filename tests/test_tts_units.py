@@ -94,7 +94,7 @@ def test_a_unit_decodes_only_its_own_frames_and_they_are_the_whole_units_audio(
     for start, end in spans:
         ours = decoder.decode(latent, start, end)
         assert len(ours) == end - start
-        assert np.abs(ours - whole[start:end]).max() < 1e-4  # 1e-6 seen (4-frame margin: 6e-4)
+        assert np.abs(ours - whole[start:end]).max() < 1e-4  # 1e-6 seen here (4 frames: 6e-4)
 
 
 def test_the_head_is_two_slices_of_one_reading_encoded_once(

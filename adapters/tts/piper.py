@@ -80,8 +80,8 @@ per utterance starting at once, as many as a worker admits by default."""
 DECODER_PAD_FRAMES = 12
 """Latent frames (256 samples each) decoded beyond each side of the audio a unit keeps: the
 decoder's convolutions reach this far, so the samples kept match the whole unit decoded within
-float rounding (joe-medium: 1e-6 apart at 12 frames, 7e-4 at 8, 0.05 at 4, on a 0.5 peak;
-tests/test_tts_units.py)."""
+float rounding (joe-medium, the first four units of bench_tts's 30 quality sentences, peaks up
+to 0.77: at most 2e-6 apart at 12 frames, 7e-3 at 8, 0.04 at 4; tests/test_tts_units.py)."""
 MIN_TAIL_PHONEMES = 6
 """A first sentence is not cut if the rest would be shorter than this."""
 CLAUSE_MARKS = frozenset(",;:\u2014\u2013")  # and em and en dashes
@@ -204,9 +204,11 @@ class PiperEngine(TtsEngine):
         config = SynthesisConfig(length_scale=self.model.config.length_scale / options.speed)
         if self.decoder is not None:
             latent, per_id = self._reading(unit, ids, config)
-            whole = (0, latent.shape[2] * self.decoder.hop)
-            span = body_span(unit, per_id, self.model.config.phoneme_id_map)
-            audio = self.decoder.decode(latent, *(span if unit.left or unit.right else whole))
+            if unit.left or unit.right:
+                span = body_span(unit, per_id, self.model.config.phoneme_id_map)
+            else:
+                span = (0, latent.shape[2] * self.decoder.hop)
+            audio = self.decoder.decode(latent, *span)
         elif unit.left or unit.right:
             raw, samples = self.model.phoneme_ids_to_audio(ids, config, include_alignments=True)
             if samples is None:
