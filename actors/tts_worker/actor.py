@@ -152,6 +152,8 @@ class TtsWorker(Actor):
             return
 
         async def send(message: Message) -> bool:
+            if isinstance(message, TtsEnd):  # forgotten, its slot free, before the end is heard
+                self._forget(key, utterance)
             return await self.push(inbound, message)
 
         utterance = Utterance(
@@ -173,18 +175,23 @@ class TtsWorker(Actor):
         # keeps serving every other session (and this one's text and control) meanwhile.
         engine = asyncio.ensure_future(self.models.acquire(voice))
         task = utterance.start(engine)
-        task.add_done_callback(lambda t: self._finished(key, voice, engine, t))
+        task.add_done_callback(lambda t: self._finished(key, utterance, voice, engine, t))
         await self.update_registration(load=len(self.utterances) / self.settings.max_streams)
+
+    def _forget(self, key: tuple[str, str], utterance: Utterance) -> None:
+        if self.utterances.get(key) is utterance:  # not a later one that took its id
+            del self.utterances[key]
 
     def _finished(
         self,
         key: tuple[str, str],
+        utterance: Utterance,
         voice: str,
         engine: asyncio.Future[TtsEngine],
         task: asyncio.Task[EndReason],
     ) -> None:
-        utterance = self.utterances.pop(key, None)
-        if utterance is not None and not task.cancelled() and task.exception() is None:
+        self._forget(key, utterance)
+        if not task.cancelled() and task.exception() is None:
             self.tts_metrics.ended(utterance, task.result())
 
         def release(acquired: asyncio.Future[TtsEngine]) -> None:
