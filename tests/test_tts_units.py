@@ -4,6 +4,7 @@ for fast first audio, is not read as a phrase of its own."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from piper import SynthesisConfig
 
 from adapters.tts.base import Renderer, SynthesisOptions
 from adapters.tts.piper import PiperEngine, Unit, body_span, sliced, with_context
-from adapters.tts.voicepacks import load_voicepack
+from adapters.tts.voicepacks import VoicePackError, load_voicepack
 
 VOICE = Path(__file__).resolve().parent.parent / "voicepacks" / "piper-en_US-joe-medium"
 SENTENCES = [
@@ -121,3 +122,22 @@ def test_the_head_is_two_slices_of_one_reading_encoded_once(
     engine.clear()
     engine.render(second, SynthesisOptions())  # its first slice never rendered: encodes itself
     assert len(encodings) == 2
+
+
+def test_a_voice_pack_sets_how_the_first_sentence_grows_and_bad_settings_are_refused(
+    engine: PiperEngine,
+) -> None:
+    pack = load_voicepack(VOICE)
+
+    def with_params(**params: object) -> PiperEngine:
+        return PiperEngine(dataclasses.replace(pack, params={**pack.params, **params}))
+
+    text = SENTENCES[3]  # 76 characters: the head, then units of 20 and 48 phonemes, the rest
+    grown = engine.plan(text, True)
+    rest_whole = with_params(growth=[]).plan(text, True)
+    assert [u.slice for u in rest_whole] == [1, 2, 0]  # the head's two slices, the rest whole
+    assert len(grown) > len(rest_whole)
+    assert "".join(rest_whole[2].body) == " ".join("".join(u.body) for u in grown[2:])
+    for bad in ([0], [201], "20", [1.5], [True], None):
+        with pytest.raises(VoicePackError, match=r"params\.growth must be a list"):
+            with_params(growth=bad)
