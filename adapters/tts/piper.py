@@ -71,11 +71,12 @@ Piper's whole sentences, with up to half a second of silence inserted, and tiny.
 rate 0.099 against 0.053; with two words of context 1.4 % longer, at most 40 ms inserted, 0.053
 against 0.056 (one word: 3 % longer; three: 0.075). Those word error rates are within
 Piper's own noise: on 2026-12-04, 120 renderings per setting in one process, interleaved, gave
-two words 0.058, three 0.062, four 0.062, the whole sentence 0.055, the head alone reading four
-words ahead 0.057, raw Piper 0.045; every setting's gap to raw Piper, paired per rendering, was
-0.010-0.017 with a standard error of 0.007, so wider context buys nothing measurable here and
-costs encoder time. tests/test_tts_units.py checks the durations and gaps. A voice pack may
-set ``params.context_words`` (0 renders units alone, as must a model that does not report its
+two words 0.058, three 0.062, four 0.062, the whole sentence 0.055, raw Piper 0.045; every
+setting's gap to raw Piper, paired per rendering, was 0.010-0.017 with a standard error of
+0.007, so wider context buys nothing measurable here and costs encoder time
+(``scripts/bench_tts_params`` compares settings so; docs/benchmarks.md).
+tests/test_tts_units.py checks the durations and gaps. A voice pack may set
+``params.context_words`` (0 renders units alone, as must a model that does not report its
 durations)."""
 FIRST_SLICE_PHONEMES = 2
 """The first unit's first slice (:func:`sliced`) ends at the first word gap after this many
