@@ -326,22 +326,30 @@ the model run whole on the head and its context (the worker before 2026-12-03 17
 decoder on the head's own frames, and that with the head's first word decoded first."""
 
 
-def first_unit_paths(texts: list[str], repeats: int) -> dict[str, Any]:
-    """Plan and render of an utterance's first unit, in this process, by each of
-    :data:`FIRST_UNIT_PATHS` in turn on the same texts (interleaved, the phrase cache
-    emptied): what the model's split buys, apart from the worker's own overhead."""
+def piper_engines(settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A warmed-up Piper en_US-joe-medium engine per setting: its voice pack's params with
+    the setting's on top."""
     import dataclasses
 
-    from adapters.tts.base import Renderer, SynthesisOptions
     from adapters.tts.piper import PiperEngine
     from adapters.tts.voicepacks import load_voicepack
 
     pack = load_voicepack(ROOT / "voicepacks" / "piper-en_US-joe-medium")
     engines = {}
-    for name, params in FIRST_UNIT_PATHS.items():
+    for name, params in settings.items():
         engine = PiperEngine(dataclasses.replace(pack, params={**pack.params, **params}))
         engine.warmup()
         engines[name] = engine
+    return engines
+
+
+def first_unit_paths(texts: list[str], repeats: int) -> dict[str, Any]:
+    """Plan and render of an utterance's first unit, in this process, by each of
+    :data:`FIRST_UNIT_PATHS` in turn on the same texts (interleaved, the phrase cache
+    emptied): what the model's split buys, apart from the worker's own overhead."""
+    from adapters.tts.base import Renderer, SynthesisOptions
+
+    engines = piper_engines(FIRST_UNIT_PATHS)
     times: dict[str, list[float]] = {name: [] for name in engines}
     for _ in range(repeats):
         for text in texts:

